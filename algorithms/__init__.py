@@ -1,0 +1,1 @@
+"""Algorithms, each written only against unirl's neutral interfaces (no framework imports here)."""

@@ -1,0 +1,134 @@
+"""PPO (Schulman et al. 2017): clipped surrogate, GAE, value loss, entropy bonus, minibatch epochs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from unirl import sample_batch as sb
+from unirl.algorithm import Algorithm
+from unirl.config import AlgorithmConfig
+from unirl.errors import UnirlError
+from unirl.execution import SyncSamples, worker_specs
+from unirl.ops import numpy_ops
+from unirl.postprocessing import compute_gae, next_values
+
+
+@dataclass
+class PPOConfig(AlgorithmConfig):
+    """PPO's options (plus those of every algorithm)."""
+
+    #: Discount factor.
+    gamma: float = 0.99
+    #: Adam learning rate.
+    lr: float = 1e-3
+    #: Piecewise-linear lr schedule [[timestep, lr], ...]; the default decays to 0 at 100k steps.
+    lr_schedule: list | None = None
+    #: GAE lambda.
+    gae_lambda: float = 0.95
+    #: Surrogate clip range epsilon.
+    clip_param: float = 0.2
+    #: Weight of the value loss.
+    vf_loss_coeff: float = 0.5
+    #: Weight of the entropy bonus.
+    entropy_coeff: float = 0.0
+    #: Passes over each train batch.
+    num_epochs: int = 20
+    #: Rows per gradient step (train_batch_size must be a multiple).
+    minibatch_size: int = 256
+    #: Normalize advantages within each minibatch.
+    normalize_advantages: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        if self.minibatch_size < 1 or self.train_batch_size % self.minibatch_size:
+            raise UnirlError(f"minibatch_size {self.minibatch_size} must divide train_batch_size {self.train_batch_size}.")
+        if self.num_epochs < 1:
+            raise UnirlError(f"config key `num_epochs` must be at least 1, got {self.num_epochs}.")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise UnirlError(f"config key `gae_lambda` must lie in [0, 1], got {self.gae_lambda}.")
+        if self.clip_param <= 0:
+            raise UnirlError(f"config key `clip_param` must be positive, got {self.clip_param}.")
+
+
+def ppo_loss(ops, model, dist, params, batch, hp):
+    """The PPO loss on one minibatch, written once on the neutral ops."""
+    inputs, values = model.forward(ops, params, batch[sb.OBS])
+    logp = dist.logp(ops, inputs, batch[sb.ACTIONS])
+    ratio = ops.exp(logp - batch[sb.LOGP])
+    adv = batch[sb.ADVANTAGES]
+    if "normalize_advantages" in hp:
+        centered = adv - ops.mean(adv)
+        adv = centered / (ops.sqrt(ops.mean(ops.square(centered))) + 1e-8)
+    clip = hp["clip_param"]
+    surrogate = ops.minimum(ratio * adv, ops.clip(ratio, 1.0 - clip, 1.0 + clip) * adv)
+    policy_loss = -ops.mean(surrogate)
+    vf_loss = ops.mean(ops.square(values - batch[sb.VALUE_TARGETS]))
+    entropy = ops.mean(dist.entropy(ops, inputs))
+    loss = policy_loss + hp["vf_loss_coeff"] * vf_loss - hp["entropy_coeff"] * entropy
+    log_ratio = logp - batch[sb.LOGP]
+    stats = {
+        "policy_loss": policy_loss,
+        "vf_loss": vf_loss,
+        "entropy": entropy,
+        "kl": ops.mean(ops.stop_gradient((ratio - 1.0) - log_ratio)),
+        "clip_fraction": ops.mean(ops.cast_float(ops.abs(ratio - 1.0) > clip)),
+    }
+    return loss, stats
+
+
+class PPO(Algorithm):
+    name = "PPO"
+    config_class = PPOConfig
+    loss = staticmethod(ppo_loss)
+
+    def setup(self) -> None:
+        self.sampler = SyncSamples(self.backend, worker_specs(self.name, self.config))
+
+    def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
+        """Behaviour log-probs, values and GAE for a joined batch, as flat rows [T * N].
+
+        Computed here, on the learner, over the joined batch: the result is a function of the
+        trajectories only, whatever the split of envs over workers.
+        """
+        T, N = batch.num_steps, batch.num_envs
+        obs = batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:])
+        k = len(batch[sb.TRUNC_INDEX])
+        all_obs = np.concatenate([obs, batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0)
+        inputs, values = self.policy.forward(all_obs)
+        v = values[:T * N].reshape(T, N)
+        nxt = next_values(batch, v, values[T * N:T * N + N], values[T * N + N:T * N + N + k])
+        dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]
+        adv, targets = compute_gae(batch[sb.REWARDS], v, nxt, batch[sb.TERMINATEDS], dones,
+                                   self.config.gamma, self.config.gae_lambda)
+        actions = batch[sb.ACTIONS].reshape((T * N,) + batch[sb.ACTIONS].shape[2:])
+        logp = self.policy.dist.logp(numpy_ops, inputs[:T * N], actions).astype(np.float32)
+        return {sb.OBS: obs, sb.ACTIONS: actions, sb.LOGP: logp, sb.VF_PREDS: v.reshape(-1),
+                sb.ADVANTAGES: adv.reshape(-1), sb.VALUE_TARGETS: targets.reshape(-1)}
+
+    def hyperparameters(self) -> dict[str, float]:
+        c = self.config
+        hp = {"lr": self.current_lr(), "clip_param": c.clip_param, "vf_loss_coeff": c.vf_loss_coeff,
+              "entropy_coeff": c.entropy_coeff}
+        if c.normalize_advantages:
+            hp["normalize_advantages"] = 1.0
+        return hp
+
+    def training_step(self) -> dict:
+        batch = self.sampler.sample(self.policy.get_flat_weights())
+        self.record_batch(batch)
+        rows = self.postprocess(batch)
+        train_keys = (sb.OBS, sb.ACTIONS, sb.LOGP, sb.ADVANTAGES, sb.VALUE_TARGETS)
+        tensors = self.policy.batch_tensors({k: rows[k] for k in train_keys})
+        hp = self.hyperparameters()
+        n, mb = len(rows[sb.ADVANTAGES]), self.config.minibatch_size
+        stats = None
+        for _ in range(self.config.num_epochs):
+            perm = self.learner_rng.permutation(n)
+            for start in range(0, n, mb):
+                idx = self.policy.adapter.tensor(perm[start:start + mb])
+                stats = self.policy.learn_on_batch({k: self.policy.ops.take_rows(v, idx) for k, v in tensors.items()}, hp)
+        self.policy.finish_learning()
+        out = self.policy.stats_numpy(stats)
+        out["lr"] = hp["lr"]
+        return out

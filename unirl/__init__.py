@@ -1,0 +1,33 @@
+"""unirl: reinforcement-learning algorithms written once, run on torch, tf or jax, on any backend, reproducibly.
+
+`import unirl` imports no deep-learning framework and no backend library; they load when a
+run asks for them.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from unirl.errors import UnirlError, WorkerDiedError, WorkerError
+
+
+def get_algorithm_class(name: str):
+    """The Algorithm class for a registered name such as "PPO"."""
+    from unirl.registry import get_algorithm_class as _get
+
+    return _get(name)
+
+
+def build(algo: str, config: dict | None = None, **overrides):
+    """Build an algorithm from its name and a config dict: `unirl.build("PPO", {"num_workers": 2})`."""
+    return get_algorithm_class(algo)(config, **overrides)
+
+
+def restore(path: str, **overrides):
+    """An algorithm restored from a checkpoint folder (or a run folder's latest checkpoint)."""
+    from unirl.checkpoint import load_checkpoint
+
+    _, state = load_checkpoint(path)
+    return get_algorithm_class(state["algorithm"]).from_checkpoint(path, **overrides)
+
+
+__all__ = ["build", "restore", "get_algorithm_class", "UnirlError", "WorkerError", "WorkerDiedError", "__version__"]

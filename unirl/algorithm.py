@@ -1,0 +1,193 @@
+"""Algorithm: builds policy, backend and workers from a config; train() runs one iteration; save/restore/act."""
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+import numpy as np
+
+from unirl import seeding
+from unirl.checkpoint import load_checkpoint, save_checkpoint
+from unirl.config import AlgorithmConfig
+from unirl.env import spaces
+from unirl.errors import UnirlError
+from unirl.evaluation import evaluate_policy
+from unirl.models import ActorCriticMLP
+from unirl.distributions import for_action_space
+from unirl.policy import Policy
+
+
+class Algorithm:
+    """Base class. Subclasses set `name`, `config_class`, `loss` and implement `training_step`.
+
+    Usage::
+
+        algo = unirl.build("PPO", {"env": "CartPole-v1", "num_workers": 2})
+        for _ in range(10):
+            result = algo.train()
+        path = algo.save("ckpt")
+        actions = algo.compute_actions(obs)
+        algo.stop()
+    """
+
+    name = "base"
+    config_class = AlgorithmConfig
+    loss = None  # loss(ops, model, dist, params, batch, hp) -> (loss, stats)
+
+    def __init__(self, config: AlgorithmConfig | dict | None = None, **overrides):
+        if isinstance(config, AlgorithmConfig):
+            config = config.to_dict()
+        self.config = self.config_class.from_dict(config, **overrides)
+        from unirl.backends import get_backend
+
+        self.policy = self.build_policy(self.config, for_learning=True)
+        # PCG64: its state is plain integers, so it round-trips through the checkpoint's JSON.
+        self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(self.config.seed, seeding.LEARNER)))
+        self.iteration = 0
+        self.timesteps_total = 0
+        self.episodes_total = 0
+        self.time_total_s = 0.0
+        self.recent_returns = collections.deque(maxlen=self.config.metrics_num_episodes_for_smoothing)
+        self.recent_lengths = collections.deque(maxlen=self.config.metrics_num_episodes_for_smoothing)
+        self.backend = get_backend(self.config.backend, **self.config.backend_options)
+        try:
+            self.setup()
+        except BaseException:
+            self.backend.shutdown()
+            raise
+
+    # -- to be provided by algorithms -------------------------------------------------------
+    def setup(self) -> None:
+        """Start workers and execution patterns on self.backend."""
+
+    def training_step(self) -> dict:
+        """One iteration; returns learner stats and adds sampled steps/episodes via `record_batch`."""
+        raise NotImplementedError
+
+    # -- building -------------------------------------------------------------------------
+    @classmethod
+    def build_policy(cls, config: AlgorithmConfig, for_learning: bool = True) -> Policy:
+        from unirl.frameworks import get_adapter
+
+        adapter = get_adapter(config.framework, deterministic=config.deterministic, num_threads=config.num_threads)
+        obs_space, act_space = spaces(config.env, config.env_config)
+        if len(obs_space.shape or ()) != 1:
+            raise UnirlError(f"observation space {obs_space} is not supported yet; unirl's MLP takes flat Box observations.")
+        dist = for_action_space(act_space)
+        model = ActorCriticMLP(obs_space.shape[0], dist.num_inputs, config.model_config())
+        return Policy(adapter, model, dist, model.init_params(config.seed), loss=cls.loss if for_learning else None,
+                      grad_clip=config.grad_clip)
+
+    # -- the loop -------------------------------------------------------------------------
+    def record_batch(self, batch) -> None:
+        from unirl import sample_batch as sb
+
+        self.timesteps_total += batch.count
+        self.episodes_total += len(batch[sb.EP_RETURNS])
+        self.recent_returns.extend(batch[sb.EP_RETURNS].tolist())
+        self.recent_lengths.extend(batch[sb.EP_LENGTHS].tolist())
+        self._episodes_this_iter = len(batch[sb.EP_RETURNS])
+        self._returns_this_iter = batch[sb.EP_RETURNS]
+
+    def train(self) -> dict:
+        """Run one training iteration and return its result (metrics, counters, learner stats)."""
+        t0 = time.perf_counter()
+        self._episodes_this_iter = 0
+        self._returns_this_iter = np.zeros(0)
+        stats = self.training_step()
+        self.iteration += 1
+        dt = time.perf_counter() - t0
+        self.time_total_s += dt
+        returns = np.asarray(self.recent_returns, np.float64)
+        result = {
+            "iteration": self.iteration,
+            "timesteps_total": self.timesteps_total,
+            "episodes_total": self.episodes_total,
+            "episodes_this_iter": self._episodes_this_iter,
+            "episode_return_mean": float(returns.mean()) if len(returns) else float("nan"),
+            "episode_return_min": float(returns.min()) if len(returns) else float("nan"),
+            "episode_return_max": float(returns.max()) if len(returns) else float("nan"),
+            "episode_len_mean": float(np.mean(self.recent_lengths)) if len(returns) else float("nan"),
+            "episode_returns_this_iter": [float(x) for x in self._returns_this_iter],
+            "time_this_iter_s": dt,
+            "time_total_s": self.time_total_s,
+            "env_steps_per_s": self.timesteps_total / max(self.time_total_s, 1e-9),
+        }
+        result.update({f"learner/{k}": v for k, v in stats.items()})
+        return result
+
+    def current_lr(self) -> float:
+        from unirl.optim import piecewise_linear
+
+        return piecewise_linear(self.config.lr_schedule, self.timesteps_total, self.config.lr)
+
+    # -- acting and evaluation -----------------------------------------------------------------
+    def compute_actions(self, obs: np.ndarray, explore: bool = False, seed: int = 0) -> np.ndarray:
+        """Actions for a batch of observations: greedy, or sampled with noise from `seed` if explore."""
+        obs = np.asarray(obs, np.float32)
+        if not explore:
+            return self.policy.compute_actions(obs)
+        return self.policy.compute_actions(obs, seeding.generator(seed, seeding.ACTION_NOISE).random(len(obs)))
+
+    def evaluate(self, num_episodes: int | None = None) -> dict:
+        n = num_episodes or self.config.evaluation_num_episodes
+        returns = evaluate_policy(self.policy, self.config.env, self.config.env_config, n, self.config.seed)
+        return {"evaluation/episode_return_mean": float(returns.mean()), "evaluation/episodes": n,
+                "evaluation/episode_returns": returns.tolist()}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict, dict]:
+        arrays = self.policy.get_state()
+        state = {
+            "algorithm": self.name,
+            "config": self.config.to_dict(),
+            "iteration": self.iteration,
+            "timesteps_total": self.timesteps_total,
+            "episodes_total": self.episodes_total,
+            "time_total_s": self.time_total_s,
+            "recent_returns": list(self.recent_returns),
+            "recent_lengths": list(self.recent_lengths),
+            "learner_rng": self.learner_rng.bit_generator.state,
+            "format": 1,
+        }
+        return arrays, state
+
+    def set_state(self, arrays: dict, state: dict) -> None:
+        self.policy.set_state(arrays)
+        self.iteration = state["iteration"]
+        self.timesteps_total = state["timesteps_total"]
+        self.episodes_total = state["episodes_total"]
+        self.time_total_s = state.get("time_total_s", 0.0)
+        self.recent_returns.extend(state.get("recent_returns", []))
+        self.recent_lengths.extend(state.get("recent_lengths", []))
+        self.learner_rng.bit_generator.state = state["learner_rng"]
+
+    def save(self, path: str) -> str:
+        """Write a checkpoint folder (weights.npz + state.json) and return its path."""
+        arrays, state = self.get_state()
+        return save_checkpoint(path, arrays, state)
+
+    def restore(self, path: str) -> None:
+        arrays, state = load_checkpoint(path)
+        self.set_state(arrays, state)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, **overrides) -> "Algorithm":
+        """A new algorithm from a checkpoint; overrides (e.g. framework="jax") change the saved config."""
+        arrays, state = load_checkpoint(path)
+        config = dict(state["config"])
+        config.update(overrides)
+        algo = cls(config)
+        algo.set_state(arrays, state)
+        return algo
+
+    def stop(self) -> None:
+        self.backend.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

@@ -1,0 +1,157 @@
+"""Typed config dataclasses: every option visible with its docstring, validated when built from a dict."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from unirl.errors import UnirlError, did_you_mean
+from unirl.models import ModelConfig
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce ints to floats where a float is wanted; raise a clear error for anything else that does not fit."""
+    ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    ann = ann.replace("typing.", "")
+    if value is None and ("None" in ann or "Optional" in ann):
+        return value
+    if ann.startswith("float") or ann == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UnirlError(f"config key `{key}` must be a number, got {value!r}.")
+        return float(value)
+    if ann.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UnirlError(f"config key `{key}` must be an integer, got {value!r}.")
+        return value
+    if ann.startswith("bool"):
+        if not isinstance(value, bool):
+            raise UnirlError(f"config key `{key}` must be true or false, got {value!r}.")
+        return value
+    if ann.startswith("str"):
+        if not isinstance(value, str):
+            raise UnirlError(f"config key `{key}` must be a string, got {value!r}.")
+        return value
+    if ann.startswith("dict"):
+        if not isinstance(value, dict):
+            raise UnirlError(f"config key `{key}` must be a JSON object, got {value!r}.")
+        return value
+    return value
+
+
+def unknown_key_error(key: str, valid: list[str], where: str = "config") -> UnirlError:
+    return UnirlError(
+        f"unknown {where} key `{key}`." + did_you_mean(key, valid) + f" Valid keys: {', '.join(sorted(valid))}."
+    )
+
+
+@dataclass
+class AlgorithmConfig:
+    """Options shared by every algorithm."""
+
+    #: Gymnasium env id.
+    env: str = "CartPole-v1"
+    #: Keyword arguments for gymnasium.make.
+    env_config: dict = field(default_factory=dict)
+    #: Deep-learning framework: "torch", "tf" or "jax" (or an adapter import path).
+    framework: str = "torch"
+    #: Execution backend: "local", "multiprocessing", "ray", "mpi" (or a backend import path).
+    backend: str = "local"
+    #: Options for the backend, e.g. {"address": "auto"} for Ray.
+    backend_options: dict = field(default_factory=dict)
+    #: Rollout workers; each hosts num_envs_per_worker envs.
+    num_workers: int = 1
+    #: Envs stepped together (a Gymnasium vector env) in each worker.
+    num_envs_per_worker: int = 8
+    #: Env steps per training iteration, over all envs (a multiple of the total number of envs).
+    train_batch_size: int = 256
+    #: Run seed: every random stream derives from it (and the global env index).
+    seed: int = 0
+    #: Discount factor.
+    gamma: float = 0.99
+    #: Adam learning rate.
+    lr: float = 3e-4
+    #: Piecewise-linear learning-rate schedule [[timestep, lr], ...]; overrides lr when set.
+    lr_schedule: typing.Optional[list] = None
+    #: Clip the gradient to this global norm (0 disables).
+    grad_clip: float = 0.5
+    #: The neutral model (see unirl.models.ModelConfig): hidden_sizes, activation, vf_share_layers.
+    model: dict = field(default_factory=dict)
+    #: Reproducible mode: framework deterministic algorithms and pinned threads.
+    deterministic: bool = True
+    #: Threads per process for the framework's intra-op pool.
+    num_threads: int = 1
+    #: Greedy episodes in an evaluation (at the end of `unirl train`, and by `evaluate`).
+    evaluation_num_episodes: int = 20
+    #: Episodes averaged in episode_return_mean.
+    metrics_num_episodes_for_smoothing: int = 100
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict | None = None, **overrides) -> "AlgorithmConfig":
+        d = dict(d or {})
+        d.update(overrides)
+        hints = typing.get_type_hints(cls)
+        valid = cls.field_names()
+        kwargs = {}
+        for key, value in d.items():
+            if key not in valid:
+                raise unknown_key_error(key, valid)
+            kwargs[key] = _check_type(key, value, hints[key])
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def replace(self, **changes) -> "AlgorithmConfig":
+        d = self.to_dict()
+        d.update(changes)
+        return type(self).from_dict(d)
+
+    @property
+    def num_envs(self) -> int:
+        return self.num_workers * self.num_envs_per_worker
+
+    @property
+    def rollout_length(self) -> int:
+        return self.train_batch_size // self.num_envs
+
+    def model_config(self) -> ModelConfig:
+        valid = [f.name for f in dataclasses.fields(ModelConfig)]
+        for key in self.model:
+            if key not in valid:
+                raise unknown_key_error(key, valid, where="model config")
+        m = ModelConfig(**self.model)
+        m.validate()
+        return m
+
+    def validate(self) -> None:
+        from unirl.env import check_env_id
+
+        for key in ("num_workers", "num_envs_per_worker", "train_batch_size", "evaluation_num_episodes",
+                    "metrics_num_episodes_for_smoothing", "num_threads"):
+            if getattr(self, key) < 1:
+                raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise UnirlError(f"config key `gamma` must lie in [0, 1], got {self.gamma}.")
+        if self.lr <= 0:
+            raise UnirlError(f"config key `lr` must be positive, got {self.lr}.")
+        if self.train_batch_size % self.num_envs:
+            raise UnirlError(
+                f"train_batch_size {self.train_batch_size} is not a multiple of the number of envs "
+                f"(num_workers {self.num_workers} x num_envs_per_worker {self.num_envs_per_worker} = {self.num_envs})."
+            )
+        if self.lr_schedule is not None:
+            if not isinstance(self.lr_schedule, list) or not all(
+                    isinstance(p, (list, tuple)) and len(p) == 2 for p in self.lr_schedule):
+                raise UnirlError(f"config key `lr_schedule` must be a list of [timestep, lr] pairs, got {self.lr_schedule!r}.")
+        self.model_config()
+        check_env_id(self.env)

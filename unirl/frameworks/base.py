@@ -1,0 +1,57 @@
+"""The adapter protocol every framework implements, and the learn step written once on top of it."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+class FrameworkAdapter:
+    """What an algorithm needs from a deep-learning framework.
+
+    An adapter supplies `ops` (see unirl.ops.OPS_NAMES), conversions to and from NumPy,
+    `value_and_grad` and `compile`. Everything else (models, losses, the optimizer) is
+    written once on these.
+    """
+
+    name = "base"
+    ops = None
+
+    def __init__(self, deterministic: bool = True, num_threads: int = 1):
+        self.deterministic = deterministic
+        self.num_threads = num_threads
+
+    def tensor(self, x: np.ndarray):
+        """A framework array holding `x` (dtype kept)."""
+        raise NotImplementedError
+
+    def numpy(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def value_and_grad(self, fn: Callable) -> Callable:
+        """fn(x, *args) -> (scalar, aux)  becomes  g(x, *args) -> ((scalar, aux), d scalar / d x)."""
+        raise NotImplementedError
+
+    def compile(self, fn: Callable) -> Callable:
+        """A compiled version of a pure function of tensors (may be the function itself)."""
+        raise NotImplementedError
+
+    def trace_count(self, compiled: Callable) -> int:
+        """How many times `compiled` has been traced or compiled (0 for eager frameworks)."""
+        return 0
+
+    def tree_numpy(self, tree):
+        if isinstance(tree, dict):
+            return {k: self.tree_numpy(v) for k, v in tree.items()}
+        if isinstance(tree, (tuple, list)):
+            return type(tree)(self.tree_numpy(v) for v in tree)
+        return self.numpy(tree)
+
+    def tree_tensor(self, tree):
+        if isinstance(tree, dict):
+            return {k: self.tree_tensor(v) for k, v in tree.items()}
+        if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+            return type(tree)(*(self.tree_tensor(v) for v in tree))
+        if isinstance(tree, (tuple, list)):
+            return type(tree)(self.tree_tensor(v) for v in tree)
+        return self.tensor(np.asarray(tree))

@@ -1,0 +1,142 @@
+"""The PyTorch adapter: neutral ops on torch tensors, autograd for gradients, eager execution."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from unirl.frameworks.base import FrameworkAdapter
+
+
+class TorchOps:
+    name = "torch"
+
+    def constant(self, x, dtype="float32"):
+        return torch.as_tensor(np.asarray(x, dtype=dtype))
+
+    def matmul(self, a, b):
+        if a.dim() == 2 and a.shape[0] == 1:
+            # A one-row product goes to a gemv kernel whose sums differ in the last bit from the
+            # gemm rows of a larger batch; two rows keep one observation's result the same as in a batch.
+            return torch.matmul(torch.cat([a, a]), b)[:1]
+        return torch.matmul(a, b)
+
+    def tanh(self, x):
+        return torch.tanh(x)
+
+    def relu(self, x):
+        return torch.relu(x)
+
+    def sigmoid(self, x):
+        return torch.sigmoid(x)
+
+    def exp(self, x):
+        return torch.exp(x)
+
+    def log(self, x):
+        return torch.log(x)
+
+    def sqrt(self, x):
+        return torch.sqrt(x)
+
+    def square(self, x):
+        return torch.square(x)
+
+    def abs(self, x):
+        return torch.abs(x)
+
+    def log_softmax(self, x, axis=-1):
+        return torch.log_softmax(x, dim=axis)
+
+    def softmax(self, x, axis=-1):
+        return torch.softmax(x, dim=axis)
+
+    def sum(self, x, axis=None):
+        return torch.sum(x) if axis is None else torch.sum(x, dim=axis)
+
+    def mean(self, x, axis=None):
+        return torch.mean(x) if axis is None else torch.mean(x, dim=axis)
+
+    def maximum(self, a, b):
+        return torch.maximum(a, torch.as_tensor(b, dtype=a.dtype))
+
+    def minimum(self, a, b):
+        return torch.minimum(a, torch.as_tensor(b, dtype=a.dtype))
+
+    def clip(self, x, lo, hi):
+        return torch.clamp(x, lo, hi)
+
+    def where(self, cond, a, b):
+        return torch.where(cond, a, b)
+
+    def one_hot(self, idx, n):
+        return torch.nn.functional.one_hot(idx.long(), n).to(torch.float32)
+
+    def take_along_last(self, x, idx):
+        return torch.gather(x, -1, idx.long().unsqueeze(-1)).squeeze(-1)
+
+    def stop_gradient(self, x):
+        return x.detach()
+
+    def reshape(self, x, shape):
+        return torch.reshape(x, shape)
+
+    def concat(self, xs, axis=0):
+        return torch.cat(xs, dim=axis)
+
+    def zeros_like(self, x):
+        return torch.zeros_like(x)
+
+    def argmax(self, x, axis=-1):
+        return torch.argmax(x, dim=axis)
+
+    def cast_float(self, x):
+        return x.to(torch.float32)
+
+    def take_rows(self, x, idx):
+        return torch.index_select(x, 0, idx)
+
+
+class Adapter(FrameworkAdapter):
+    name = "torch"
+    ops = TorchOps()
+
+    def __init__(self, deterministic: bool = True, num_threads: int = 1, device: str | None = None):
+        super().__init__(deterministic, num_threads)
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+            os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        self.device = torch.device(device or "cpu")
+
+    def tensor(self, x):
+        x = np.asarray(x)
+        if not x.flags.c_contiguous or not x.flags.writeable:
+            x = x.copy()
+        return torch.from_numpy(x).to(self.device)
+
+    def numpy(self, x):
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    def value_and_grad(self, fn):
+        def wrapped(x, *args):
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value, aux = fn(x, *args)
+                (grad,) = torch.autograd.grad(value, x)
+            aux = {k: v.detach() for k, v in aux.items()}
+            return (value.detach(), aux), grad
+
+        return wrapped
+
+    def compile(self, fn):
+        def run(*args):
+            with torch.no_grad():
+                return fn(*args)
+
+        return run

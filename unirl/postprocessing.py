@@ -1,0 +1,40 @@
+"""Trajectory postprocessing in NumPy: bootstrapped next values and GAE over time-major [T, N] batches."""
+from __future__ import annotations
+
+import numpy as np
+
+from unirl import sample_batch as sb
+
+
+def next_values(batch: sb.SampleBatch, values: np.ndarray, bootstrap_values: np.ndarray,
+                trunc_values: np.ndarray) -> np.ndarray:
+    """V(s_{t+1}) for every step: 0 after a terminal state, V(final obs) after a truncation."""
+    T, N = values.shape
+    nxt = np.empty_like(values)
+    nxt[:-1] = values[1:]
+    nxt[-1] = bootstrap_values
+    nxt = np.where(batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS], np.float32(0.0), nxt)
+    if len(batch[sb.TRUNC_INDEX]):
+        flat = nxt.reshape(-1)
+        flat[batch[sb.TRUNC_INDEX]] = trunc_values
+    return nxt
+
+
+def compute_gae(rewards: np.ndarray, values: np.ndarray, next_vals: np.ndarray, terminateds: np.ndarray,
+                dones: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(advantages, value targets), float32 [T, N], by the GAE recursion run backwards over time.
+
+    `next_vals` are already zero after terminal states; `dones` (terminated or truncated) cut
+    the recursion at episode ends.
+    """
+    gamma = np.float32(gamma)
+    lam = np.float32(lam)
+    T = rewards.shape[0]
+    adv = np.zeros_like(values, dtype=np.float32)
+    not_done = (~dones).astype(np.float32)
+    last = np.zeros(values.shape[1:], np.float32)
+    for t in range(T - 1, -1, -1):
+        delta = rewards[t] + gamma * next_vals[t] - values[t]
+        last = delta + gamma * lam * not_done[t] * last
+        adv[t] = last
+    return adv, (adv + values).astype(np.float32)

@@ -1,0 +1,110 @@
+"""RolloutWorker: steps a Gymnasium vector env with a policy copy and returns SampleBatches.
+
+A worker hosts a consecutive range of global env indices; seeds and action noise are keyed by
+those indices, so the numbers do not depend on how envs are split over workers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from unirl import sample_batch as sb
+from unirl import seeding
+from unirl.env import make_vector_env
+from unirl.sample_batch import SampleBatch
+
+logger = logging.getLogger("unirl.worker")
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker process needs to build itself (plain data: it travels to other processes)."""
+
+    algo: str
+    config: dict
+    worker_index: int
+    env_start: int
+    num_envs: int
+    rollout_length: int
+
+    @property
+    def env_indices(self) -> range:
+        return range(self.env_start, self.env_start + self.num_envs)
+
+
+class RolloutWorker:
+    """sample(weights) -> SampleBatch of `rollout_length` steps from each of this worker's envs."""
+
+    def __init__(self, spec: WorkerSpec):
+        from unirl.registry import get_algorithm_class
+
+        self.spec = spec
+        algo_cls = get_algorithm_class(spec.algo)
+        config = algo_cls.config_class.from_dict(spec.config)
+        self.config = config
+        self.policy = algo_cls.build_policy(config, for_learning=False)
+        self.envs = make_vector_env(config.env, spec.num_envs, config.env_config)
+        seeds = [seeding.env_reset_seed(config.seed, i) for i in spec.env_indices]
+        self.obs, _ = self.envs.reset(seed=seeds)
+        self.noise = seeding.EnvNoise(config.seed, spec.env_indices)
+        self.ep_return = np.zeros(spec.num_envs, np.float64)
+        self.ep_length = np.zeros(spec.num_envs, np.int64)
+        self.obs_shape = self.envs.single_observation_space.shape
+        self.act_shape = self.envs.single_action_space.shape
+        self.act_dtype = self.policy.dist.action_dtype
+        logger.debug("worker %d hosts envs %d..%d", spec.worker_index, spec.env_start,
+                     spec.env_start + spec.num_envs - 1)
+
+    def worker_id(self) -> int:
+        return self.spec.worker_index
+
+    def set_weights(self, flat_weights: np.ndarray) -> None:
+        self.policy.set_flat_weights(flat_weights)
+
+    def sample(self, flat_weights: np.ndarray | None = None) -> SampleBatch:
+        if flat_weights is not None:
+            self.policy.set_flat_weights(flat_weights)
+        T, N = self.spec.rollout_length, self.spec.num_envs
+        obs = np.empty((T, N) + self.obs_shape, np.float32)
+        actions = np.empty((T, N) + self.act_shape, self.act_dtype)
+        rewards = np.empty((T, N), np.float32)
+        terms = np.empty((T, N), bool)
+        truncs = np.empty((T, N), bool)
+        trunc_index, trunc_obs, ep_keys, ep_returns, ep_lengths = [], [], [], [], []
+        for t in range(T):
+            obs[t] = self.obs
+            a = self.policy.compute_actions(obs[t], self.noise.uniforms())
+            self.obs, r, term, trunc, info = self.envs.step(a)
+            actions[t] = a
+            rewards[t] = r
+            terms[t] = term
+            truncs[t] = trunc
+            self.ep_return += r
+            self.ep_length += 1
+            done = term | trunc
+            if done.any():
+                final_obs = info["final_obs"]
+                for n in np.flatnonzero(done):
+                    ep_keys.append(t * N + n)
+                    ep_returns.append(self.ep_return[n])
+                    ep_lengths.append(self.ep_length[n])
+                    if trunc[n] and not term[n]:
+                        trunc_index.append(t * N + n)
+                        trunc_obs.append(np.asarray(final_obs[n], np.float32))
+                self.ep_return[done] = 0.0
+                self.ep_length[done] = 0
+        batch = SampleBatch({
+            sb.OBS: obs, sb.ACTIONS: actions, sb.REWARDS: rewards, sb.TERMINATEDS: terms, sb.TRUNCATEDS: truncs,
+            sb.BOOTSTRAP_OBS: np.asarray(self.obs, np.float32).copy(),
+            sb.TRUNC_INDEX: np.asarray(trunc_index, np.int64),
+            sb.TRUNC_OBS: np.asarray(trunc_obs, np.float32).reshape((-1,) + self.obs_shape),
+            sb.EP_KEYS: np.asarray(ep_keys, np.int64),
+            sb.EP_RETURNS: np.asarray(ep_returns, np.float64),
+            sb.EP_LENGTHS: np.asarray(ep_lengths, np.int64),
+        })
+        return batch
+
+    def close(self) -> None:
+        self.envs.close()

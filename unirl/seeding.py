@@ -1,0 +1,62 @@
+"""Seeds for every random stream, derived from the run seed and a global index with SeedSequence.
+
+Nothing here depends on a worker's index: how envs are split over workers never changes a
+number. Streams are told apart by a fixed integer tag in the SeedSequence's entropy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Stream tags: part of the entropy, so each purpose gets an independent stream.
+ENV_RESET = 1
+ACTION_NOISE = 2
+MODEL_INIT = 3
+LEARNER = 4
+EVALUATION = 5
+
+
+def seed_sequence(run_seed: int, stream: int, index: int = 0) -> np.random.SeedSequence:
+    """The SeedSequence for (run seed, stream, global index)."""
+    return np.random.SeedSequence([int(run_seed), int(stream), int(index)])
+
+
+def env_reset_seed(run_seed: int, env_index: int, stream: int = ENV_RESET) -> int:
+    """The integer seed given to the Gymnasium env with this global index at its first reset."""
+    return int(seed_sequence(run_seed, stream, env_index).generate_state(1, np.uint32)[0])
+
+
+def generator(run_seed: int, stream: int, index: int = 0) -> np.random.Generator:
+    """A counter-based (Philox) generator for (run seed, stream, global index)."""
+    return np.random.Generator(np.random.Philox(seed_sequence(run_seed, stream, index)))
+
+
+class EnvNoise:
+    """Uniform noise for action sampling, one independent stream per global env index.
+
+    Each env consumes exactly one uniform per step, drawn in blocks for speed; the numbers an
+    env sees depend only on (run seed, env index, step), not on which worker hosts it.
+    """
+
+    def __init__(self, run_seed: int, env_indices, block: int = 1024, stream: int = ACTION_NOISE):
+        self._gens = [generator(run_seed, stream, i) for i in env_indices]
+        self._block = block
+        self._buf = np.empty((len(self._gens), 0))
+        self._pos = 0
+
+    def uniforms(self) -> np.ndarray:
+        """One uniform in [0, 1) per env, as float64 of shape [num_envs]."""
+        if self._pos >= self._buf.shape[1]:
+            self._buf = np.stack([g.random(self._block) for g in self._gens])
+            self._pos = 0
+        u = self._buf[:, self._pos]
+        self._pos += 1
+        return u
+
+    def get_state(self) -> dict:
+        return {"gens": [g.bit_generator.state for g in self._gens], "buf": self._buf.copy(), "pos": self._pos}
+
+    def set_state(self, state: dict) -> None:
+        for g, s in zip(self._gens, state["gens"]):
+            g.bit_generator.state = s
+        self._buf = np.asarray(state["buf"])
+        self._pos = int(state["pos"])
