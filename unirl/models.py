@@ -49,7 +49,8 @@ class ParamLayout:
 
     def unflatten(self, ops, flat):
         """Named tensors viewed from a flat tensor (any framework's ops)."""
-        return {n: ops.reshape(flat[a:b], self.shapes[n]) for n, (a, b) in self.slices.items()}
+        pieces = ops.split(flat, [b - a for a, b in self.slices.values()])
+        return {n: ops.reshape(p, self.shapes[n]) for n, p in zip(self.names, pieces)}
 
 
 def orthogonal(rng: np.random.Generator, shape: tuple[int, int], gain: float) -> np.ndarray:

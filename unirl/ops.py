@@ -13,7 +13,7 @@ OPS_NAMES = (
     "constant", "matmul", "tanh", "relu", "exp", "log", "sqrt", "square", "abs",
     "log_softmax", "softmax", "sum", "mean", "maximum", "minimum", "clip", "where",
     "one_hot", "take_along_last", "stop_gradient", "reshape", "concat", "zeros_like",
-    "argmax", "cast_float", "sigmoid", "take_rows",
+    "argmax", "cast_float", "sigmoid", "take_rows", "split",
 )
 
 
@@ -108,6 +108,10 @@ class NumpyOps:
 
     def take_rows(self, x, idx):
         return x[idx]
+
+    def split(self, x, sizes):
+        """Consecutive pieces of a 1-D array with the given sizes."""
+        return np.split(x, np.cumsum(sizes)[:-1])
 
 
 numpy_ops = NumpyOps()

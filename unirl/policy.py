@@ -118,19 +118,22 @@ class Policy:
 
         return self.adapter.compile(learn_step)
 
-    def _hp(self, hp: dict[str, float]):
-        return {k: self.adapter.tensor(np.asarray(v, np.float32)) for k, v in hp.items()}
-
     def batch_tensors(self, batch: dict[str, np.ndarray]):
         return {k: self.adapter.tensor(v) for k, v in batch.items()}
 
-    def learn_on_batch(self, batch, hp: dict[str, float]) -> dict[str, float]:
-        """One gradient step (loss, clip, Adam) on a minibatch; `batch` is NumPy or already tensors."""
+    def hp_tensors(self, hp: dict[str, float]):
+        """Hyperparameters as scalar tensors (inputs, so a schedule never forces a recompile)."""
+        return {k: self.adapter.tensor(np.asarray(v, np.float32)) for k, v in hp.items()}
+
+    def learn_on_batch(self, batch, hp) -> dict:
+        """One gradient step (loss, clip, Adam) on a minibatch; `batch` and `hp` are NumPy/floats or tensors."""
         if self._learn_step is None:
             self._learn_step = self._build_learn_step()
         if batch and isinstance(next(iter(batch.values())), np.ndarray):
             batch = self.batch_tensors(batch)
-        self.flat, self.opt_state, stats = self._learn_step(self.flat, self.opt_state, batch, self._hp(hp))
+        if hp and isinstance(next(iter(hp.values())), (float, int, np.floating)):
+            hp = self.hp_tensors(hp)
+        self.flat, self.opt_state, stats = self._learn_step(self.flat, self.opt_state, batch, hp)
         self._acting_params = None
         return stats
 
@@ -165,7 +168,7 @@ class Policy:
             self._grad_step = self.adapter.compile(grad_step)
         if batch and isinstance(next(iter(batch.values())), np.ndarray):
             batch = self.batch_tensors(batch)
-        grad, stats = self._grad_step(self.flat, batch, self._hp(hp))
+        grad, stats = self._grad_step(self.flat, batch, self.hp_tensors(hp))
         return self.adapter.numpy(grad), {k: float(self.adapter.numpy(v)) for k, v in stats.items()}
 
     def apply_gradients(self, grad: np.ndarray, lr: float) -> None:

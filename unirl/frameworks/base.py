@@ -43,6 +43,8 @@ class FrameworkAdapter:
     def tree_numpy(self, tree):
         if isinstance(tree, dict):
             return {k: self.tree_numpy(v) for k, v in tree.items()}
+        if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+            return type(tree)(*(self.tree_numpy(v) for v in tree))
         if isinstance(tree, (tuple, list)):
             return type(tree)(self.tree_numpy(v) for v in tree)
         return self.numpy(tree)

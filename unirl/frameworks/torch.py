@@ -97,6 +97,9 @@ class TorchOps:
     def take_rows(self, x, idx):
         return torch.index_select(x, 0, idx)
 
+    def split(self, x, sizes):
+        return torch.split(x, list(sizes))
+
 
 class Adapter(FrameworkAdapter):
     name = "torch"

@@ -1,0 +1,121 @@
+"""PPO on CartPole-v1: unirl vs Stable-Baselines3 (rl-zoo hyperparameters), wall time and env steps to a
+mean return of 475 over the last 20 training episodes, measured in one run on this machine.
+
+    python benchmarks/ppo_vs_sb3.py --seeds 0 1 2 [--json FILE]
+
+Needs the `bench` extra (stable-baselines3). Both sides run torch with one intra-op thread;
+the clock starts when the algorithm object is built (imports excluded) and stops at the end
+of the iteration (unirl) or env step (SB3) where the criterion is first met.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+TARGET = 475.0
+WINDOW = 20
+
+
+def run_sb3(seed: int, budget: int) -> dict:
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+
+    def linear(v):
+        return lambda progress_remaining: progress_remaining * v
+
+    class Stop(BaseCallback):
+        def __init__(self, t0):
+            super().__init__()
+            self.t0, self.returns, self.hit = t0, [], None
+
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    self.returns.append(info["episode"]["r"])
+            if len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= TARGET:
+                self.hit = (time.perf_counter() - self.t0, self.num_timesteps)
+                return False
+            return True
+
+    t0 = time.perf_counter()
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
+                ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2), seed=seed, device="cpu", verbose=0)
+    cb = Stop(t0)
+    model.learn(total_timesteps=budget, callback=cb)
+    wall, steps = cb.hit if cb.hit else (float("nan"), None)
+    return {"library": "sb3", "seed": seed, "wall_s": wall, "steps": steps}
+
+
+def run_unirl(seed: int, budget: int, config: dict) -> dict:
+    import unirl
+
+    t0 = time.perf_counter()
+    algo = unirl.build("PPO", dict(config, seed=seed))
+    returns, hit = [], None
+    try:
+        while algo.timesteps_total < budget:
+            result = algo.train()
+            returns.extend(result["episode_returns_this_iter"])
+            if len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= TARGET:
+                hit = (time.perf_counter() - t0, result["timesteps_total"])
+                break
+    finally:
+        algo.stop()
+    wall, steps = hit if hit else (float("nan"), None)
+    return {"library": "unirl", "seed": seed, "wall_s": wall, "steps": steps}
+
+
+def main(argv=None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=100_000, help="env steps before giving up")
+    p.add_argument("--config", default="{}", help="unirl PPO config overrides (JSON)")
+    p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument("--json", help="write the records here")
+    args = p.parse_args(argv)
+    config = json.loads(args.config)
+    records = []
+    for seed in args.seeds:
+        if not args.skip_sb3:
+            records.append(run_sb3(seed, args.budget))
+        records.append(run_unirl(seed, args.budget, config))
+    table = Table(title=f"PPO CartPole-v1: time and steps until the last {WINDOW} training episodes average >= {TARGET:g}")
+    for col in ("library", "seed", "wall s", "env steps"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r["library"], str(r["seed"]), f"{r['wall_s']:.2f}", str(r["steps"]))
+    console = Console()
+    console.print(table)
+    summary = {}
+    for lib in ("sb3", "unirl"):
+        walls = [r["wall_s"] for r in records if r["library"] == lib]
+        steps = [r["steps"] for r in records if r["library"] == lib and r["steps"] is not None]
+        if walls:
+            summary[lib] = {"median_wall_s": statistics.median(walls),
+                            "median_steps": statistics.median(steps) if steps else None}
+    if "sb3" in summary and "unirl" in summary:
+        summary["speedup_wall"] = summary["sb3"]["median_wall_s"] / summary["unirl"]["median_wall_s"]
+        console.print(f"median wall time: sb3 {summary['sb3']['median_wall_s']:.2f} s, unirl "
+                      f"{summary['unirl']['median_wall_s']:.2f} s -> unirl is {summary['speedup_wall']:.2f}x faster")
+    else:
+        console.print(summary)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"records": records, "summary": summary}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""`unirl train` end to end in a subprocess: the run directory, the per-iteration lines, `unirl evaluate`."""
+import csv
+import json
+import os
+
+import numpy as np
+
+from conftest import run_cli
+
+
+def test_train_writes_run_directory_and_evaluate_reads_it(tmp_path):
+    out_dir = tmp_path / "run"
+    config = json.dumps({"num_envs_per_worker": 4, "train_batch_size": 128, "minibatch_size": 64, "num_epochs": 2})
+    res = run_cli("train", "--run=PPO", "--env=CartPole-v1", "--framework=torch", "--backend=local",
+                  f"--config={config}", '--stop={"timesteps_total": 640}', "--seed", "3",
+                  "--output", str(out_dir), "--checkpoint-freq", "2", "--evaluation-episodes", "3")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("iter ") == 5
+    assert "evaluation: greedy mean return" in res.stdout
+    params = json.load(open(out_dir / "params.json"))
+    assert params["config"]["seed"] == 3 and params["config"]["num_envs_per_worker"] == 4
+    lines = [json.loads(l) for l in open(out_dir / "result.json")]
+    assert [r["iteration"] for r in lines] == [1, 2, 3, 4, 5]
+    assert lines[-1]["timesteps_total"] == 640
+    rows = list(csv.DictReader(open(out_dir / "progress.csv")))
+    assert len(rows) == 5 and "episode_return_mean" in rows[0]
+    cks = sorted(os.listdir(out_dir / "checkpoints"))
+    assert cks == ["checkpoint_000002", "checkpoint_000004", "checkpoint_000005"]
+    ev = json.load(open(out_dir / "evaluation.json"))
+    assert ev["evaluation/episodes"] == 3
+
+    res = run_cli("evaluate", str(out_dir), "--episodes", "3", "--json", str(tmp_path / "ev.json"))
+    assert res.returncode == 0, res.stderr
+    ev2 = json.load(open(tmp_path / "ev.json"))
+    # the same checkpoint, seed and episodes give the same returns as the evaluation at the end of training
+    assert ev2["episode_returns"] == ev["evaluation/episode_returns"]
+    assert f"mean return {np.mean(ev2['episode_returns']):.2f}" in res.stdout
+
+
+def test_same_command_twice_gives_identical_weights(tmp_path):
+    args = ["train", "--config", json.dumps({"num_envs_per_worker": 4, "train_batch_size": 64, "minibatch_size": 32}),
+            "--stop", '{"training_iteration": 4}', "--evaluation-episodes", "0", "--quiet"]
+    for name in ("a", "b"):
+        res = run_cli(*args, "--output", str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+    za = np.load(tmp_path / "a" / "checkpoints" / "checkpoint_000004" / "weights.npz")
+    zb = np.load(tmp_path / "b" / "checkpoints" / "checkpoint_000004" / "weights.npz")
+    assert za.files == zb.files
+    for k in za.files:
+        np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+    ra = [json.loads(l) for l in open(tmp_path / "a" / "result.json")]
+    rb = [json.loads(l) for l in open(tmp_path / "b" / "result.json")]
+    for x, y in zip(ra, rb):
+        assert {k: v for k, v in x.items() if "time" not in k and "per_s" not in k} == \
+               {k: v for k, v in y.items() if "time" not in k and "per_s" not in k}
