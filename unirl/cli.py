@@ -84,6 +84,16 @@ def cmd_train(args) -> int:
                   f"on the {full_config.backend} backend, {full_config.num_workers} worker(s) x "
                   f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}")
     logger = RunLogger(logdir, {"run": args.run, "config": full_config.to_dict(), "stop": stop})
+    from unirl.backends import get_backend_class
+
+    # A backend may need to set up the processes first (MPI relaunches the command under mpiexec
+    # and turns ranks > 0 into workers); it returns an exit code to end with, or None to go on.
+    prepare = getattr(get_backend_class(full_config.backend), "prepare_cli", None)
+    if prepare is not None:
+        code = prepare(full_config, sys.argv)
+        if code is not None:
+            logger.close()
+            return code
     algo = algo_cls(full_config)
     primary = next((k for k in ("timesteps_total", "training_iteration") if k in stop), None)
     try:
@@ -173,6 +183,18 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, help="evaluation seed (default: the run's)")
     e.add_argument("--json", help="also write the returns to this JSON file")
     e.set_defaults(func=cmd_evaluate)
+
+    from unirl import bench
+
+    b = sub.add_parser("bench", help="measure frameworks and backends (ratios to torch / local)")
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.run)
+
+    from unirl.conformance import cli as conformance_cli
+
+    c = sub.add_parser("conformance", help="prove reproducibility across frameworks, backends and worker counts")
+    conformance_cli.add_arguments(c)
+    c.set_defaults(func=conformance_cli.run)
     return p
 
 

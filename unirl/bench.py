@@ -1,0 +1,59 @@
+"""`unirl bench`: framework throughput/latency and backend latency/throughput, as ratios measured in one run.
+
+Sections: frameworks (learner samples/s through one PPO epoch at the default batch, acting
+latency on 1 and 64 observations; ratios to torch) and backends (empty-task round trip, 10 MB
+to 4 workers, PPO sampling env steps/s with 1 and 2 workers; ratios to local). `--backend`
+selects the backend section; without it, the framework section runs.
+"""
+from __future__ import annotations
+
+import json
+
+from unirl.errors import UnirlError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--framework", default=None,
+                   help="comma-separated frameworks (default: torch,tf,jax, those installed)")
+    p.add_argument("--backend", default=None,
+                   help="comma-separated backends: runs the backend section (local is always measured as the reference)")
+    p.add_argument("--json", help="write the records to this JSON file")
+
+
+def _split(value: str | None, default: list[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
+
+
+def installed_frameworks() -> list[str]:
+    import importlib.util
+
+    return [f for f, mod in (("torch", "torch"), ("tf", "tensorflow"), ("jax", "jax"))
+            if importlib.util.find_spec(mod) is not None]
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    console = Console()
+    report: dict = {}
+    if args.backend:
+        from unirl.bench_backends import bench_backends, print_backend_table
+
+        frameworks = _split(args.framework, ["torch"])
+        if len(frameworks) != 1:
+            raise UnirlError("the backend benchmark takes one --framework for its policy, e.g. --framework=torch.")
+        records = bench_backends(_split(args.backend, []), frameworks[0], console=console)
+        print_backend_table(records, console)
+        report["backends"] = records
+    else:
+        from unirl.bench_frameworks import bench_frameworks, print_framework_table
+
+        frameworks = _split(args.framework, installed_frameworks())
+        records = bench_frameworks(frameworks, console=console)
+        print_framework_table(records, console)
+        report["frameworks"] = records
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        console.print(f"wrote {args.json}")
+    return 0
