@@ -1,0 +1,28 @@
+# The two quick-start commands: `make train` (PPO on CartPole-v1 with torch, local backend) and
+# `make test` (the test suite). Each installs what it needs into .venv first.
+PY ?= python3
+VENV ?= .venv
+PIP = $(VENV)/bin/pip install -q -c constraints.txt
+
+.PHONY: train test install-torch install-dev bench
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# torch first: the CPU build, so nothing asks for the CUDA one
+	$(PIP) torch==2.13.0
+
+install-torch: $(VENV)/bin/python
+	$(PIP) -e ".[torch]"
+
+install-dev: $(VENV)/bin/python
+	$(PIP) -e ".[dev]"
+
+train: install-torch
+	$(VENV)/bin/unirl train --run=PPO --env=CartPole-v1 --stop='{"timesteps_total": 100000}'
+
+test: install-dev
+	$(VENV)/bin/python -m pytest -q
+
+bench: install-dev
+	$(VENV)/bin/python benchmarks/ppo_vs_sb3.py --seeds 0 1 2
