@@ -8,7 +8,6 @@ PIP = $(VENV)/bin/pip install -q -c constraints.txt
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	# torch first: the CPU build, so nothing asks for the CUDA one
 	$(PIP) torch==2.13.0
 

@@ -4,8 +4,9 @@ mean return of 475 over the last 20 training episodes, measured in one run on th
     python benchmarks/ppo_vs_sb3.py --seeds 0 1 2 [--json FILE]
 
 Needs the `bench` extra (stable-baselines3). Both sides run torch with one intra-op thread;
-the clock starts when the algorithm object is built (imports excluded) and stops at the end
-of the iteration (unirl) or env step (SB3) where the criterion is first met.
+the clock starts when the algorithm object is built (imports and one short warm-up run of each
+library excluded) and stops at the end of the iteration (unirl) or env step (SB3) where the
+criterion is first met.
 """
 from __future__ import annotations
 
@@ -74,6 +75,14 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
     return {"library": "unirl", "seed": seed, "wall_s": wall, "steps": steps}
 
 
+def warm_up(skip_sb3: bool) -> None:
+    """One short untimed run of each library, so lazy initialisation (torch kernels, gymnasium
+    registry) is not charged to whichever library happens to run first."""
+    run_unirl(123, 256, {})
+    if not skip_sb3:
+        run_sb3(123, 256)
+
+
 def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -86,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
     config = json.loads(args.config)
+    warm_up(args.skip_sb3)
     records = []
     for seed in args.seeds:
         if not args.skip_sb3:
