@@ -23,7 +23,7 @@ class PPOConfig(AlgorithmConfig):
     #: Discount factor.
     gamma: float = 0.98
     #: Adam learning rate.
-    lr: float = 2e-3
+    lr: float = 3e-3
     #: GAE lambda.
     gae_lambda: float = 0.8
     #: Surrogate clip range epsilon.
@@ -33,7 +33,7 @@ class PPOConfig(AlgorithmConfig):
     #: Weight of the entropy bonus.
     entropy_coeff: float = 0.0
     #: Passes over each train batch.
-    num_epochs: int = 8
+    num_epochs: int = 6
     #: Rows per gradient step (train_batch_size must be a multiple).
     minibatch_size: int = 128
     #: Normalize advantages within each minibatch.
@@ -124,11 +124,12 @@ class PPO(Algorithm):
         hp_tensors = self.policy.hp_tensors(hp)
         n, mb = len(rows[sb.ADVANTAGES]), self.config.minibatch_size
         stats = None
+        take_rows = self.policy.ops.take_rows
         for _ in range(self.config.num_epochs):
-            perm = self.learner_rng.permutation(n)
+            perm = self.policy.adapter.tensor(self.learner_rng.permutation(n))
+            shuffled = {k: take_rows(v, perm) for k, v in tensors.items()}
             for start in range(0, n, mb):
-                idx = self.policy.adapter.tensor(perm[start:start + mb])
-                stats = self.policy.learn_on_batch({k: self.policy.ops.take_rows(v, idx) for k, v in tensors.items()}, hp_tensors)
+                stats = self.policy.learn_on_batch({k: v[start:start + mb] for k, v in shuffled.items()}, hp_tensors)
         self.policy.finish_learning()
         out = self.policy.stats_numpy(stats)
         out["lr"] = hp["lr"]
