@@ -58,11 +58,11 @@ def _fmt(v, spec=".1f"):
 
 
 def iteration_line(r: dict) -> str:
-    return (f"iter {r['iteration']:4d}  steps {r['timesteps_total']:8d}  "
-            f"return {_fmt(r['episode_return_mean']):>6} (min {_fmt(r['episode_return_min'], '.0f')}, "
-            f"max {_fmt(r['episode_return_max'], '.0f')})  episodes {r['episodes_total']:5d}  "
-            f"loss {_fmt(r.get('learner/total_loss'), '.4f')}  {r['env_steps_per_s']:,.0f} steps/s  "
-            f"time {r['time_total_s']:.1f}s")
+    return (f"iter {r['iteration']:4d}  steps {r['timesteps_total']:7d}  "
+            f"return {_fmt(r['episode_return_mean']):>5} [{_fmt(r['episode_return_min'], '.0f')}, "
+            f"{_fmt(r['episode_return_max'], '.0f')}]  episodes {r['episodes_total']:5d}  "
+            f"loss {_fmt(r.get('learner/total_loss'), '.3f')}  {r['env_steps_per_s']:,.0f} steps/s  "
+            f"{r['time_total_s']:.1f} s")
 
 
 def cmd_train(args) -> int:
@@ -104,7 +104,7 @@ def cmd_train(args) -> int:
             while True:
                 result = algo.train()
                 logger.log(result)
-                progress.console.print(iteration_line(result))
+                progress.console.print(iteration_line(result), soft_wrap=True, highlight=False)
                 progress.update(task, completed=result["timesteps_total"] if primary == "timesteps_total"
                                 else result["iteration"])
                 if args.checkpoint_freq and result["iteration"] % args.checkpoint_freq == 0:
