@@ -1,0 +1,143 @@
+"""Levels 4 and 5: frameworks agree (loss and gradients within a tolerance, equivalent learning curves),
+and each algorithm reaches its reference score within its step budget."""
+from __future__ import annotations
+
+import time
+import traceback
+
+import numpy as np
+
+from unirl.conformance.report import FAILED, PASSED, UNAVAILABLE
+from unirl.conformance.runs import RunSpec, record_run
+
+
+def _record(level, check, algo, framework, status, duration_s, message="", difference=None) -> dict:
+    return dict(level=level, check=check, algo=algo, framework=framework, backend=None, status=status,
+                duration_s=duration_s, message=message, difference=difference)
+
+
+def gradient_agreement(algo: str, reference: str, framework: str, rtol: float) -> dict:
+    """From the same weights and minibatch: loss, stats, gradient and the weights after one step, within `rtol`.
+
+    `rtol` is relative to each array's largest magnitude (a gradient's small components carry
+    float32 rounding of the large ones).
+    """
+    from unirl.conformance import framework_checks as fc
+
+    check = "loss_and_gradients"
+    if algo != "PPO":
+        return _record(4, check, algo, framework, UNAVAILABLE, 0.0,
+                       f"framework_checks has a fixed problem for PPO only, not for {algo}")
+    t0 = time.perf_counter()
+    try:
+        arrays = fc.compare_loss_and_grads(reference, framework, rtol=rtol)
+    except Exception as e:
+        return _record(4, check, algo, framework, FAILED, time.perf_counter() - t0,
+                       f"raised {type(e).__name__}: {e}", {"traceback": traceback.format_exc(limit=8)})
+    dt = time.perf_counter() - t0
+    summary = {k: {"ok": v["ok"], "scale_rel_diff": v["scale_rel_diff"], "max_abs_diff": v["max_abs_diff"]}
+               for k, v in arrays.items()}
+    bad = [(k, v) for k, v in arrays.items() if not v["ok"]]
+    worst = max(v["scale_rel_diff"] for v in arrays.values())
+    if not bad:
+        return _record(4, check, algo, framework, PASSED, dt,
+                       f"{framework} within {rtol:g} (scale-relative) of {reference}; largest difference {worst:.2e}",
+                       {"tolerance": rtol, "reference": reference, "arrays": summary})
+    name, v = bad[0]
+    message = (f"`{name}` of {framework} differs from {reference} beyond the tolerance {rtol:g} "
+               f"(scale-relative {v['scale_rel_diff']:.3g}): first at index {list(v['first_index'] or [])}: "
+               f"expected {v['expected']!r}, got {v['actual']!r} ({v['message']})")
+    if len(bad) > 1:
+        message += "; also outside the tolerance: " + ", ".join(k for k, _ in bad[1:])
+    return _record(4, check, algo, framework, FAILED, dt, message,
+                   {"tolerance": rtol, "reference": reference, "array": name, "index": v["first_index"],
+                    "expected": v["expected"], "actual": v["actual"], "arrays": summary})
+
+
+def curve_score(record) -> float:
+    """A run's learning-curve score: the mean return of every episode completed during training."""
+    returns = [x for r in record.results for x in r["episode_returns_this_iter"]]
+    return float(np.mean(returns)) if returns else float("nan")
+
+
+def learning_curve_agreement(algo: str, reference: str, frameworks: list, mode, config: dict, progress) -> list:
+    """Short runs per framework and seed on the local backend; a paired TOST per framework against the reference.
+
+    Equivalent when the 90% confidence interval of the per-seed score difference (other -
+    reference) lies within +-(mode.curve_margin x the reference's mean score), alpha = 0.05.
+    """
+    from unirl.conformance.stats import paired_tost
+
+    check = "learning_curves"
+    scores, spent, errors = {}, {}, {}
+    for f in [reference] + list(frameworks):
+        scores[f], spent[f] = [], 0.0
+        for seed in mode.curve_seeds:
+            progress.step(f"{algo}/{f}: learning curve, seed {seed}")
+            rec = record_run(RunSpec.make(algo, f, "local", 1, mode.curve_iterations, dict(config, seed=seed)))
+            progress.advance()
+            spent[f] += rec.duration_s
+            if rec.error:
+                errors[f] = f"the seed-{seed} run failed: {rec.error}"
+                break
+            scores[f].append(curve_score(rec))
+    out = []
+    ref_scores = scores[reference]
+    for f in frameworks:
+        dt = spent[f] + spent[reference]
+        if reference in errors or f in errors:
+            out.append(_record(4, check, algo, f, FAILED, dt, errors.get(f) or f"{reference}: {errors[reference]}"))
+            continue
+        margin = mode.curve_margin * abs(float(np.mean(ref_scores)))
+        try:
+            t = paired_tost(ref_scores, scores[f], margin, mode.curve_alpha)
+        except ImportError:
+            out.append(_record(4, check, algo, f, UNAVAILABLE, dt, "the equivalence test needs scipy"))
+            continue
+        diff = {"test": "paired TOST", "score": "mean training episode return per seed",
+                "seeds": list(mode.curve_seeds), "iterations": mode.curve_iterations,
+                "reference": reference, "reference_scores": ref_scores, "scores": scores[f], **t.as_dict()}
+        out.append(_record(4, check, algo, f, PASSED if t.equivalent else FAILED, dt,
+                           f"{f} vs {reference}: {t.describe()}", diff))
+    return out
+
+
+def reaches_reference_score(algo: str, framework: str, target: dict, seed: int = 0) -> dict:
+    """Train on the local backend; once the smoothed training return reaches the score, evaluate greedily.
+
+    Passes when a greedy evaluation (target["eval_episodes"] episodes) averages at least
+    target["score"] within target["budget"] env steps.
+    """
+    import unirl
+
+    t0 = time.perf_counter()
+    score, budget = target["score"], target["budget"]
+    best = (None, -np.inf)
+    algo_obj = None
+    try:
+        algo_obj = unirl.build(algo, dict(target["config"], framework=framework, backend="local", seed=seed))
+        while algo_obj.timesteps_total < budget:
+            result = algo_obj.train()
+            if result["episode_return_mean"] >= score:
+                ev = algo_obj.evaluate(target["eval_episodes"])["evaluation/episode_return_mean"]
+                if ev > best[1]:
+                    best = (algo_obj.timesteps_total, ev)
+                if ev >= score:
+                    break
+    except Exception as e:
+        return _record(5, "learning", algo, framework, FAILED, time.perf_counter() - t0,
+                       f"raised {type(e).__name__}: {e}", {"traceback": traceback.format_exc(limit=8)})
+    finally:
+        if algo_obj is not None:
+            algo_obj.stop()
+    steps, ev = best
+    diff = {"env": target["config"].get("env"), "score": score, "budget": budget, "seed": seed,
+            "steps": steps, "greedy_eval_mean": None if steps is None else ev}
+    dt = time.perf_counter() - t0
+    if steps is not None and ev >= score:
+        return _record(5, "learning", algo, framework, PASSED, dt,
+                       f"greedy mean {ev:.1f} >= {score:g} after {steps:,} steps (budget {budget:,})", diff)
+    got = "the smoothed training return never reached it" if steps is None else \
+        f"best greedy mean {ev:.1f} (after {steps:,} steps)"
+    return _record(5, "learning", algo, framework, FAILED, dt,
+                   f"did not reach {score:g} within {budget:,} steps: {got}", diff)

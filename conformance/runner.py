@@ -1,0 +1,402 @@
+"""The conformance suite's runner: plans the checks for the asked combinations, runs them level by level, reports.
+
+Usage::
+
+    from unirl.conformance.runner import SuiteOptions, run_suite
+    report = run_suite(SuiteOptions(frameworks=["torch", "mypkg.adapter:MyAdapter"], backends=["local"],
+                                    quick=True))
+    assert not report.failed, [r.line() for r in report.failed]
+
+Runs are shared between levels where that is valid: the reference run (local backend, one
+worker) is run 1 of local's level-2 pair and the reference of every level-3 comparison; each
+other backend's first level-3 run is run 1 of its level-2 pair.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+
+from unirl.conformance.report import FAILED, PASSED, SKIPPED, UNAVAILABLE, CheckResult, Report
+from unirl.conformance.runs import RunRecord, RunSpec, compare_runs, record_run
+
+ALL_FRAMEWORKS = ("torch", "tf", "jax")
+ALL_BACKENDS = ("local", "multiprocessing", "ray", "mpi")
+REFERENCE_BACKEND = "local"
+#: Level 4 compares every framework with this one (when it is installed).
+REFERENCE_FRAMEWORK = "torch"
+
+#: Per algorithm: the small config of the level-2/3 runs (`total_envs` is split over the workers),
+#: and the reference score of level 5.
+ALGORITHMS = {
+    "PPO": {
+        "run_config": {"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 64, "minibatch_size": 32,
+                       "num_epochs": 2},
+        "curve_config": {"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 128, "minibatch_size": 64,
+                         "num_epochs": 4},
+        "learning": {"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 100_000, "eval_episodes": 20},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How much each level runs; QUICK and FULL below."""
+
+    name: str
+    levels: tuple
+    #: Training iterations of each level-2/3 run.
+    iterations: int
+    #: Worker counts checked on the local backend (1 is the reference) and on every other backend
+    #: (the first count also gives that backend's level-2 pair).
+    local_worker_counts: tuple
+    other_worker_counts: tuple
+    #: Level 4: the scale-relative tolerance of loss, gradient, stats and stepped weights between frameworks.
+    grad_rtol: float
+    #: Level 4: seeds and iterations of the learning-curve runs, the equivalence margin as a fraction
+    #: of the reference framework's mean score, and the TOST level.
+    curve_seeds: tuple
+    curve_iterations: int
+    curve_margin: float
+    curve_alpha: float
+
+
+QUICK = Mode("quick", (1, 2, 3, 4), iterations=3, local_worker_counts=(1, 2, 4), other_worker_counts=(2,),
+             grad_rtol=1e-5, curve_seeds=(0, 1, 2, 3), curve_iterations=8, curve_margin=0.10, curve_alpha=0.05)
+FULL = Mode("full", (1, 2, 3, 4, 5), iterations=5, local_worker_counts=(1, 2, 4), other_worker_counts=(2, 1, 4),
+            grad_rtol=1e-5, curve_seeds=(0, 1, 2, 3, 4, 5, 6, 7), curve_iterations=30, curve_margin=0.10,
+            curve_alpha=0.05)
+
+
+@dataclass
+class SuiteOptions:
+    """What to check: names or import paths ("pkg.module:Class") of frameworks and backends."""
+
+    algos: list = field(default_factory=lambda: ["PPO"])
+    frameworks: list = field(default_factory=lambda: list(ALL_FRAMEWORKS))
+    backends: list = field(default_factory=lambda: list(ALL_BACKENDS))
+    quick: bool = True
+    #: Only these levels (default: all of the mode's).
+    levels: tuple | None = None
+
+    @property
+    def mode(self) -> Mode:
+        m = QUICK if self.quick else FULL
+        return m if self.levels is None else replace(m, levels=tuple(sorted(set(self.levels))))
+
+
+class Progress:
+    """What the runner tells its caller as it goes (the CLI shows it with rich; the default is silent)."""
+
+    def start(self, total: int) -> None:
+        pass
+
+    def step(self, description: str) -> None:
+        """Work on `description` begins."""
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def result(self, result: CheckResult) -> None:
+        pass
+
+
+def is_plugin(spec: str) -> bool:
+    """An import path ("pkg.module:Class"), i.e. third-party code the user brought."""
+    return ":" in spec
+
+
+# -- availability ----------------------------------------------------------------------------
+def framework_unavailable(spec: str) -> str | None:
+    """Why this framework adapter cannot be loaded here, or None if it can."""
+    from unirl.errors import UnirlError
+    from unirl.frameworks import get_adapter
+
+    try:
+        get_adapter(spec)
+    except UnirlError as e:
+        return str(e)
+    return None
+
+
+def backend_unavailable(spec: str) -> str | None:
+    """Why this backend cannot be loaded here, or None if it can."""
+    from unirl.backends import get_backend_class
+    from unirl.errors import UnirlError
+
+    try:
+        get_backend_class(spec)
+    except UnirlError as e:
+        return str(e)
+    return None
+
+
+def algo_unavailable(name: str) -> str | None:
+    import unirl
+    from unirl.errors import UnirlError
+
+    try:
+        unirl.get_algorithm_class(name)
+    except UnirlError as e:
+        return str(e)
+    if name not in ALGORITHMS:
+        return f"the conformance suite has no small config and reference score for `{name}` yet."
+    return None
+
+
+# -- the suite -------------------------------------------------------------------------------
+class Suite:
+    """One run of the suite: availability, the planned runs, and every level's checks."""
+
+    def __init__(self, options: SuiteOptions, progress: Progress | None = None):
+        self.options = options
+        self.mode = options.mode
+        self.progress = progress or Progress()
+        self.report = Report(list(options.algos), list(options.frameworks), list(options.backends), options.quick)
+        self.records: dict[RunSpec, RunRecord] = {}
+        self.unavailable: dict[tuple, str] = {}
+
+    # bookkeeping ------------------------------------------------------------------------------
+    def add(self, level, check, algo, framework, backend, status, duration_s=0.0, message="", difference=None,
+            num_workers=None) -> CheckResult:
+        r = self.report.add(CheckResult(level, check, algo, framework, backend, status, duration_s, message,
+                                        difference, num_workers))
+        self.progress.result(r)
+        return r
+
+    def _probe(self) -> None:
+        o = self.options
+        for a in o.algos:
+            self.unavailable[("algo", a)] = algo_unavailable(a)
+        for f in o.frameworks:
+            self.progress.step(f"loading framework {f}")
+            self.unavailable[("framework", f)] = framework_unavailable(f)
+        for b in set(o.backends) | {REFERENCE_BACKEND}:
+            self.unavailable[("backend", b)] = backend_unavailable(b)
+        ref = REFERENCE_FRAMEWORK if REFERENCE_FRAMEWORK in o.frameworks or \
+            framework_unavailable(REFERENCE_FRAMEWORK) is None else None
+        if ref is None:
+            ref = next((f for f in o.frameworks if not self.unavailable[("framework", f)]), None)
+        self.report.reference_framework = ref
+        for (kind, name), reason in self.unavailable.items():
+            if reason and is_plugin(name):
+                # A plugin the user named that cannot be imported is their failure, not a gap of unirl.
+                self.add(1, f"api/{kind}/load", None, name if kind == "framework" else None,
+                         name if kind == "backend" else None, FAILED, message=reason)
+
+    def why_unavailable(self, algo=None, framework=None, backend=None) -> str | None:
+        for key in (("algo", algo), ("framework", framework), ("backend", backend)):
+            if key[1] is not None and self.unavailable.get(key):
+                return self.unavailable[key]
+        return None
+
+    # planning ---------------------------------------------------------------------------------
+    def planned_runs(self) -> list[RunSpec]:
+        """Every level-2/3 run, reference runs first; combinations that are unavailable are left out."""
+        m, o = self.mode, self.options
+        if not ({2, 3} & set(m.levels)):
+            return []
+        specs = []
+        for a in o.algos:
+            if self.why_unavailable(algo=a):
+                continue
+            cfg = ALGORITHMS[a]["run_config"]
+            for f in o.frameworks:
+                if self.why_unavailable(framework=f) or self.why_unavailable(backend=REFERENCE_BACKEND):
+                    continue
+                specs.append(RunSpec.make(a, f, REFERENCE_BACKEND, 1, m.iterations, cfg))
+                if 2 in m.levels and REFERENCE_BACKEND in o.backends:
+                    specs.append(RunSpec.make(a, f, REFERENCE_BACKEND, 1, m.iterations, cfg, repeat=1))
+                for b in o.backends:
+                    if self.why_unavailable(backend=b):
+                        continue
+                    counts = m.local_worker_counts if b == REFERENCE_BACKEND else m.other_worker_counts
+                    if 3 in m.levels:
+                        specs += [RunSpec.make(a, f, b, n, m.iterations, cfg) for n in counts
+                                  if (b, n) != (REFERENCE_BACKEND, 1)]
+                    if 2 in m.levels and b != REFERENCE_BACKEND:
+                        if 3 not in m.levels:
+                            specs.append(RunSpec.make(a, f, b, counts[0], m.iterations, cfg))
+                        specs.append(RunSpec.make(a, f, b, counts[0], m.iterations, cfg, repeat=1))
+        return list(dict.fromkeys(specs))
+
+    # running ----------------------------------------------------------------------------------
+    def run_all(self, specs: list[RunSpec]) -> None:
+        """Record every run; runs whose backend needs its own launch (MPI) go to a child process together."""
+        from unirl.conformance.launch import needs_launcher, record_runs_in_child
+
+        launched = [s for s in specs if needs_launcher(s.backend)]
+        for s in specs:
+            if s in launched:
+                continue
+            self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
+            self.records[s] = record_run(s)
+            self.progress.advance()
+        by_backend: dict[str, list] = {}
+        for s in launched:
+            by_backend.setdefault(s.backend, []).append(s)
+        for backend, group in by_backend.items():
+            self.progress.step(f"{len(group)} runs on {backend} (launched)")
+            self.records.update(record_runs_in_child(backend, group))
+            self.progress.advance(len(group))
+
+    # level 1 ----------------------------------------------------------------------------------
+    def level1(self) -> None:
+        from unirl.conformance.api_checks import backend_api_checks, framework_api_checks
+
+        for f in self.options.frameworks:
+            reason = self.why_unavailable(framework=f)
+            if reason:
+                if not is_plugin(f):
+                    self.add(1, "api/framework", None, f, None, UNAVAILABLE, message=reason)
+                continue
+            self.progress.step(f"API checks of framework {f}")
+            for r in framework_api_checks(f):
+                self.add(**r)
+            self.progress.advance()
+        for b in self.options.backends:
+            reason = self.why_unavailable(backend=b)
+            if reason:
+                if not is_plugin(b):
+                    self.add(1, "api/backend", None, None, b, UNAVAILABLE, message=reason)
+                continue
+            self.progress.step(f"API checks of backend {b}")
+            for r in backend_api_checks(b):
+                self.add(**r)
+            self.progress.advance()
+
+    # levels 2 and 3 ---------------------------------------------------------------------------
+    def _compare(self, level, check, ref: RunSpec, other: RunSpec) -> None:
+        a, f, b = other.algo, other.framework, other.backend
+        rr, ro = self.records.get(ref), self.records.get(other)
+        duration = (ro.duration_s if ro else 0.0) + (rr.duration_s if rr and level == 2 else 0.0)
+        if rr is None or ro is None:
+            self.add(level, check, a, f, b, FAILED, duration, "the run was not recorded", num_workers=other.num_workers)
+            return
+        for rec, role in ((ro, "run"), (rr, "reference run")):
+            if rec.error:
+                self.add(level, check, a, f, b, FAILED, duration,
+                         f"the {role} {rec.spec.label} failed: {rec.error}", num_workers=other.num_workers)
+                return
+        diff = compare_runs(rr, ro)
+        if diff is None:
+            self.add(level, check, a, f, b, PASSED, duration,
+                     f"{other.label} bit-identical to {ref.label} over {len(ro.results)} iterations",
+                     num_workers=other.num_workers)
+        else:
+            self.add(level, check, a, f, b, FAILED, duration, diff.message(), diff.as_dict(),
+                     num_workers=other.num_workers)
+
+    def levels_2_and_3(self, specs: list[RunSpec]) -> None:
+        m, o = self.mode, self.options
+        for a in o.algos:
+            for f in o.frameworks:
+                for b in o.backends:
+                    reason = self.why_unavailable(a, f, b)
+                    if reason:
+                        # A plugin that cannot be loaded has already failed level 1's load check.
+                        if not (is_plugin(f) and self.why_unavailable(framework=f)) and \
+                                not (is_plugin(b) and self.why_unavailable(backend=b)):
+                            for level in sorted(set(m.levels) & {2, 3}):
+                                self.add(level, "repeatability" if level == 2 else "invariance", a, f, b,
+                                         UNAVAILABLE, message=reason)
+                        continue
+                    mine = [s for s in specs if (s.algo, s.framework, s.backend) == (a, f, b)]
+                    if 2 in m.levels:
+                        first = next(s for s in mine if s.repeat == 1)
+                        self._compare(2, "repeatability", replace(first, repeat=0), first)
+                    if 3 in m.levels:
+                        ref = next(s for s in specs if (s.algo, s.framework, s.backend, s.num_workers, s.repeat)
+                                   == (a, f, REFERENCE_BACKEND, 1, 0))
+                        for s in mine:
+                            if s.repeat == 0 and s != ref:
+                                self._compare(3, "invariance", ref, s)
+
+    # level 4 ----------------------------------------------------------------------------------
+    def level4(self) -> None:
+        from unirl.conformance.agreement import gradient_agreement, learning_curve_agreement
+
+        ref = self.report.reference_framework
+        for a in self.options.algos:
+            others = [f for f in self.options.frameworks if f != ref]
+            if self.why_unavailable(algo=a) or ref is None:
+                for f in others:
+                    self.add(4, "framework agreement", a, f, None, UNAVAILABLE,
+                             message=self.why_unavailable(algo=a) or "no reference framework is installed")
+                continue
+            usable = [f for f in others if not self.why_unavailable(framework=f)]
+            for f in others:
+                if f not in usable and not is_plugin(f):
+                    self.add(4, "framework agreement", a, f, None, UNAVAILABLE,
+                             message=self.why_unavailable(framework=f))
+            for f in usable:
+                self.progress.step(f"{a}: loss and gradients of {f} vs {ref}")
+                self.add(**gradient_agreement(a, ref, f, self.mode.grad_rtol))
+                self.progress.advance()
+            if usable:
+                for r in learning_curve_agreement(a, ref, usable, self.mode, ALGORITHMS[a]["curve_config"],
+                                                  self.progress):
+                    self.add(**r)
+
+    # level 5 ----------------------------------------------------------------------------------
+    def level5(self) -> None:
+        from unirl.conformance.agreement import reaches_reference_score
+
+        for a in self.options.algos:
+            for f in self.options.frameworks:
+                reason = self.why_unavailable(algo=a, framework=f)
+                if reason:
+                    if not is_plugin(f):
+                        self.add(5, "learning", a, f, None, UNAVAILABLE, message=reason)
+                    continue
+                target = ALGORITHMS[a]["learning"]
+                self.progress.step(f"{a}/{f}: learning {target['config'].get('env', '')} "
+                                   f"(>= {target['score']:g} within {target['budget']:,} steps)")
+                self.add(**reaches_reference_score(a, f, target))
+                self.progress.advance()
+
+    def total_steps(self, specs) -> int:
+        m, o = self.mode, self.options
+        n = len(specs)
+        if 1 in m.levels:
+            n += len(o.frameworks) + len(o.backends)
+        if 4 in m.levels:
+            n += len(o.frameworks) - 1 + len(o.frameworks) * len(m.curve_seeds) * len(o.algos)
+        if 5 in m.levels:
+            n += len(o.frameworks) * len(o.algos)
+        return n
+
+    def run(self) -> Report:
+        t0 = time.perf_counter()
+        self._probe()
+        specs = self.planned_runs()
+        self.progress.start(self.total_steps(specs))
+        levels = self.mode.levels
+        if 1 in levels:
+            self._guard(1, self.level1)
+        if {2, 3} & set(levels):
+            self._guard(2, lambda: self.run_all(specs))
+            self._guard(2, lambda: self.levels_2_and_3(specs))
+        if 4 in levels:
+            self._guard(4, self.level4)
+        if 5 in levels:
+            self._guard(5, self.level5)
+        else:
+            for a in self.options.algos:
+                self.add(5, "learning", a, None, None, SKIPPED, message="level 5 runs in the full mode only")
+        self.report.duration_s = time.perf_counter() - t0
+        return self.report
+
+    def _guard(self, level, fn) -> None:
+        """Run one stage; an unexpected exception becomes a failed record instead of ending the suite."""
+        try:
+            fn()
+        except Exception as e:
+            self.add(level, "suite", None, None, None, FAILED,
+                     message=f"the suite itself raised {type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}")
+
+
+def run_suite(options: SuiteOptions, progress: Progress | None = None) -> Report:
+    """Run the conformance suite and return its report (see `Report.failed`)."""
+    return Suite(options, progress).run()
+
