@@ -13,8 +13,14 @@ and traceback; a worker that dies raises `unirl.errors.WorkerDiedError`.
 """
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import traceback
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from unirl.errors import WorkerError
 
 
 @dataclass(frozen=True)
@@ -63,3 +69,99 @@ class Backend:
     def __exit__(self, *exc):
         self.shutdown()
         return False
+
+
+# -- helpers shared by the process backends (multiprocessing, ray, mpi) ---------------------------
+
+#: Environment variables that pin a worker process's thread pools (set before numpy/torch load).
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                   "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def worker_env(num_threads: int = 1) -> dict[str, str]:
+    """Variables for a worker process: pinned thread pools, so a worker never oversubscribes the cores."""
+    env = {k: str(num_threads) for k in THREAD_ENV_VARS}
+    env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                        f"intra_op_parallelism_threads={num_threads}").strip()
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_task(worker, worker_id: int, method: str, args, kwargs):
+    """(True, value) or (False, (traceback text, exception type name)): a task as a worker runs it."""
+    try:
+        return True, getattr(worker, method)(*args, **kwargs)
+    except Exception as e:
+        return False, (traceback.format_exc(), type(e).__name__)
+
+
+def build_worker(worker_cls, args, worker_id: int):
+    """(True, worker) or (False, (traceback, type name)), like run_task, for the constructor."""
+    try:
+        return True, worker_cls(*args)
+    except Exception as e:
+        return False, (traceback.format_exc(), type(e).__name__)
+
+
+def task_error(worker_id: int, payload) -> WorkerError:
+    tb, exc_type = payload
+    return WorkerError(worker_id, tb, exc_type)
+
+
+def describe_exit(returncode) -> str:
+    """'exit code 3' or 'killed by signal SIGKILL' for a process's return code."""
+    if returncode is None:
+        return "it stopped answering"
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class LogForwarder(logging.Handler):
+    """Installed on a worker process's root logger: turns records into plain dicts for `emit_fn`.
+
+    The driver re-emits them with `replay_log` into its own logging tree, tagged with the worker's id.
+    """
+
+    def __init__(self, emit_fn, level=logging.NOTSET):
+        super().__init__(level)
+        self.emit_fn = emit_fn
+        self.worker_id = -1
+
+    def emit(self, record):
+        try:
+            d = {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                 "msg": record.getMessage(), "created": record.created, "pathname": record.pathname,
+                 "lineno": record.lineno, "funcName": record.funcName, "process": record.process,
+                 "worker_id": self.worker_id}
+            if record.exc_info:
+                d["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            self.emit_fn(d)
+        except Exception:
+            self.handleError(record)
+
+
+def install_log_forwarder(emit_fn, level: int) -> LogForwarder:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = LogForwarder(emit_fn)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def replay_log(d: dict) -> None:
+    """Re-emit a worker's log record (a dict from LogForwarder) in the driver, tagged `[worker N]`."""
+    logger = logging.getLogger(d["name"])
+    if not logger.isEnabledFor(d["levelno"]):
+        return
+    d = dict(d, msg=f"[worker {d['worker_id']}] {d['msg']}", args=None)
+    logger.handle(logging.makeLogRecord(d))
+
+
+def driver_log_level() -> int:
+    return logging.getLogger().getEffectiveLevel()

@@ -1,0 +1,168 @@
+"""The Ray backend: one actor per worker, on this machine (`ray.init()`) or on a cluster (`address`).
+
+Options (config `backend_options`): `address` ("auto", "ray://...", "host:port") joins an existing
+cluster, otherwise a small local Ray starts (no dashboard) and stops again at shutdown;
+`num_cpus_per_worker` (default 0, so any number of workers fits on a small machine; raise it on
+a cluster to reserve cores); `num_threads` per worker (default 1); `placement` ("SPREAD" by
+default: actors go to different nodes where the cluster has several).
+
+Arrays move through Ray's object store (zero-copy reads: arrays a worker returns arrive
+read-only in the driver). Calls on one actor run in submission order. A task's exception comes
+back as a value carrying the worker's traceback, re-raised as `WorkerError`; a dead actor
+(killed, crashed) makes `get` raise `WorkerDiedError`. Log records a worker emits during a call
+come back with its result and are re-emitted in the driver's logging tree as `[worker N] ...`;
+the actor's stdout/stderr also reach the driver through Ray's log_to_driver, prefixed with
+`unirl-worker-N`.
+"""
+from __future__ import annotations
+
+import os
+
+import cloudpickle
+import ray
+
+from unirl.backends import base
+from unirl.errors import UnirlError, WorkerDiedError
+
+
+class _Host:
+    """The actor: builds the worker and runs its methods, capturing the worker's log records."""
+
+    def __init__(self, worker_id, cls_bytes, args, log_level):
+        self.worker_id = worker_id
+        self.logs = []
+        handler = base.install_log_forwarder(self.logs.append, log_level)
+        handler.worker_id = worker_id
+        ok, value = base.build_worker(cloudpickle.loads(cls_bytes), args, worker_id)
+        self.worker = value if ok else None
+        self.init_result = (ok, None if ok else value)
+
+    def __repr__(self):
+        return f"unirl-worker-{self.worker_id}"
+
+    def _reply(self, ok, value):
+        logs, self.logs[:] = list(self.logs), []
+        return ok, value, logs
+
+    def ready(self):
+        return self._reply(*self.init_result)
+
+    def call(self, method, args, kwargs):
+        return self._reply(*base.run_task(self.worker, self.worker_id, method, args, kwargs))
+
+    def node_id(self):
+        return ray.get_runtime_context().get_node_id()
+
+    def close(self):
+        close = getattr(self.worker, "close", None)
+        if close is not None:
+            close()
+        return True
+
+
+class RayFuture(base.Future):
+    __slots__ = ("worker_id", "ref")
+
+    def __init__(self, worker_id, ref):
+        self.worker_id = worker_id
+        self.ref = ref
+
+
+class Backend(base.Backend):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus_per_worker: float = 0, num_threads: int = 1,
+                 placement: str = "SPREAD", num_cpus: int | None = None, **_ignored):
+        self._owns_ray = False
+        if not ray.is_initialized():
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+                else:
+                    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                             logging_level="WARNING")
+            except ConnectionError as e:
+                raise UnirlError(f"cannot join the Ray cluster at `{address}`: {e}; start one with "
+                                 f"`ray start --head` or leave `address` unset for a local Ray.") from None
+            self._owns_ray = True
+        self._remote = ray.remote(max_restarts=0, max_task_retries=0)(_Host)
+        self._options = {"num_cpus": num_cpus_per_worker, "scheduling_strategy": placement,
+                         "runtime_env": {"env_vars": base.worker_env(num_threads)}}
+        self._actors: list = []
+        self._closed = False
+
+    def spawn(self, worker_cls, args_list):
+        cls_bytes = cloudpickle.dumps(worker_cls)
+        level = base.driver_log_level()
+        new = []
+        for args in args_list:
+            wid = len(self._actors)
+            actor = self._remote.options(name=None, **self._options).remote(wid, cls_bytes, tuple(args), level)
+            self._actors.append(actor)
+            new.append(wid)
+        self.get([RayFuture(wid, self._actors[wid].ready.remote()) for wid in new])
+        return [base.WorkerHandle(wid) for wid in new]
+
+    def call(self, handle, method, *args, **kwargs):
+        wid = handle.worker_id
+        return RayFuture(wid, self._actors[wid].call.remote(method, args, kwargs))
+
+    def wait(self, futures, num_returns=1, timeout=None):
+        futures = list(futures)
+        if not futures:
+            return [], []
+        by_ref = {f.ref: f for f in futures}
+        ready, _ = ray.wait([f.ref for f in futures], num_returns=min(num_returns, len(futures)),
+                            timeout=timeout, fetch_local=False)
+        ready_ids = {id(by_ref[r]) for r in ready}
+        return [by_ref[r] for r in ready], [f for f in futures if id(f) not in ready_ids]
+
+    def get(self, futures, timeout=None):
+        single = isinstance(futures, base.Future)
+        items = [futures] if single else list(futures)
+        if timeout is not None:
+            _, pending = self.wait(items, len(items), timeout)
+            if pending:
+                raise TimeoutError(f"{len(pending)} of {len(items)} results not ready after {timeout} s")
+        values = []
+        for f in items:
+            try:
+                ok, value, logs = ray.get(f.ref)
+            except ray.exceptions.RayActorError as e:
+                raise WorkerDiedError(f.worker_id, _first_line(e)) from None
+            for d in logs:
+                base.replay_log(d)
+            if not ok:
+                raise base.task_error(f.worker_id, value)
+            values.append(value)
+        return values[0] if single else values
+
+    def shutdown(self):
+        if self._closed:
+            return
+        self._closed = True
+        if ray.is_initialized():
+            closes = [a.close.remote() for a in self._actors]
+            try:
+                ray.wait(closes, num_returns=len(closes), timeout=10.0)
+            except Exception:
+                pass
+            for a in self._actors:
+                try:
+                    ray.kill(a)
+                except Exception:
+                    pass
+            if self._owns_ray:
+                ray.shutdown()
+        self._actors = []
+
+    # -- extras -------------------------------------------------------------------------------
+    def worker_nodes(self) -> list[str]:
+        """The Ray node id of each worker, in worker order."""
+        return ray.get([a.node_id.remote() for a in self._actors])
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    lines = [l for l in text.splitlines() if l.strip()]
+    return lines[0] if lines else type(e).__name__
