@@ -22,8 +22,12 @@ class PPOConfig(AlgorithmConfig):
     # longer-horizon tasks want gamma 0.99 and gae_lambda 0.95.
     #: Discount factor.
     gamma: float = 0.98
-    #: Adam learning rate.
+    #: Adam learning rate at the start.
     lr: float = 3e-3
+    #: Decay lr linearly to lr_final over the first 100k env steps (keeps late training stable).
+    lr_decay_timesteps: int = 100_000
+    #: The learning rate reached after lr_decay_timesteps.
+    lr_final: float = 3e-4
     #: GAE lambda.
     gae_lambda: float = 0.8
     #: Surrogate clip range epsilon.

@@ -120,7 +120,12 @@ class Algorithm:
     def current_lr(self) -> float:
         from unirl.optim import piecewise_linear
 
-        return piecewise_linear(self.config.lr_schedule, self.timesteps_total, self.config.lr)
+        c = self.config
+        if c.lr_schedule:
+            return piecewise_linear(c.lr_schedule, self.timesteps_total, c.lr)
+        if c.lr_decay_timesteps:
+            return piecewise_linear([[0, c.lr], [c.lr_decay_timesteps, c.lr_final]], self.timesteps_total, c.lr)
+        return c.lr
 
     # -- acting and evaluation -----------------------------------------------------------------
     def compute_actions(self, obs: np.ndarray, explore: bool = False, seed: int = 0) -> np.ndarray:

@@ -74,7 +74,11 @@ class AlgorithmConfig:
     gamma: float = 0.99
     #: Adam learning rate.
     lr: float = 3e-4
-    #: Piecewise-linear learning-rate schedule [[timestep, lr], ...]; overrides lr when set.
+    #: Decay the learning rate linearly from lr to lr_final over this many env steps (0: constant lr).
+    lr_decay_timesteps: int = 0
+    #: The learning rate reached after lr_decay_timesteps (kept from then on).
+    lr_final: float = 0.0
+    #: Piecewise-linear learning-rate schedule [[timestep, lr], ...]; overrides lr and the decay when set.
     lr_schedule: typing.Optional[list] = None
     #: Clip the gradient to this global norm (0 disables).
     grad_clip: float = 0.5
@@ -144,6 +148,8 @@ class AlgorithmConfig:
             raise UnirlError(f"config key `gamma` must lie in [0, 1], got {self.gamma}.")
         if self.lr <= 0:
             raise UnirlError(f"config key `lr` must be positive, got {self.lr}.")
+        if self.lr_decay_timesteps < 0 or self.lr_final < 0:
+            raise UnirlError("config keys `lr_decay_timesteps` and `lr_final` must not be negative.")
         if self.train_batch_size % self.num_envs:
             raise UnirlError(
                 f"train_batch_size {self.train_batch_size} is not a multiple of the number of envs "
