@@ -14,6 +14,9 @@ from unirl.optim import AdamState, adam_init, adam_update, clip_by_global_norm
 # loss(ops, model, dist, params, batch, hp) -> (scalar loss, {name: scalar})
 LossFn = Callable
 
+#: Policy.forward pads its rows to a multiple of this (bounded number of compiled shapes).
+FORWARD_ROWS_MULTIPLE = 64
+
 
 class Policy:
     """compute_actions / learn_on_batch / compute_gradients / apply_gradients / get_weights / set_weights."""
@@ -32,11 +35,20 @@ class Policy:
         def unflatten(flat):
             return layout.unflatten(ops, flat)
 
-        def policy_out(params, obs):
-            return model.policy_out(ops, params, obs)
+        if getattr(adapter, "flat_params_for_acting", False):
+            # One parameter input instead of one per named array: a compiled call's overhead grows
+            # with its number of inputs (TF), and slicing the flat vector inside is free.
+            def policy_out(flat, obs):
+                return model.policy_out(ops, layout.unflatten(ops, flat), obs)
 
-        def forward(params, obs):
-            return model.forward(ops, params, obs)
+            def forward(flat, obs):
+                return model.forward(ops, layout.unflatten(ops, flat), obs)
+        else:
+            def policy_out(params, obs):
+                return model.policy_out(ops, params, obs)
+
+            def forward(params, obs):
+                return model.forward(ops, params, obs)
 
         self._unflatten = adapter.compile(unflatten)
         self._policy_out = adapter.compile(policy_out)
@@ -52,7 +64,7 @@ class Policy:
     # -- weights -------------------------------------------------------------------------
     def set_flat_weights(self, flat: np.ndarray) -> None:
         self.flat = self.adapter.tensor(np.asarray(flat, np.float32))
-        self._params = self._unflatten(self.flat)
+        self._refresh_acting_params()
 
     def get_flat_weights(self) -> np.ndarray:
         return np.array(self.adapter.numpy(self.flat), dtype=np.float32)
@@ -80,12 +92,22 @@ class Policy:
     # -- acting --------------------------------------------------------------------------
     def policy_outputs(self, obs: np.ndarray) -> np.ndarray:
         """Distribution inputs (e.g. logits) for a batch of observations, as NumPy."""
-        return self.adapter.numpy(self._policy_out(self._params, self.adapter.tensor(np.asarray(obs, np.float32))))
+        return self.adapter.numpy(self._policy_out(self._params, self.adapter.call_input(np.asarray(obs, np.float32))))
 
     def forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(distribution inputs, values) for a batch of observations, as NumPy."""
-        out, v = self._forward(self._params, self.adapter.tensor(np.asarray(obs, np.float32)))
-        return self.adapter.numpy(out), self.adapter.numpy(v)
+        """(distribution inputs, values) for a batch of observations, as NumPy.
+
+        The rows are zero-padded to a multiple of FORWARD_ROWS_MULTIPLE: the learner's batch
+        size varies with the number of truncated episodes, and compiled frameworks trace once per
+        shape. Rows do not depend on the batch they arrive in, so padding changes no number.
+        """
+        obs = np.asarray(obs, np.float32)
+        n = len(obs)
+        padded = -(-n // FORWARD_ROWS_MULTIPLE) * FORWARD_ROWS_MULTIPLE
+        if padded != n:
+            obs = np.concatenate([obs, np.zeros((padded - n,) + obs.shape[1:], np.float32)])
+        out, v = self._forward(self._params, self.adapter.call_input(obs))
+        return self.adapter.numpy(out)[:n], self.adapter.numpy(v)[:n]
 
     def compute_actions(self, obs: np.ndarray, uniforms: np.ndarray | None = None) -> np.ndarray:
         """Actions for a batch of observations: sampled from `uniforms` (one per row), or greedy if None."""
@@ -139,17 +161,20 @@ class Policy:
 
     def finish_learning(self) -> None:
         """Refresh the acting parameters after a run of learn_on_batch calls."""
-        self._acting_params = self._unflatten(self.flat)
+        self._refresh_acting_params()
+
+    def _refresh_acting_params(self) -> None:
+        if getattr(self.adapter, "flat_params_for_acting", False):
+            self._acting_params = self.flat
+        else:
+            self._acting_params = self._unflatten(self.flat)
 
     @property
     def _params(self):
+        """The parameters acting functions take: the flat vector, or named views of it."""
         if self._acting_params is None:
-            self._acting_params = self._unflatten(self.flat)
+            self._refresh_acting_params()
         return self._acting_params
-
-    @_params.setter
-    def _params(self, value):
-        self._acting_params = value
 
     def compute_gradients(self, batch, hp: dict[str, float]) -> tuple[np.ndarray, dict[str, float]]:
         """(flat gradient after clipping, stats) without changing the weights."""
@@ -183,7 +208,7 @@ class Policy:
         self.flat, self.opt_state = self._apply_step(
             self.flat, self.opt_state, self.adapter.tensor(np.asarray(grad, np.float32)),
             self.adapter.tensor(np.asarray(lr, np.float32)))
-        self._params = self._unflatten(self.flat)
+        self._refresh_acting_params()
 
     def stats_numpy(self, stats) -> dict[str, float]:
         return {k: float(self.adapter.numpy(v)) for k, v in stats.items()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from unirl.errors import UnirlError, did_you_mean, missing_extra
 
@@ -28,8 +29,8 @@ def get_adapter(name: str, **options):
             + did_you_mean(name, FRAMEWORKS)
         )
     mod_name, needs, extra = FRAMEWORKS[name]
-    try:
-        importlib.import_module(needs)
-    except ImportError:
-        raise missing_extra(needs, extra, f"the `{name}` framework") from None
+    # Only look for the framework here: the adapter module imports it itself, after setting the
+    # environment flags (threads, XLA) that must precede the framework's first import.
+    if importlib.util.find_spec(needs) is None:
+        raise missing_extra(needs, extra, f"the `{name}` framework")
     return importlib.import_module(mod_name).Adapter(**options)

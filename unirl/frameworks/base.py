@@ -16,6 +16,10 @@ class FrameworkAdapter:
 
     name = "base"
     ops = None
+    #: Policy's compiled acting functions take the flat parameter vector and slice it inside,
+    #: instead of taking one input per named parameter (pays off where a compiled call costs
+    #: per input, as in TF; eager frameworks keep named views made once per weight update).
+    flat_params_for_acting = False
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1):
         self.deterministic = deterministic
@@ -27,6 +31,10 @@ class FrameworkAdapter:
 
     def numpy(self, x) -> np.ndarray:
         raise NotImplementedError
+
+    def call_input(self, x: np.ndarray):
+        """`x` made ready to pass to a compiled function (where the framework converts faster itself)."""
+        return self.tensor(x)
 
     def value_and_grad(self, fn: Callable) -> Callable:
         """fn(x, *args) -> (scalar, aux)  becomes  g(x, *args) -> ((scalar, aux), d scalar / d x)."""
