@@ -1,0 +1,132 @@
+"""Deliberately broken third-party plugins that the conformance suite must catch (see test_conformance_catches_faults).
+
+Importable by path, as a user's plugin would be: `broken_plugins:ArrivalOrderBackend` with tests/
+on sys.path (pytest puts it there; set PYTHONPATH for a subprocess).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import traceback
+
+import numpy as np
+
+from unirl.backends import base
+from unirl.backends.local import Backend as LocalBackend
+from unirl.errors import WorkerError
+from unirl.frameworks.torch import Adapter as TorchAdapter
+
+#: The factor ScaledGradTorchAdapter multiplies every gradient by.
+GRADIENT_FACTOR = 1.001
+
+
+class _ThreadFuture(base.Future):
+    def __init__(self, worker_id, future):
+        self.worker_id = worker_id
+        self.future = future
+
+
+class ArrivalOrderBackend(base.Backend):
+    """Workers on threads (one each, so a worker's calls run in order); `get` of a list returns the
+    values in the order the tasks finished -- the bug: the protocol promises the order asked."""
+
+    name = "arrival-order"
+
+    def __init__(self, **_options):
+        self._workers = {}
+        self._pools = {}
+        self._lock = threading.Lock()
+
+    def spawn(self, worker_cls, args_list):
+        handles = []
+        for args in args_list:
+            wid = len(self._workers)
+            try:
+                self._workers[wid] = worker_cls(*args)
+            except Exception as e:
+                raise WorkerError(wid, traceback.format_exc(), type(e).__name__) from None
+            self._pools[wid] = concurrent.futures.ThreadPoolExecutor(1)
+            handles.append(base.WorkerHandle(wid))
+        return handles
+
+    def call(self, handle, method, *args, **kwargs):
+        wid = handle.worker_id
+
+        def task():
+            try:
+                return getattr(self._workers[wid], method)(*args, **kwargs)
+            except Exception as e:
+                raise WorkerError(wid, traceback.format_exc(), type(e).__name__) from None
+
+        return _ThreadFuture(wid, self._pools[wid].submit(task))
+
+    def wait(self, futures, num_returns=1, timeout=None):
+        futures = list(futures)
+        by_inner = {f.future: f for f in futures}
+        ready = []
+        try:
+            for inner in concurrent.futures.as_completed(by_inner, timeout=timeout):
+                ready.append(by_inner[inner])
+                if len(ready) >= num_returns:
+                    break
+        except concurrent.futures.TimeoutError:
+            pass
+        return ready, [f for f in futures if f not in ready]
+
+    def get(self, futures, timeout=None):
+        if isinstance(futures, base.Future):
+            return futures.future.result(timeout)
+        by_inner = {f.future: f for f in futures}
+        # BUG (deliberate): arrival order instead of the order of `futures`.
+        return [inner.result() for inner in concurrent.futures.as_completed(by_inner, timeout=timeout)]
+
+    def shutdown(self):
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        for w in self._workers.values():
+            close = getattr(w, "close", None)
+            if close:
+                close()
+        self._pools.clear()
+        self._workers.clear()
+
+
+def corrupt_last_element(value):
+    """`value` with the last element of every float array in it moved by one unit in the last place
+    (the smallest possible change; dicts, lists and tuples are walked)."""
+    if isinstance(value, np.ndarray) and value.size and value.dtype.kind == "f":
+        out = value.copy()
+        flat = out.reshape(-1)
+        flat[-1] = np.nextafter(flat[-1], np.inf)
+        return out
+    if isinstance(value, dict):
+        return type(value)({k: corrupt_last_element(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(corrupt_last_element(v) for v in value)
+    return value
+
+
+class CorruptLastElementBackend(LocalBackend):
+    """The local backend, except that every array coming back from a worker has its last element changed."""
+
+    name = "corrupt-last-element"
+
+    def get(self, futures, timeout=None):
+        if isinstance(futures, base.Future):
+            return corrupt_last_element(super().get(futures, timeout))
+        return [self.get(f, timeout) for f in futures]
+
+
+class ScaledGradTorchAdapter(TorchAdapter):
+    """The torch adapter with every gradient multiplied by GRADIENT_FACTOR (1.001)."""
+
+    name = "torch-scaled-grad"
+
+    def value_and_grad(self, fn):
+        inner = super().value_and_grad(fn)
+
+        def wrapped(x, *args):
+            value_aux, grad = inner(x, *args)
+            return value_aux, grad * GRADIENT_FACTOR
+
+        return wrapped
