@@ -1,0 +1,427 @@
+"""The MPI backend: rank 0 drives, ranks 1..n-1 host the workers; messages are mpi4py pkl5 buffer sends.
+
+How it starts:
+
+- `unirl train --backend=mpi --config='{"num_workers": 4}'` outside an MPI job: `prepare_cli`
+  relaunches the same command as `mpiexec -n 5 python -m unirl.cli ...` (one rank per worker plus
+  the driver), says so, and returns mpiexec's exit code. A missing mpiexec is a UnirlError.
+- Inside `mpiexec -n 5 unirl train --backend=mpi ...` (or `mpiexec -n 5 python script.py` where
+  the script builds an algorithm with `backend="mpi"`): ranks > 0 become worker hosts (in
+  `prepare_cli`, or inside the Backend constructor for scripts, which ends those processes when the
+  driver releases them), rank 0 goes on as the driver. Workers are placed round-robin over the
+  ranks, so a job with fewer ranks than workers still runs (workers sharing a rank run in turn).
+- `unirl.build("PPO", {"backend": "mpi"})` outside an MPI job raises a UnirlError that says how to
+  launch. (MPI_Comm_spawn from a singleton works with MPICH, but a worker that dies then takes
+  the driver down with it through the process manager; a launched job is the dependable path.)
+
+Messages: `mpi4py.util.pkl5` pickles with protocol 5 and sends every out-of-band buffer (NumPy
+arrays) as its own MPI message, so arrays move as buffers. All sends are non-blocking (`isend`),
+so a large task and a large result crossing each other never deadlock. Idle ranks poll with a
+short spin then a sleeping backoff instead of MPI's busy-wait, so waiting ranks leave the cores
+to the ranks that work.
+
+Dead workers: a worker rank that ends is noticed by the driver through its pid (ranks report
+pid and host at start; ranks on other hosts cannot be watched this way) and every pending call
+on it raises `WorkerDiedError`. When unirl launches mpiexec (Hydra) it passes
+`-disable-auto-cleanup`, so one dead rank does not take the job down before the driver can say
+which worker died; under a user's own `mpiexec` without it, the process manager ends the whole
+job and reports the failed rank. After a rank died, the driver leaves with `os._exit` at exit,
+since MPI_Finalize would wait on the dead rank forever.
+
+Worker log records travel to rank 0 as messages and are re-emitted there as `[worker N] ...`.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import cloudpickle
+
+from unirl.backends import base
+from unirl.errors import UnirlError, WorkerDiedError
+
+TAG_TASK = 71
+TAG_REPLY = 72
+_JOB_ENV_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
+
+
+def _mpi():
+    from mpi4py import MPI  # initialises MPI: only once we know we are in a job
+
+    return MPI
+
+
+def in_mpi_job() -> bool:
+    """True when this process was started by mpiexec (or another MPI process manager)."""
+    return any(v in os.environ for v in _JOB_ENV_VARS)
+
+
+def find_mpiexec() -> str:
+    """The mpiexec to launch with: on PATH, or beside this Python (the `mpich` wheel puts it there)."""
+    found = shutil.which("mpiexec")
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if os.access(beside, os.X_OK):
+        return beside
+    raise UnirlError("the MPI backend needs `mpiexec`, which was not found on PATH; install an MPI "
+                     "(e.g. `pip install 'unirl[mpi]'`, which brings MPICH) or add its bin folder to PATH.")
+
+
+def launch_command(mpiexec: str, num_ranks: int, argv: list[str]) -> list[str]:
+    """`mpiexec -n N ...`; with Hydra (MPICH) also `-disable-auto-cleanup` so the driver can report a dead worker."""
+    cmd = [mpiexec]
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = ""
+    if "HYDRA" in version:
+        cmd.append("-disable-auto-cleanup")
+    return cmd + ["-n", str(num_ranks)] + list(argv)
+
+
+def run_launched(cmd: list[str], env: dict | None = None) -> int:
+    """Run mpiexec to completion; Ctrl-C is passed on to it (and so to the ranks) and waited out."""
+    proc = subprocess.Popen(cmd, env=env)
+    interrupted = []
+
+    def forward(signum, frame):
+        interrupted.append(time.monotonic())
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    old = signal.signal(signal.SIGINT, forward)
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if interrupted and time.monotonic() - interrupted[0] > 30:
+                    proc.kill()
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class _Backoff:
+    """Spin for a moment after activity (low latency), then sleep longer and longer (no busy cores)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def active(self):
+        self.last = time.monotonic()
+
+    def pause(self):
+        idle = time.monotonic() - self.last
+        if idle < 0.002:
+            os.sched_yield()
+        elif idle < 0.05:
+            time.sleep(0.00005)
+        else:
+            time.sleep(0.001)
+
+
+# -- worker ranks -------------------------------------------------------------------------------
+
+def serve() -> None:
+    """Main loop of a worker rank: host workers for rank 0 until it says `exit`."""
+    from mpi4py.util import pkl5
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    comm = pkl5.Intracomm(_mpi().COMM_WORLD)
+    sends: list = []
+    workers: dict = {}
+    current = [-1]
+
+    def send(obj):
+        sends.append(comm.isend(obj, 0, TAG_REPLY))
+
+    forwarder = base.install_log_forwarder(lambda d: send(("log", d)), 30)
+    backoff = _Backoff()
+    while True:
+        msg = comm.improbe(0, TAG_TASK)
+        if msg is None:
+            if sends:
+                sends[:] = [r for r in sends if not r.test()[0]]
+            backoff.pause()
+            continue
+        backoff.active()
+        obj = msg.recv()
+        kind = obj[0]
+        if kind == "call":
+            _, key, method, args, kwargs = obj
+            forwarder.worker_id = current[0] = key[1]
+            send(("r", key) + base.run_task(workers.get(key), key[1], method, args, kwargs))
+        elif kind == "init":
+            _, key, cls_bytes, args, level = obj
+            forwarder.worker_id = key[1]
+            forwarder.setLevel(level)
+            import logging
+
+            logging.getLogger().setLevel(level)
+            ok, value = base.build_worker(cloudpickle.loads(cls_bytes), args, key[1])
+            if ok:
+                workers[key] = value
+            send(("r", key, ok, None if ok else value))
+        elif kind == "close":
+            _, key = obj
+            close = getattr(workers.pop(key, None), "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+            send(("r", key, True, None))
+        elif kind == "hello":
+            send(("hello", comm.Get_rank(), os.getpid(), socket.gethostname()))
+        elif kind == "exit":
+            clean = obj[1]
+            break
+    for r in sends:
+        r.wait()
+    return clean
+
+
+# -- the driver (rank 0) ------------------------------------------------------------------------
+
+class MPIFuture(base.Future):
+    __slots__ = ("worker_id", "done", "ok", "value")
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+        self.done = False
+        self.ok = False
+        self.value = None
+
+    def _set(self, ok, value):
+        self.done, self.ok, self.value = True, ok, value
+
+
+class _Driver:
+    """Rank 0's view of the job: the worker ranks, their pids, and the routing of replies to futures."""
+
+    _instance: "_Driver | None" = None
+
+    @classmethod
+    def get(cls) -> "_Driver":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self):
+        from mpi4py.util import pkl5
+
+        MPI = _mpi()
+        self.MPI = MPI
+        self.comm = pkl5.Intracomm(MPI.COMM_WORLD)
+        self.size = MPI.COMM_WORLD.Get_size()
+        self.host = socket.gethostname()
+        self.sends: list = []
+        self.routes: dict = {}  # key -> deque of futures, in call order
+        self.key_rank: dict = {}
+        self.dead: dict[int, str] = {}
+        self.serial = 0
+        self.released = False
+        self.backoff = _Backoff()
+        self.last_check = 0.0
+        self.ranks: dict[int, tuple[int, str]] = {}
+        for r in range(1, self.size):
+            self._send(r, ("hello",))
+        while len(self.ranks) < self.size - 1:
+            self.pump(None, until=lambda: len(self.ranks) == self.size - 1)
+        atexit.register(self.release)
+
+    def live_ranks(self) -> list[int]:
+        return [r for r in range(1, self.size) if r not in self.dead]
+
+    def _send(self, rank, obj):
+        self.sends.append(self.comm.isend(obj, rank, TAG_TASK))
+
+    def submit(self, key, rank, obj) -> MPIFuture:
+        fut = MPIFuture(key[1])
+        if rank in self.dead:
+            fut._set(False, WorkerDiedError(key[1], self.dead[rank]))
+            return fut
+        self.routes.setdefault(key, collections.deque()).append(fut)
+        self._send(rank, obj)
+        return fut
+
+    def pump(self, timeout, until) -> None:
+        """Take in replies until `until()` holds or `timeout` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not until():
+            msg = self.comm.improbe(self.MPI.ANY_SOURCE, TAG_REPLY)
+            if msg is not None:
+                self.backoff.active()
+                self._dispatch(msg.recv())
+                continue
+            if self.sends:
+                self.sends[:] = [r for r in self.sends if not r.test()[0]]
+            now = time.monotonic()
+            if now - self.last_check > 0.1:
+                self.last_check = now
+                self._check_ranks()
+            if deadline is not None and now >= deadline:
+                return
+            self.backoff.pause()
+
+    def _dispatch(self, obj):
+        kind = obj[0]
+        if kind == "r":
+            _, key, ok, payload = obj
+            q = self.routes.get(key)
+            if q:
+                q.popleft()._set(ok, payload if ok else base.task_error(key[1], payload))
+        elif kind == "log":
+            base.replay_log(obj[1])
+        elif kind == "hello":
+            self.ranks[obj[1]] = (obj[2], obj[3])
+
+    def _check_ranks(self):
+        for r, (pid, host) in list(self.ranks.items()):
+            if r in self.dead or host != self.host:
+                continue
+            if not _pid_alive(pid):
+                self.dead[r] = f"its MPI rank {r} (pid {pid}) ended without answering"
+                for key, q in self.routes.items():
+                    if self.key_rank.get(key) == r:
+                        while q:
+                            q.popleft()._set(False, WorkerDiedError(key[1], self.dead[r]))
+
+    def release(self) -> None:
+        """Tell every worker rank to exit (at the end of the driver's process)."""
+        if self.released:
+            return
+        self.released = True
+        for r in self.live_ranks():
+            self._send(r, ("exit", not self.dead))
+        deadline = time.monotonic() + 10
+        while self.sends and time.monotonic() < deadline:
+            self.sends[:] = [r for r in self.sends if not r.test()[0]]
+            time.sleep(0.001)
+        if self.dead:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def _end_worker_rank(clean: bool) -> int:
+    """After serving: end normally (MPI_Finalize needs every rank), or at once when a rank died (it would hang)."""
+    if not clean:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    sys.exit(0)
+
+
+class Backend(base.Backend):
+    """Workers on the ranks of the MPI job this process belongs to (see the module docstring)."""
+
+    name = "mpi"
+
+    def __init__(self, **_ignored):
+        if not in_mpi_job() or _mpi().COMM_WORLD.Get_size() < 2:
+            raise UnirlError(
+                "the MPI backend runs inside an MPI job with at least 2 ranks: use `unirl train --backend=mpi` "
+                "(it starts mpiexec for you), or start your script as `mpiexec -n <num_workers + 1> python "
+                "script.py` (rank 0 drives, the other ranks host workers).")
+        if _mpi().COMM_WORLD.Get_rank() != 0:
+            # A script run on every rank: the other ranks serve workers here and end when rank 0 is done.
+            _end_worker_rank(serve())
+        self.driver = _Driver.get()
+        self.driver.serial += 1
+        self.serial = self.driver.serial
+        self._workers: list[tuple] = []  # (key, rank)
+        self._closed = False
+
+    @classmethod
+    def prepare_cli(cls, config, argv):
+        """Relaunch `unirl train` under mpiexec, or, inside a job, turn ranks > 0 into worker hosts."""
+        if in_mpi_job():
+            if _mpi().COMM_WORLD.Get_rank() > 0:
+                return _end_worker_rank(serve())
+            return None
+        mpiexec = find_mpiexec()
+        n = config.num_workers + 1
+        cmd = launch_command(mpiexec, n, [sys.executable, "-m", "unirl.cli", *argv[1:]])
+        print(f"unirl: starting {n} MPI ranks (rank 0 drives, {n - 1} host workers): {' '.join(cmd)}", flush=True)
+        env = dict(os.environ)
+        env.update(base.worker_env(config.num_threads))
+        return run_launched(cmd, env)
+
+    def spawn(self, worker_cls, args_list):
+        ranks = self.driver.live_ranks()
+        if not ranks:
+            raise UnirlError("the MPI job has no live worker ranks left; start it with more ranks.")
+        cls_bytes = cloudpickle.dumps(worker_cls)
+        level = base.driver_log_level()
+        futures, handles = [], []
+        for args in args_list:
+            wid = len(self._workers)
+            rank = ranks[wid % len(ranks)]
+            key = (self.serial, wid)
+            self._workers.append((key, rank))
+            self.driver.key_rank[key] = rank
+            futures.append(self.driver.submit(key, rank, ("init", key, cls_bytes, tuple(args), level)))
+            handles.append(base.WorkerHandle(wid))
+        self.get(futures)
+        return handles
+
+    def call(self, handle, method, *args, **kwargs):
+        key, rank = self._workers[handle.worker_id]
+        return self.driver.submit(key, rank, ("call", key, method, args, kwargs))
+
+    def wait(self, futures, num_returns=1, timeout=None):
+        futures = list(futures)
+        k = min(num_returns, len(futures))
+        self.driver.pump(timeout, until=lambda: sum(f.done for f in futures) >= k)
+        ready = [f for f in futures if f.done][:k]
+        ids = {id(f) for f in ready}
+        return ready, [f for f in futures if id(f) not in ids]
+
+    def get(self, futures, timeout=None):
+        single = isinstance(futures, base.Future)
+        items = [futures] if single else list(futures)
+        _, pending = self.wait(items, len(items), timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(items)} results not ready after {timeout} s")
+        values = []
+        for f in items:
+            if not f.ok:
+                raise f.value
+            values.append(f.value)
+        return values[0] if single else values
+
+    def shutdown(self):
+        if self._closed:
+            return
+        self._closed = True
+        closes = [self.driver.submit(key, rank, ("close", key)) for key, rank in self._workers]
+        self.wait(closes, len(closes), timeout=10.0)
+        for key, _ in self._workers:
+            self.driver.routes.pop(key, None)
+            self.driver.key_rank.pop(key, None)
+
+    # -- extras -------------------------------------------------------------------------------
+    def worker_pids(self) -> list[int]:
+        return [self.driver.ranks[rank][0] for _, rank in self._workers]
