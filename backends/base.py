@@ -9,7 +9,9 @@ Usage (the same on every backend)::
         batches = backend.get(futures)        # in the order asked, never arrival order
 
 A task's exception is re-raised by `get` as `unirl.errors.WorkerError` carrying the worker's id
-and traceback; a worker that dies raises `unirl.errors.WorkerDiedError`.
+and traceback; a worker that dies raises `unirl.errors.WorkerDiedError`; `get(..., timeout=s)`
+raises `TimeoutError` when results are not ready in time. The process backends' shared pieces
+(thread pinning, running a task, forwarding log records) are at the end of this module.
 """
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ class Backend:
     """Base class of the execution backends (see the module docstring)."""
 
     name = "base"
+    #: Workers live in the driver's process (checks that would crash or time a worker skip).
+    runs_in_driver = False
+    #: Worker processes belong to a job that outlives the backend (MPI ranks end with the job).
+    processes_end_with_job = False
 
     def spawn(self, worker_cls: type, args_list: Sequence[tuple]) -> list[WorkerHandle]:
         """Start one worker per entry of `args_list`, each built as worker_cls(*args)."""

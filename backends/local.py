@@ -18,6 +18,7 @@ class LocalFuture(base.Future):
 
 class Backend(base.Backend):
     name = "local"
+    runs_in_driver = True
 
     def __init__(self, **_ignored):
         self._workers: dict[int, object] = {}

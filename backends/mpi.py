@@ -338,6 +338,7 @@ class Backend(base.Backend):
     """Workers on the ranks of the MPI job this process belongs to (see the module docstring)."""
 
     name = "mpi"
+    processes_end_with_job = True
 
     def __init__(self, **_ignored):
         if not in_mpi_job() or _mpi().COMM_WORLD.Get_size() < 2:
