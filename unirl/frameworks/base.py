@@ -3,7 +3,27 @@ from __future__ import annotations
 
 from typing import Callable
 
+import os
+
 import numpy as np
+
+#: XLA flags every XLA-based adapter (TF, JAX) sets before its framework starts. XLA_FLAGS is
+#: read once per process by each framework's XLA, so TF and JAX in one process must ask for the
+#: same: single-threaded Eigen kernels, whose sums do not depend on the thread pool.
+XLA_CPU_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
+
+#: Rows per block in XLA adapters' matmul: XLA on CPU picks kernels (and so the order of a
+#: row's sums) by the number of rows; a product done in fixed blocks of this many rows (the last
+#: one zero-padded) gives each row the same bits whatever the batch it arrives in.
+MATMUL_ROW_BLOCK = 64
+
+
+def add_xla_flags(flags=XLA_CPU_FLAGS) -> None:
+    """Append `flags` to XLA_FLAGS unless a value for them is already there (call before the import)."""
+    current = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in flags if f.split("=")[0] not in current]
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([current] + missing).strip()
 
 
 class FrameworkAdapter:

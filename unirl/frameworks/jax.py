@@ -3,41 +3,29 @@ from __future__ import annotations
 
 import os
 
-# Before the first `import jax`: XLA reads its flags once. One compute thread (no Eigen thread
-# pool) keeps reductions in one order, and JAX on CPU runs everything on that thread.
-_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", "")] + [f for f in _XLA_FLAGS if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
-).strip()
+from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter, add_xla_flags
+
+add_xla_flags()  # before the first `import jax`: XLA reads its flags once
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from unirl.frameworks.base import FrameworkAdapter  # noqa: E402
 
-
-#: XLA on CPU emits a product with fewer rows than this, or with one column, with kernels whose
-#: sums round differently from those of a larger batch; padding to this many rows and to two
-#: columns keeps a row's result the same whatever the batch it arrives in (acting with any
-#: number of envs per worker).
-MIN_MATMUL_ROWS = 64
-
-
-def _row_stable_matmul(np_like, a, b):
-    """a @ b for a 2-D `a` whose rows do not depend on how many rows `a` has (static shapes)."""
-    if len(a.shape) != 2 or len(b.shape) != 2:
-        return np_like.matmul(a, b)
-    rows, cols = a.shape[0], b.shape[1]
+def _row_stable_matmul(a, b):
+    """a @ b computed in blocks of MATMUL_ROW_BLOCK rows (and at least two columns), see base."""
+    if a.ndim != 2 or b.ndim != 2:
+        return jnp.matmul(a, b)
+    rows, k = a.shape
+    cols = b.shape[1]
+    blocks = -(-rows // MATMUL_ROW_BLOCK)
+    if blocks * MATMUL_ROW_BLOCK != rows:
+        a = jnp.concatenate([a, jnp.zeros((blocks * MATMUL_ROW_BLOCK - rows, k), a.dtype)], axis=0)
     if cols == 1:
-        b = np_like.concatenate([b, np_like.zeros_like(b)], axis=1)
-    if rows < MIN_MATMUL_ROWS:
-        a = np_like.concatenate([a, np_like.zeros((MIN_MATMUL_ROWS - rows, a.shape[1]), a.dtype)], axis=0)
-    out = np_like.matmul(a, b)
-    if rows < MIN_MATMUL_ROWS or cols == 1:
-        out = out[:rows, :cols]
-    return out
+        b = jnp.concatenate([b, jnp.zeros_like(b)], axis=1)
+    out = jnp.einsum("rik,kn->rin", a.reshape(blocks, MATMUL_ROW_BLOCK, k), b)
+    return out.reshape(blocks * MATMUL_ROW_BLOCK, -1)[:rows, :cols]
 
 
 class JaxOps:
@@ -47,7 +35,7 @@ class JaxOps:
         return jnp.asarray(np.asarray(x, dtype=dtype))
 
     def matmul(self, a, b):
-        return _row_stable_matmul(jnp, a, b)
+        return _row_stable_matmul(a, b)
 
     def tanh(self, x):
         return jnp.tanh(x)

@@ -9,17 +9,12 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-import tensorflow as tf
+from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter, add_xla_flags  # noqa: E402
 
-from unirl.frameworks.base import FrameworkAdapter
+add_xla_flags()  # the same XLA flags as JAX: one process may hold both
 
-
-#: XLA on CPU emits a product with fewer rows than this, or with one column, with kernels whose
-#: sums round differently from those of a larger batch; padding to this many rows and to two
-#: columns keeps a row's result the same whatever the batch it arrives in (acting with any
-#: number of envs per worker).
-MIN_MATMUL_ROWS = 64
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 class TFOps:
@@ -29,17 +24,18 @@ class TFOps:
         return tf.constant(np.asarray(x, dtype=dtype))
 
     def matmul(self, a, b):
+        """a @ b computed in blocks of MATMUL_ROW_BLOCK rows (and at least two columns), see base."""
         if a.shape.rank != 2 or b.shape.rank != 2 or a.shape[0] is None:
             return tf.matmul(a, b)
-        rows, cols = a.shape[0], b.shape[1]
+        rows, k = a.shape
+        cols = b.shape[1]
+        blocks = -(-rows // MATMUL_ROW_BLOCK)
+        if blocks * MATMUL_ROW_BLOCK != rows:
+            a = tf.concat([a, tf.zeros((blocks * MATMUL_ROW_BLOCK - rows, k), a.dtype)], axis=0)
         if cols == 1:
             b = tf.concat([b, tf.zeros_like(b)], axis=1)
-        if rows < MIN_MATMUL_ROWS:
-            a = tf.concat([a, tf.zeros((MIN_MATMUL_ROWS - rows, a.shape[1]), a.dtype)], axis=0)
-        out = tf.matmul(a, b)
-        if rows < MIN_MATMUL_ROWS or cols == 1:
-            out = out[:rows, :cols]
-        return out
+        out = tf.matmul(tf.reshape(a, (blocks, MATMUL_ROW_BLOCK, k)), tf.broadcast_to(b, (blocks,) + tuple(b.shape)))
+        return tf.reshape(out, (blocks * MATMUL_ROW_BLOCK, -1))[:rows, :cols]
 
     def tanh(self, x):
         return tf.tanh(x)

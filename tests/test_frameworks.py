@@ -1,0 +1,145 @@
+"""The framework adapters (torch, tf, jax): ops, gradients, optimizer, cross-framework agreement, traces, determinism."""
+import importlib.util
+import itertools
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from unirl.conformance import framework_checks as fc
+from conftest import TINY_PPO, run_cli
+
+FRAMEWORKS = [f for f, mod in (("torch", "torch"), ("tf", "tensorflow"), ("jax", "jax"))
+              if importlib.util.find_spec(mod) is not None]
+COMPILED = [f for f in FRAMEWORKS if f != "torch"]
+
+
+def _assert_no_failures(findings):
+    bad = fc.failures(findings)
+    assert not bad, "\n".join(str(f) for f in bad)
+
+
+@pytest.fixture(scope="module")
+def adapters():
+    return {f: fc.load_adapter(f) for f in FRAMEWORKS}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_ops_match_numpy(adapters, framework):
+    findings = fc.check_ops_against_numpy(adapters[framework])
+    assert {f.array.split("/")[0] for f in findings} >= set(fc.OPS_NAMES)  # every op was exercised
+    _assert_no_failures(findings)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_value_and_grad_matches_hand_derived_gradient(adapters, framework):
+    _assert_no_failures(fc.check_value_and_grad(adapters[framework]))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_compiled_adam_with_clipping_matches_numpy_reference(adapters, framework):
+    _assert_no_failures(fc.check_optimizer_step(adapters[framework], steps=6))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_rows_output_does_not_depend_on_its_batch_size(adapters, framework):
+    """Bitwise: acting on N envs per worker gives each env the numbers it gets in any other split."""
+    _assert_no_failures(fc.check_row_invariance(adapters[framework],
+                                                batch_sizes=(1, 2, 3, 5, 8, 11, 17, 32, 63, 64, 65, 100, 256)))
+
+
+@pytest.mark.parametrize("pair", list(itertools.combinations(FRAMEWORKS, 2)), ids="-".join)
+def test_frameworks_agree_on_ppo_loss_gradient_and_step(adapters, pair):
+    """Same NumPy weights and batch: loss, gradient and weights after one learn step agree to 1e-5."""
+    a, b = pair
+    result = fc.compare_loss_and_grads(adapters[a], adapters[b], rtol=1e-5)
+    assert {"loss", "grad", "weights_after_step", "stats/kl", "stats/clip_fraction"} <= set(result)
+    _assert_no_failures(result)
+    # the loss and every weight also element by element (the gradient's tiny entries are only
+    # held to the array's scale: their relative error is large by nature)
+    for name in ("loss", "weights_after_step", "stats/policy_loss", "stats/vf_loss", "stats/entropy"):
+        assert result[name]["max_rel_diff"] <= 1e-5, (name, result[name])
+    assert 0 < result["grad"]["scale_rel_diff"] or result["grad"]["max_abs_diff"] == 0
+    assert result["stats/clip_fraction"]["max_abs_diff"] == 0  # the same ratios were clipped
+
+
+@pytest.mark.parametrize("framework", COMPILED)
+def test_ppo_traces_each_compiled_function_once(framework):
+    """A decaying lr (a new value every iteration) and new minibatches never retrace the learn step."""
+    counts = fc.count_traces(framework, iterations=4)
+    assert counts["learn_step"] == 1, counts
+    assert counts["forward"] == 1, counts  # the learner's batch varies with truncations: padded
+    assert counts["policy_out"] <= 2, counts  # 4 envs while training, 2 in the evaluation
+    assert counts["unflatten"] <= 1, counts
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_same_run_twice_gives_bit_identical_weights(framework):
+    finding = fc.check_same_run_twice(framework, iterations=2)
+    assert finding.ok, str(finding)
+
+
+@pytest.mark.parametrize("framework", COMPILED)
+def test_torch_checkpoint_acts_the_same_in_other_frameworks(tmp_path, framework):
+    pytest.importorskip("torch")
+    config = dict(TINY_PPO, num_epochs=4)  # weights far enough from init that actions are not near ties
+    finding = fc.check_checkpoint_transfer("torch", framework, str(tmp_path / "ck"), iterations=4,
+                                           num_obs=1000, config=config)
+    assert finding.ok, str(finding)
+    assert finding.details["logits"]["ok"], finding.details["logits"]
+
+
+@pytest.mark.skipif("jax" not in FRAMEWORKS or "torch" not in FRAMEWORKS, reason="needs torch and jax")
+def test_cli_evaluates_a_torch_checkpoint_with_jax(tmp_path):
+    import unirl
+
+    algo = unirl.build("PPO", dict(TINY_PPO, framework="torch"))
+    try:
+        for _ in range(3):
+            algo.train()
+        ckpt = algo.save(str(tmp_path / "ck"))
+    finally:
+        algo.stop()
+    returns = {}
+    for framework in ("torch", "jax"):
+        out = tmp_path / f"{framework}.json"
+        proc = run_cli("evaluate", ckpt, "--framework", framework, "--episodes", "4", "--json", str(out), timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert f"with {framework}" in proc.stdout
+        assert "Warning" not in proc.stderr, proc.stderr
+        returns[framework] = json.loads(out.read_text())["episode_returns"]
+    assert returns["jax"] == returns["torch"]
+
+
+@pytest.mark.skipif("jax" not in FRAMEWORKS, reason="needs jax")
+def test_jax_takes_int64_actions_without_warnings():
+    import unirl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        algo = unirl.build("PPO", dict(TINY_PPO, framework="jax"))
+        try:
+            result = algo.train()
+        finally:
+            algo.stop()
+    assert np.isfinite(result["learner/total_loss"])
+
+
+def test_an_adapter_given_by_import_path_is_checked_like_a_builtin():
+    framework = COMPILED[0] if COMPILED else "torch"
+    path = f"unirl.frameworks.{framework}:Adapter"
+    adapter = fc.load_adapter(path)
+    assert fc.framework_spec(adapter) == framework
+    _assert_no_failures(fc.check_ops_against_numpy(path))
+    # an adapter class outside unirl.frameworks is named by its import path in configs
+    third_party = type("Adapter", (type(adapter),), {"__module__": "mypkg.adapters"})
+    assert fc.framework_spec(object.__new__(third_party)) == "mypkg.adapters:Adapter"
+
+
+def test_compare_arrays_names_the_first_difference():
+    f = fc.compare_arrays("w", np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.5, 3.5]), rtol=1e-3)
+    assert not f.ok and f.first_index == (1,) and f.expected == 2.0 and f.actual == 2.5
+    assert f.max_abs_diff == 0.5 and f.max_rel_diff == pytest.approx(0.2)
+    assert fc.compare_arrays("w", np.zeros(3), np.zeros(3)).ok
+    assert not fc.compare_arrays("w", np.zeros(3), np.zeros(4)).ok
