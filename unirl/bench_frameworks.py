@@ -146,9 +146,10 @@ def print_framework_table(records: list[dict], console) -> None:
     def ratio(x):
         return "-" if x is None else f"{x:.2f}x"
 
-    table = Table(title="frameworks: PPO learner and acting, ratios to torch (same run)")
+    table = Table(title="frameworks: PPO learner samples/s and acting latency, ratios to torch (same run)")
     table.add_column("framework", no_wrap=True)
-    for header in ("learn samples/s", "x torch", "act 1 obs us", "x torch", "act 64 obs us", "x torch", "warm-up s"):
+    table.add_column("samples/s", justify="right", no_wrap=True)
+    for header in ("x torch", "act 1 obs us", "x torch", "act 64 obs us", "x torch", "warm s"):
         table.add_column(header, justify="right")
     for r in records:
         name = r["framework"] + ("*" if r.get("reference") else "")
