@@ -29,6 +29,8 @@ Functions:
   a PPO policy was traced over a few training iterations with a changing learning rate.
 - `train_weights(framework, iterations, config)` -> NumPy flat weights after a short PPO run.
 - `check_same_run_twice(framework, iterations, config)` -> `Finding`: two runs, bit-identical.
+- `check_worker_count_invariance(framework, worker_counts)` -> list[`Finding`]: the same envs
+  split over 1, 2, 4 workers (local backend unless the config says otherwise) give bit-identical weights.
 - `check_checkpoint_transfer(src, dst, ...)` -> `Finding`: a checkpoint trained with `src`,
   loaded with `dst`, picks the same greedy actions on fixed observations.
 """
@@ -480,6 +482,22 @@ def check_same_run_twice(framework, iterations: int = 3, config: dict | None = N
     a = train_weights(framework, iterations, config)
     b = train_weights(framework, iterations, config)
     return compare_arrays("weights", a, b, check=f"same_run_twice {framework_spec(framework)}")
+
+
+def check_worker_count_invariance(framework, worker_counts=(1, 2, 4), num_envs: int = 8, iterations: int = 2,
+                                  config: dict | None = None) -> list[Finding]:
+    """The same `num_envs` envs split over each worker count end with bit-identical weights.
+
+    Each worker acts on its share of the envs (batches of num_envs / workers rows), so this
+    holds only if a row's result does not depend on its batch (see `check_row_invariance`).
+    """
+    base = dict(TINY_PPO if config is None else config)
+    weights = {}
+    for n in worker_counts:
+        weights[n] = train_weights(framework, iterations, dict(base, num_workers=n, num_envs_per_worker=num_envs // n))
+    first = worker_counts[0]
+    return [compare_arrays(f"weights {first} vs {n} workers", weights[first], weights[n],
+                           check=f"worker_count {framework_spec(framework)}") for n in worker_counts[1:]]
 
 
 def check_checkpoint_transfer(src, dst, checkpoint_dir: str, iterations: int = 3, num_obs: int = 1000,

@@ -81,6 +81,30 @@ def test_same_run_twice_gives_bit_identical_weights(framework):
 
 
 @pytest.mark.parametrize("framework", COMPILED)
+def test_worker_count_does_not_change_a_single_weight(framework):
+    """8 envs on 1, 2 or 4 workers: each worker acts on 8, 4 or 2 rows, and the run is the same."""
+    findings = fc.check_worker_count_invariance(framework, worker_counts=(1, 2, 4), num_envs=8, iterations=2)
+    _assert_no_failures(findings)
+
+
+def test_bench_reports_every_framework_with_ratios_to_torch():
+    from unirl.bench_frameworks import bench_frameworks, print_framework_table
+    from rich.console import Console
+
+    records = bench_frameworks(COMPILED[:1] or ["torch"], rounds=1, epochs_per_round=2, calls_per_round=20)
+    by_name = {r["framework"]: r for r in records}
+    assert "torch" in by_name and by_name["torch"]["learner_vs_torch"] == 1.0
+    for r in records:
+        assert r["learner_samples_per_s"] > 0 and r["act_1_us"] > 0 and r["act_64_us"] > 0
+        assert r["train_batch_size"] == 256 and r["minibatch_size"] == 128
+        if r["framework"] != "torch":
+            assert r["trace_counts"]["learn_step"] == 1, r["trace_counts"]
+    console = Console(record=True, width=120)
+    print_framework_table(records, console)
+    assert "samples/s" in console.export_text()
+
+
+@pytest.mark.parametrize("framework", COMPILED)
 def test_torch_checkpoint_acts_the_same_in_other_frameworks(tmp_path, framework):
     pytest.importorskip("torch")
     config = dict(TINY_PPO, num_epochs=4)  # weights far enough from init that actions are not near ties
