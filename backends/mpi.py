@@ -49,6 +49,7 @@ from unirl.errors import UnirlError, WorkerDiedError
 
 TAG_TASK = 71
 TAG_REPLY = 72
+NAP_MAX = 0.001  # longest sleep of an idle poll loop: bounds the added latency, keeps idle ranks near 0% CPU
 _JOB_ENV_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
 
 
@@ -115,22 +116,22 @@ def run_launched(cmd: list[str], env: dict | None = None) -> int:
 
 
 class _Backoff:
-    """Spin for a moment after activity (low latency), then sleep longer and longer (no busy cores)."""
+    """Spin briefly after activity (low latency), then sleep longer and longer, up to 1 ms (no busy cores)."""
 
     def __init__(self):
         self.last = time.monotonic()
+        self.nap = 0.0
 
     def active(self):
         self.last = time.monotonic()
+        self.nap = 0.0
 
     def pause(self):
-        idle = time.monotonic() - self.last
-        if idle < 0.002:
+        if time.monotonic() - self.last < 0.0005:
             os.sched_yield()
-        elif idle < 0.05:
-            time.sleep(0.00005)
-        else:
-            time.sleep(0.001)
+            return
+        self.nap = min(NAP_MAX, max(0.00002, self.nap * 2))
+        time.sleep(self.nap)
 
 
 # -- worker ranks -------------------------------------------------------------------------------

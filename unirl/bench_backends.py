@@ -1,0 +1,192 @@
+"""`unirl bench --backend=...`: per backend, empty-task round trip, 10 MB to 4 workers, PPO sampling steps/s; ratios to local.
+
+Per backend, on one started backend:
+
+- round trip: median latency of `get(call(worker, "noop"))` over 500 calls, after warm-up (µs);
+- 10 MB to 4 workers: median time for one 10 MB float32 array sent to each of 4 workers, each
+  answering with a checksum (ms);
+- sampling: env steps/s of `SyncSamples.sample` (the path PPO uses: weights out, batches back,
+  joined in env order) with 1 and 2 rollout workers, 16 CartPole envs each, 64 steps per sample;
+  the median of 5 rounds that alternate between 1 and 2 workers (fair on a shared machine).
+
+Local always runs first in the same invocation and is the reference of every ratio. MPI is
+measured inside its own `mpiexec -n 5` job (rank 0 measures, ranks 1-4 host the workers),
+started here as a subprocess that writes its record as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from unirl.errors import UnirlError
+
+ROUND_TRIPS = 500
+ENVS_PER_WORKER = 16
+ROLLOUT_LENGTH = 64
+SAMPLE_ROUNDS = 4
+
+
+def _round_trip_us(backend) -> float:
+    from unirl.conformance.workers import Echo
+
+    (w,) = backend.spawn(Echo, [(0,)])
+    for _ in range(50):
+        backend.get(backend.call(w, "noop"))
+    times = []
+    for _ in range(ROUND_TRIPS):
+        t0 = time.perf_counter()
+        backend.get(backend.call(w, "noop"))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def _send_10mb_ms(backend) -> float:
+    from unirl.conformance.workers import Echo
+
+    workers = backend.spawn(Echo, [(i,) for i in range(4)])
+    array = np.random.default_rng(0).standard_normal(10 * (1 << 20) // 4).astype(np.float32)
+    times = []
+    for i in range(6):
+        t0 = time.perf_counter()
+        backend.get([backend.call(w, "array_checksum", array) for w in workers])
+        if i:  # the first one is warm-up
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _sampling_steps_per_s(backend, framework: str, worker_counts=(1, 2), rounds: int = 5) -> dict:
+    """Median env steps/s of SyncSamples.sample per worker count, measured in alternating rounds.
+
+    Alternating rounds (1 worker, 2 workers, 1, 2, ...) let a busy machine slow both alike, so their ratio stays fair.
+    """
+    from unirl.execution import SyncSamples
+    from unirl.registry import get_algorithm_class
+    from unirl.rollout import WorkerSpec
+
+    algo_cls = get_algorithm_class("PPO")
+    samplers, weights = {}, None
+    for n in worker_counts:
+        config = algo_cls.config_class.from_dict({
+            "env": "CartPole-v1", "framework": framework, "num_workers": n, "num_envs_per_worker": ENVS_PER_WORKER,
+            "train_batch_size": n * ENVS_PER_WORKER * ROLLOUT_LENGTH, "minibatch_size": ENVS_PER_WORKER * ROLLOUT_LENGTH})
+        specs = [WorkerSpec("PPO", config.to_dict(), i, i * ENVS_PER_WORKER, ENVS_PER_WORKER, ROLLOUT_LENGTH)
+                 for i in range(n)]
+        if weights is None:
+            weights = algo_cls.build_policy(config, for_learning=False).get_flat_weights()
+        samplers[n] = SyncSamples(backend, specs)
+        samplers[n].sample(weights)  # warm-up
+    rates = {n: [] for n in worker_counts}
+    for _ in range(rounds):
+        for n in worker_counts:
+            t0 = time.perf_counter()
+            for _ in range(SAMPLE_ROUNDS):
+                samplers[n].sample(weights)
+            rates[n].append(n * ENVS_PER_WORKER * ROLLOUT_LENGTH * SAMPLE_ROUNDS / (time.perf_counter() - t0))
+    return {n: statistics.median(r) for n, r in rates.items()}
+
+
+def measure_backend(backend, framework: str) -> dict:
+    """The raw numbers for one started backend (no ratios)."""
+    t0 = time.perf_counter()
+    record = {"backend": backend.name, "framework": framework,
+              "round_trip_us": _round_trip_us(backend),
+              "send_10mb_to_4_ms": _send_10mb_ms(backend),
+              }
+    rates = _sampling_steps_per_s(backend, framework)
+    record["sampling_1_worker_steps_per_s"] = rates[1]
+    record["sampling_2_workers_steps_per_s"] = rates[2]
+    record["sampling_2_vs_1"] = record["sampling_2_workers_steps_per_s"] / record["sampling_1_worker_steps_per_s"]
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _measure_in_mpi_job(framework: str) -> dict:
+    from unirl.backends.base import worker_env
+    from unirl.backends.mpi import find_mpiexec, launch_command
+
+    mpiexec = find_mpiexec()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "mpi.json")
+        code = f"from unirl.bench_backends import mpi_job_main; mpi_job_main({framework!r}, {out!r})"
+        cmd = launch_command(mpiexec, 5, [sys.executable, "-c", code])
+        env = dict(os.environ)
+        env.update(worker_env(1))
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise UnirlError(f"the MPI benchmark job failed (exit code {proc.returncode}): "
+                             f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def mpi_job_main(framework: str, out_path: str) -> None:
+    """Entry point of every rank of the benchmark's MPI job: rank 0 measures, the others serve (inside get_backend)."""
+    from unirl.backends import get_backend
+
+    backend = get_backend("mpi")
+    try:
+        record = measure_backend(backend, framework)
+    finally:
+        backend.shutdown()
+    with open(out_path, "w") as f:
+        json.dump(record, f)
+
+
+def _measure(name: str, framework: str) -> dict:
+    if name == "mpi":
+        return _measure_in_mpi_job(framework)
+    from unirl.backends import get_backend
+
+    backend = get_backend(name)
+    try:
+        return measure_backend(backend, framework)
+    finally:
+        backend.shutdown()
+
+
+RATIO_KEYS = ("round_trip_us", "send_10mb_to_4_ms", "sampling_1_worker_steps_per_s", "sampling_2_workers_steps_per_s")
+
+
+def bench_backends(backends: list[str], framework: str, console=None) -> list[dict]:
+    """One record per backend (local first, the reference), with each number also as a ratio to local's."""
+    from unirl.backends import get_backend_class
+
+    names = ["local"] + [b for b in backends if b != "local"]
+    for name in names:
+        if name != "mpi":
+            get_backend_class(name)  # a missing extra is a clear error before anything runs
+    records = []
+    for name in names:
+        if console is not None:
+            console.print(f"measuring the {name} backend with {framework} ...")
+        records.append(_measure(name, framework))
+    ref = records[0]
+    for r in records:
+        for k in RATIO_KEYS:
+            r[k + "_vs_local"] = r[k] / ref[k] if ref[k] else float("nan")
+    return records
+
+
+def print_backend_table(records: list[dict], console) -> None:
+    from rich.table import Table
+
+    table = Table(title="backends (ratios to local in parentheses; latency: lower is better, steps/s: higher)")
+    for col in ("backend", "round trip µs", "10 MB to 4 workers ms", "sampling 1 worker steps/s",
+                "sampling 2 workers steps/s", "2 vs 1 workers"):
+        table.add_column(col, justify="right" if col != "backend" else "left")
+    for r in records:
+        table.add_row(
+            r["backend"],
+            f"{r['round_trip_us']:,.0f} ({r['round_trip_us_vs_local']:.1f}x)",
+            f"{r['send_10mb_to_4_ms']:,.1f} ({r['send_10mb_to_4_ms_vs_local']:.1f}x)",
+            f"{r['sampling_1_worker_steps_per_s']:,.0f} ({r['sampling_1_worker_steps_per_s_vs_local']:.2f}x)",
+            f"{r['sampling_2_workers_steps_per_s']:,.0f} ({r['sampling_2_workers_steps_per_s_vs_local']:.2f}x)",
+            f"{r['sampling_2_vs_1']:.2f}x")
+    console.print(table)
