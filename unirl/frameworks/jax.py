@@ -119,8 +119,9 @@ class JaxOps:
 class Adapter(FrameworkAdapter):
     """JAX on CPU: jax.jit for compiled functions; 64-bit integers arrive as int32 (x64 stays off).
 
-    XLA on CPU is deterministic on one thread; the flags above are set before JAX starts, so
-    `num_threads` other than 1 only applies if XLA_FLAGS already asked for it.
+    Determinism needs nothing beyond the XLA flags set at import (single-threaded Eigen
+    kernels; XLA's CPU code is otherwise deterministic), so `deterministic` and `num_threads`
+    change nothing here: XLA's flags are read once per process, before any adapter exists.
     """
 
     name = "jax"
