@@ -129,8 +129,10 @@ def _pin_threads(num_threads: int) -> None:
 class Adapter(FrameworkAdapter):
     """TensorFlow 2: tf.function with XLA (`jit_compile`) for compiled functions, eager everywhere else.
 
-    XLA rather than TF's graph executor: the learn step runs about 2x faster on CPU and a small
-    call costs less. Op determinism is switched on in deterministic mode; the thread pools are
+    XLA rather than TF's graph executor: a small call costs about a third (33 us against 93 us
+    for a trivial function; acting on one observation 110 us against 143 us on the test machine),
+    the learn step runs about as fast (no clear difference measured on a loaded machine), and
+    the numerics are the same compiler's as JAX's, checked row-invariant. Op determinism is switched on in deterministic mode; the thread pools are
     pinned to `num_threads` unless TF's runtime has already started (then they stay as set).
     """
 
