@@ -14,7 +14,7 @@ import pytest
 
 from unirl.conformance import backend_checks as bc
 from unirl.errors import UnirlError
-from conftest import REPO, run_cli
+from conftest import REPO
 
 CHECKS = {c.__name__: c for c in bc.ALL_CHECKS}
 PYTHON = sys.executable
@@ -110,13 +110,7 @@ def test_mpi_missing_mpiexec_is_one_clear_sentence(monkeypatch, tmp_path):
 TINY = '{"num_workers": 2, "num_envs_per_worker": 4, "train_batch_size": 64, "minibatch_size": 32, "num_epochs": 1}'
 
 
-def test_mpi_cli_launches_mpiexec_itself(tmp_path):
-    out = run_cli("train", "--backend", "mpi", "--config", TINY, "--stop", '{"training_iteration": 2}',
-                  "--evaluation-episodes", "0", "--quiet", "--output", str(tmp_path / "run"), timeout=300)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert "unirl: starting 3 MPI ranks (rank 0 drives, 2 host workers)" in out.stdout
-    lines = (tmp_path / "run" / "result.json").read_text().splitlines()
-    assert len(lines) == 2
+# `unirl train --backend=mpi` launching mpiexec itself: tests/test_backend_processes.py (normal end).
 
 
 def test_mpi_cli_inside_users_mpiexec_uses_given_ranks(tmp_path):
