@@ -166,6 +166,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--framework", help="torch | tf | jax (default torch)")
     t.add_argument("--backend", help="local | multiprocessing | ray | mpi (default local)")
     t.add_argument("--config", default="{}", help="algorithm config as a JSON object")
+    t.add_argument("--address", help="Ray: join the cluster at this address (backend_options.address), e.g. auto or HOST:6379")
     t.add_argument("--stop", default='{"timesteps_total": 100000}',
                    help=f"stop when any metric reaches its value, JSON; keys: {', '.join(STOP_KEYS)}")
     t.add_argument("--seed", type=int, help="run seed (default 0)")
