@@ -16,9 +16,12 @@ class TorchOps:
         return torch.as_tensor(np.asarray(x, dtype=dtype))
 
     def matmul(self, a, b):
+        # One-row and one-column products go to gemv kernels whose sums differ in the last bit
+        # from the gemm rows of a larger batch; computed with two rows (columns), a row's result
+        # does not depend on the batch it arrives in.
+        if b.dim() == 2 and b.shape[1] == 1:
+            return self.matmul(a, torch.cat([b, b], dim=1))[:, :1]
         if a.dim() == 2 and a.shape[0] == 1:
-            # A one-row product goes to a gemv kernel whose sums differ in the last bit from the
-            # gemm rows of a larger batch; two rows keep one observation's result the same as in a batch.
             return torch.matmul(torch.cat([a, a]), b)[:1]
         return torch.matmul(a, b)
 
