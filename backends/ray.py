@@ -79,8 +79,9 @@ class Backend(base.Backend):
                 if address:
                     ray.init(address=address, log_to_driver=True, logging_level="WARNING")
                 else:
-                    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                             logging_level="WARNING")
+                    # "local": always a fresh instance, never a stray `ray start` cluster found in /tmp/ray.
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                             log_to_driver=True, logging_level="WARNING")
             except ConnectionError as e:
                 raise UnirlError(f"cannot join the Ray cluster at `{address}`: {e}; start one with "
                                  f"`ray start --head` or leave `address` unset for a local Ray.") from None
