@@ -1,6 +1,7 @@
 """`unirl conformance`: argument parsing, progress and the matrix around the suite's runner."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from unirl.errors import UnirlError
@@ -16,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="the quick mode: levels 1-4 with short runs")
     p.add_argument("--levels", default=None, help="comma-separated levels to run, e.g. 1,3 (default: the mode's)")
     p.add_argument("--json", help="write the report (one record per check and combination) here")
+    # Internal: record pickled RunSpecs in a launched job (see unirl.conformance.launch).
+    p.add_argument("--run-specs", nargs=2, metavar=("SPECS", "OUT"), help=argparse.SUPPRESS)
 
 
 def _split(value: str | None, default) -> list[str]:
@@ -95,6 +98,10 @@ def run(args) -> int:
 
     from unirl.conformance.runner import run_suite
 
+    if getattr(args, "run_specs", None):
+        from unirl.conformance.launch import run_specs_command
+
+        return run_specs_command(*args.run_specs)
     options = options_from_args(args)
     # Wide enough for the matrix when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(width=None if sys.stdout.isatty() else 120)

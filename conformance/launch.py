@@ -1,75 +1,152 @@
-"""Runs for backends that need their own process launch (MPI: mpiexec), recorded in a child process.
+"""Runs on the non-reference backends, recorded in a child command: isolated, time-limited, launched if needed.
 
-The child is `python -m unirl.conformance.launch SPECS_IN RECORDS_OUT`, started under the
-backend's launcher; it records each run (see runs.record_run) and pickles the records back.
+The suite records every run on a backend other than local in one child process per backend:
+
+    python -m unirl.cli conformance --run-specs SPECS_IN RECORDS_OUT
+
+so that a backend which hangs or leaves a runtime behind (a Ray cluster, MPI ranks) cannot stall
+or pollute the suite: the child runs in its own session and is killed, with everything it
+started, when a run takes longer than RUN_TIMEOUT_S. The child writes the records after every
+run; the parent reads them as they come (progress) and keeps what was recorded before a hang.
+
+A backend that must start its own processes says so the way `unirl train` learns it: a
+`prepare_cli(config, argv)` classmethod that, outside a job, relaunches the command under its
+launcher (MPI: mpiexec) and returns the exit code, and inside the job turns the helper
+processes into workers and returns None on the driver. The child calls that hook first.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from unirl.conformance.runs import RunRecord, RunSpec, record_run
 
-#: Seconds a launched group of runs may take before it counts as hung.
-LAUNCH_TIMEOUT_S = 900
+#: Seconds one run may take (including its backend's start) before the job counts as hung.
+RUN_TIMEOUT_S = 300
 
 
-def needs_launcher(backend: str) -> bool:
-    """Whether runs on this backend must start under a launcher instead of in this process."""
-    from unirl.backends import get_backend_class
+def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None) -> dict[RunSpec, RunRecord]:
+    """Record `specs` (all on `backend`) in one child process; a run it did not record carries the reason.
 
-    return callable(getattr(get_backend_class(backend), "launch_command", None))
-
-
-def record_runs_in_child(backend: str, specs: list[RunSpec]) -> dict[RunSpec, RunRecord]:
-    """Record `specs` in one child process started with the backend's launch command."""
-    from unirl.backends import get_backend_class
-
-    cls = get_backend_class(backend)
-    most_workers = max(s.num_workers for s in specs)
+    `on_record(spec, record)` is called as each record arrives.
+    """
     with tempfile.TemporaryDirectory(prefix="unirl-conformance-") as tmp:
         spec_path, out_path = os.path.join(tmp, "specs.pkl"), os.path.join(tmp, "records.pkl")
+        log_path = os.path.join(tmp, "child.log")
         with open(spec_path, "wb") as fh:
             pickle.dump(specs, fh)
-        cmd = list(cls.launch_command(most_workers)) + [sys.executable, "-m", "unirl.conformance.launch",
-                                                        spec_path, out_path]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
-            failure = None if proc.returncode == 0 else \
-                f"`{' '.join(cmd[:4])} ...` exited with {proc.returncode}: {_tail(proc.stderr or proc.stdout)}"
-        except subprocess.TimeoutExpired:
-            failure = f"the launched runs did not finish within {LAUNCH_TIMEOUT_S} s"
-        except OSError as e:
-            failure = f"could not launch `{cmd[0]}`: {e}"
-        records = {}
-        if os.path.exists(out_path):
-            with open(out_path, "rb") as fh:
-                records = pickle.load(fh)
+        env = dict(os.environ)
+        # The child imports what this process can (a plugin found through sys.path, e.g. under pytest).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        cmd = [sys.executable, "-m", "unirl.cli", "conformance", "--run-specs", spec_path, out_path]
+        records: dict = {}
+        failure = None
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+            last_progress = time.monotonic()
+            while True:
+                code = proc.poll()
+                new = _read_records(out_path, records)
+                for s in new:
+                    if on_record:
+                        on_record(s, records[s])
+                    last_progress = time.monotonic()
+                if code is not None:
+                    if code != 0:
+                        failure = f"the child job exited with {code}: {_tail(log_path)}"
+                    break
+                if time.monotonic() - last_progress > RUN_TIMEOUT_S:
+                    _kill_session(proc)
+                    failure = (f"a run on {backend} did not finish within {RUN_TIMEOUT_S} s (hung); the job was "
+                               f"stopped. Its last output: {_tail(log_path)}")
+                    break
+                time.sleep(0.25)
+        _read_records(out_path, records)
     for s in specs:
         if s not in records:
-            records[s] = RunRecord(s, error=failure or "the launched child did not record this run")
+            records[s] = RunRecord(s, error=failure or "the child job did not record this run")
+            if on_record:
+                on_record(s, records[s])
     return records
 
 
-def _tail(text: str, lines: int = 12) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _read_records(path: str, records: dict) -> list:
+    """Load the records file if it changed; returns the specs that are new."""
+    try:
+        with open(path, "rb") as fh:
+            loaded = pickle.load(fh)
+    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+        return []
+    new = [s for s in loaded if s not in records]
+    records.update(loaded)
+    return new
 
 
-def main(argv: list[str]) -> int:
-    spec_path, out_path = argv
+def _kill_session(proc) -> None:
+    """Kill the child and every process it started (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            kept = [ln.rstrip() for ln in fh if ln.strip()]
+    except FileNotFoundError:
+        return ""
+    return "\n".join(kept[-lines:])
+
+
+@contextlib.contextmanager
+def held_open(backend: str):
+    """One instance of the backend kept open around a group of runs.
+
+    A backend that starts a runtime on first use (Ray's `ray.init`, about 5 s) leaves it to the
+    instance that started it; holding one open lets every run of the group reuse it. Each run
+    still builds its own backend instance and workers.
+    """
+    from unirl.backends import get_backend
+
+    try:
+        keeper = get_backend(backend)
+    except Exception:  # the runs themselves will report why the backend does not start
+        keeper = None
+    try:
+        yield
+    finally:
+        if keeper is not None:
+            keeper.shutdown()
+
+
+def run_specs_command(spec_path: str, out_path: str) -> int:
+    """The body of `unirl conformance --run-specs`: launch if the backend needs it, then record on the driver."""
+    import unirl
+    from unirl.backends import get_backend_class
+
     with open(spec_path, "rb") as fh:
-        specs = pickle.load(fh)
+        specs: list[RunSpec] = pickle.load(fh)
+    widest = max(specs, key=lambda s: s.num_workers)
+    cls = get_backend_class(widest.backend)
+    prepare = getattr(cls, "prepare_cli", None)
+    if prepare is not None:
+        config = unirl.get_algorithm_class(widest.algo).config_class.from_dict(widest.algorithm_config())
+        code = prepare(config, sys.argv)
+        if code is not None:  # this process launched the job, which has done the work
+            return code
     records = {}
-    for s in specs:
-        records[s] = record_run(s)
-        # written after every run, so a crash later still returns what was recorded
-        with open(out_path, "wb") as fh:
-            pickle.dump(records, fh)
+    with (held_open(widest.backend) if prepare is None else contextlib.nullcontext()):
+        for s in specs:
+            records[s] = record_run(s)
+            # written after every run (to a new file, then renamed: the parent never reads half a file)
+            with open(out_path + ".tmp", "wb") as fh:
+                pickle.dump(records, fh)
+            os.replace(out_path + ".tmp", out_path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

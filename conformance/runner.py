@@ -222,23 +222,26 @@ class Suite:
 
     # running ----------------------------------------------------------------------------------
     def run_all(self, specs: list[RunSpec]) -> None:
-        """Record every run; runs whose backend needs its own launch (MPI) go to a child process together."""
-        from unirl.conformance.launch import needs_launcher, record_runs_in_child
+        """Record every run: the reference backend's in this process, each other backend's in a child job."""
+        from unirl.conformance.launch import record_runs_in_child
 
-        launched = [s for s in specs if needs_launcher(s.backend)]
+        groups: dict[str, list] = {}
         for s in specs:
-            if s in launched:
+            groups.setdefault(s.backend, []).append(s)
+        for backend, group in groups.items():
+            if backend == REFERENCE_BACKEND:
+                for s in group:
+                    self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
+                    self.records[s] = record_run(s)
+                    self.progress.advance()
                 continue
-            self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
-            self.records[s] = record_run(s)
-            self.progress.advance()
-        by_backend: dict[str, list] = {}
-        for s in launched:
-            by_backend.setdefault(s.backend, []).append(s)
-        for backend, group in by_backend.items():
-            self.progress.step(f"{len(group)} runs on {backend} (launched)")
-            self.records.update(record_runs_in_child(backend, group))
-            self.progress.advance(len(group))
+            self.progress.step(f"{len(group)} runs on {backend} (child job)")
+
+            def arrived(spec, record, backend=backend):
+                self.progress.advance()
+                self.progress.step(f"{backend}: recorded {spec.label}" + (" (again)" if spec.repeat else ""))
+
+            self.records.update(record_runs_in_child(backend, group, arrived))
 
     # level 1 ----------------------------------------------------------------------------------
     def level1(self) -> None:
