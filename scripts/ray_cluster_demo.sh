@@ -18,14 +18,31 @@ export RAY_USAGE_STATS_ENABLED=0
 export RAY_AUTH_MODE=disabled
 
 # `ray stop` ends every Ray process on the machine, other people's sessions included; on a shared
-# machine this stops only the processes of this demo's cluster (those that run from its temp dir).
+# machine this stops only this demo's processes: those that inherited UNIRL_RAY_DEMO (below) or
+# that run from or write into the demo's temp dir (Ray's agents keep log files open there).
 # On a machine of your own, `ray stop` does the same.
+export UNIRL_RAY_DEMO="demo-$$-$RANDOM"
+demo_pids() {
+    local d pid ppid
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        [ "$pid" = "$$" ] && continue
+        ppid=$(awk '{print $4}' "$d/stat" 2>/dev/null) || continue
+        [ "$ppid" = "$$" ] && continue  # this script's own helpers
+        tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q "ray_cluster_demo.sh" && continue  # its subshells
+        if grep -qz "^UNIRL_RAY_DEMO=$UNIRL_RAY_DEMO\$" "$d/environ" 2>/dev/null \
+            || tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "$TMP" \
+            || ls -l "$d/fd" 2>/dev/null | grep -q -- "-> $TMP/"; then
+            echo "$pid"
+        fi
+    done
+}
 stop_demo_cluster() {
     local pids
-    pids=$(pgrep -f -- "$TMP" || true)
+    pids=$(demo_pids)
     [ -n "$pids" ] && kill $pids 2>/dev/null || true
     for _ in $(seq 50); do
-        pids=$(pgrep -f -- "$TMP" || true)
+        pids=$(demo_pids)
         [ -z "$pids" ] && return 0
         sleep 0.2
     done
@@ -67,6 +84,7 @@ finally:
     backend.shutdown()
 EOF
 
+rm -rf "$TMP/run"
 echo "== unirl train --backend=ray --address=$ADDRESS (2 workers, 1 CPU each)"
 "$BIN/unirl" train --backend=ray --address="$ADDRESS" --quiet --evaluation-episodes 0 \
     --config='{"num_workers": 2, "num_envs_per_worker": 4, "train_batch_size": 256, "backend_options": {"num_cpus_per_worker": 1}}' \
@@ -76,6 +94,6 @@ echo "result lines: $(wc -l < "$TMP/run/result.json")"
 echo "== stopping the cluster (ray stop, limited to this demo's processes)"
 stop_demo_cluster
 trap - EXIT
-left=$(pgrep -f -- "$TMP" || true)
+left=$(demo_pids | tr '\n' ' ')
 echo "processes of the demo cluster left: ${left:-none}"
 echo "done"
