@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 
-from unirl.conformance.report import FAILED, PASSED, UNAVAILABLE
+from unirl.conformance.report import FAILED, PASSED, SKIPPED
 
 
 def _record(check: str, framework, backend, status: str, duration_s: float, message: str = "",
@@ -51,14 +51,18 @@ def framework_api_checks(framework: str) -> list[dict]:
 
 
 def backend_api_checks(backend: str) -> list[dict]:
-    """The backend protocol checks of backend_checks (ordering, wait, errors, big arrays, shutdown, ...)."""
-    import importlib
+    """The backend protocol checks of backend_checks (ordering, wait-first-k, errors with traceback, a killed
+    worker, 100 MB bit-exact, log forwarding, clean shutdown), one record each."""
+    from unirl.conformance import backend_checks as bc
 
-    try:
-        backend_checks = importlib.import_module("unirl.conformance.backend_checks")
-    except ModuleNotFoundError as e:
-        if e.name != "unirl.conformance.backend_checks":
-            raise
-        return [_record("api/backend", None, backend, UNAVAILABLE, 0.0,
-                        "the backend protocol checks (conformance/backend_checks.py) are not in this version yet")]
-    raise NotImplementedError("backend_checks integration")
+    return [backend_check_record(r, backend) for r in bc.run_backend_checks(bc.backend_factory(backend))]
+
+
+def backend_check_record(result, backend: str) -> dict:
+    """A suite record from a backend_checks.CheckResult; the message carries the first difference, if any."""
+    data = dict(result.data)
+    message = result.detail
+    if "first_index" in data and "expected" in data:
+        message += f" (first at index {data['first_index']}: expected {data['expected']}, got {data['actual']})"
+    status = SKIPPED if result.skipped else (PASSED if result.ok else FAILED)
+    return _record(f"api/backend/{result.check}", None, backend, status, result.seconds, message, data or None)

@@ -31,21 +31,24 @@ from unirl.conformance.runs import RunRecord, RunSpec, record_run
 RUN_TIMEOUT_S = 300
 
 
-def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None) -> dict[RunSpec, RunRecord]:
-    """Record `specs` (all on `backend`) in one child process; a run it did not record carries the reason.
+def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
+                         api_checks: bool = False) -> tuple[dict, list | None]:
+    """Record `specs` (all on `backend`) in one child job, then (if asked) run the backend's level-1 checks there.
 
-    `on_record(spec, record)` is called as each record arrives.
+    Returns (records by spec, level-1 records or None); a run the job did not record carries the
+    reason. `on_record(spec, record)` is called as each record arrives.
     """
     with tempfile.TemporaryDirectory(prefix="unirl-conformance-") as tmp:
         spec_path, out_path = os.path.join(tmp, "specs.pkl"), os.path.join(tmp, "records.pkl")
         log_path = os.path.join(tmp, "child.log")
         with open(spec_path, "wb") as fh:
-            pickle.dump(specs, fh)
+            pickle.dump({"backend": backend, "specs": specs, "api_checks": api_checks}, fh)
         env = dict(os.environ)
         # The child imports what this process can (a plugin found through sys.path, e.g. under pytest).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         cmd = [sys.executable, "-m", "unirl.cli", "conformance", "--run-specs", spec_path, out_path]
         records: dict = {}
+        api: list = []
         failure = None
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -53,7 +56,7 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None) -> 
             last_progress = time.monotonic()
             while True:
                 code = proc.poll()
-                new = _read_records(out_path, records)
+                new = _read_records(out_path, records, api)
                 for s in new:
                     if on_record:
                         on_record(s, records[s])
@@ -64,28 +67,34 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None) -> 
                     break
                 if time.monotonic() - last_progress > RUN_TIMEOUT_S:
                     _kill_session(proc)
-                    failure = (f"a run on {backend} did not finish within {RUN_TIMEOUT_S} s (hung); the job was "
-                               f"stopped. Its last output: {_tail(log_path)}")
+                    failure = (f"a run or check on {backend} did not finish within {RUN_TIMEOUT_S} s (hung); the "
+                               f"job was stopped. Its last output: {_tail(log_path)}")
                     break
                 time.sleep(0.25)
-        _read_records(out_path, records)
+        _read_records(out_path, records, api)
     for s in specs:
         if s not in records:
             records[s] = RunRecord(s, error=failure or "the child job did not record this run")
             if on_record:
                 on_record(s, records[s])
-    return records
+    if api_checks and not api:
+        from unirl.conformance.report import FAILED
+
+        api = [dict(level=1, check="api/backend", algo=None, framework=None, backend=backend, status=FAILED,
+                    message=failure or "the child job ended before the backend checks ran")]
+    return records, (api if api_checks else None)
 
 
-def _read_records(path: str, records: dict) -> list:
-    """Load the records file if it changed; returns the specs that are new."""
+def _read_records(path: str, records: dict, api: list) -> list:
+    """Load the output file (written whole, then renamed); returns the specs whose records are new."""
     try:
         with open(path, "rb") as fh:
             loaded = pickle.load(fh)
     except (FileNotFoundError, EOFError, pickle.UnpicklingError):
         return []
-    new = [s for s in loaded if s not in records]
-    records.update(loaded)
+    new = [s for s in loaded["records"] if s not in records]
+    records.update(loaded["records"])
+    api[:] = loaded["api"]
     return new
 
 
@@ -127,26 +136,38 @@ def held_open(backend: str):
 
 
 def run_specs_command(spec_path: str, out_path: str) -> int:
-    """The body of `unirl conformance --run-specs`: launch if the backend needs it, then record on the driver."""
+    """The body of `unirl conformance --run-specs`: launch if the backend needs it, then, on the driver, record the
+    runs and run the backend's level-1 checks (last: one of them ends a worker process on purpose)."""
     import unirl
     from unirl.backends import get_backend_class
 
     with open(spec_path, "rb") as fh:
-        specs: list[RunSpec] = pickle.load(fh)
-    widest = max(specs, key=lambda s: s.num_workers)
-    cls = get_backend_class(widest.backend)
+        job = pickle.load(fh)
+    backend, specs = job["backend"], job["specs"]
+    cls = get_backend_class(backend)
     prepare = getattr(cls, "prepare_cli", None)
     if prepare is not None:
+        widest = max(specs, key=lambda s: s.num_workers) if specs else \
+            RunSpec.make("PPO", "torch", backend, 2, 1, {"total_envs": 2})
         config = unirl.get_algorithm_class(widest.algo).config_class.from_dict(widest.algorithm_config())
         code = prepare(config, sys.argv)
         if code is not None:  # this process launched the job, which has done the work
             return code
-    records = {}
-    with (held_open(widest.backend) if prepare is None else contextlib.nullcontext()):
+    out = {"records": {}, "api": []}
+
+    def save():
+        # written whole to a new file, then renamed: the parent never reads half a file
+        with open(out_path + ".tmp", "wb") as fh:
+            pickle.dump(out, fh)
+        os.replace(out_path + ".tmp", out_path)
+
+    with (held_open(backend) if prepare is None else contextlib.nullcontext()):
         for s in specs:
-            records[s] = record_run(s)
-            # written after every run (to a new file, then renamed: the parent never reads half a file)
-            with open(out_path + ".tmp", "wb") as fh:
-                pickle.dump(records, fh)
-            os.replace(out_path + ".tmp", out_path)
+            out["records"][s] = record_run(s)
+            save()
+    if job["api_checks"]:
+        from unirl.conformance.api_checks import backend_api_checks
+
+        out["api"] = backend_api_checks(backend)
+        save()
     return 0

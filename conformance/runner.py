@@ -222,30 +222,48 @@ class Suite:
 
     # running ----------------------------------------------------------------------------------
     def run_all(self, specs: list[RunSpec]) -> None:
-        """Record every run: the reference backend's in this process, each other backend's in a child job."""
+        """Record every run and run level 1's backend checks: the reference backend's in this process, each other
+        backend's in one child job (isolated and time-limited; launched under mpiexec for MPI)."""
+        from unirl.conformance.api_checks import backend_api_checks
         from unirl.conformance.launch import record_runs_in_child
 
-        groups: dict[str, list] = {}
+        api = 1 in self.mode.levels
         for s in specs:
-            groups.setdefault(s.backend, []).append(s)
-        for backend, group in groups.items():
-            if backend == REFERENCE_BACKEND:
-                for s in group:
-                    self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
-                    self.records[s] = record_run(s)
+            if s.backend == REFERENCE_BACKEND:
+                self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
+                self.records[s] = record_run(s)
+                self.progress.advance()
+        for b in self._backends_to_check():
+            if b == REFERENCE_BACKEND:
+                if api:
+                    self.progress.step(f"API checks of backend {b}")
+                    for r in backend_api_checks(b):
+                        self.add(**r)
                     self.progress.advance()
                 continue
-            self.progress.step(f"{len(group)} runs on {backend} (child job)")
+            group = [s for s in specs if s.backend == b]
+            if not group and not api:
+                continue
+            self.progress.step(f"{b}: {len(group)} runs" + (" and the API checks" if api else "") + " (child job)")
 
-            def arrived(spec, record, backend=backend):
+            def arrived(spec, record, backend=b):
                 self.progress.advance()
                 self.progress.step(f"{backend}: recorded {spec.label}" + (" (again)" if spec.repeat else ""))
 
-            self.records.update(record_runs_in_child(backend, group, arrived))
+            records, api_records = record_runs_in_child(b, group, arrived, api_checks=api)
+            self.records.update(records)
+            for r in api_records or []:
+                self.add(**r)
+            if api:
+                self.progress.advance()
+
+    def _backends_to_check(self) -> list[str]:
+        return [b for b in self.options.backends if not self.why_unavailable(backend=b)]
 
     # level 1 ----------------------------------------------------------------------------------
-    def level1(self) -> None:
-        from unirl.conformance.api_checks import backend_api_checks, framework_api_checks
+    def level1_frameworks(self) -> None:
+        """Framework adapter checks here; the backends' level-1 checks run with their runs (see run_all)."""
+        from unirl.conformance.api_checks import framework_api_checks
 
         for f in self.options.frameworks:
             reason = self.why_unavailable(framework=f)
@@ -259,14 +277,8 @@ class Suite:
             self.progress.advance()
         for b in self.options.backends:
             reason = self.why_unavailable(backend=b)
-            if reason:
-                if not is_plugin(b):
-                    self.add(1, "api/backend", None, None, b, UNAVAILABLE, message=reason)
-                continue
-            self.progress.step(f"API checks of backend {b}")
-            for r in backend_api_checks(b):
-                self.add(**r)
-            self.progress.advance()
+            if reason and not is_plugin(b):
+                self.add(1, "api/backend", None, None, b, UNAVAILABLE, message=reason)
 
     # levels 2 and 3 ---------------------------------------------------------------------------
     def _compare(self, level, check, ref: RunSpec, other: RunSpec) -> None:
@@ -376,9 +388,9 @@ class Suite:
         self.progress.start(self.total_steps(specs))
         levels = self.mode.levels
         if 1 in levels:
-            self._guard(1, self.level1)
+            self._guard(1, self.level1_frameworks)
+        self._guard(2, lambda: self.run_all(specs))
         if {2, 3} & set(levels):
-            self._guard(2, lambda: self.run_all(specs))
             self._guard(2, lambda: self.levels_2_and_3(specs))
         if 4 in levels:
             self._guard(4, self.level4)

@@ -19,12 +19,6 @@ def records(report, level=None, check=None, status=None):
             and (check is None or r.check.startswith(check)) and (status is None or r.status == status)]
 
 
-def has_backend_checks() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("unirl.conformance.backend_checks") is not None
-
-
 @pytest.fixture(scope="module")
 def corrupt_report():
     return run_suite(SuiteOptions(frameworks=["torch"], backends=[CORRUPT], quick=True, levels=(1, 2, 3)))
@@ -43,21 +37,24 @@ def test_corrupted_last_element_is_caught_at_level_3_with_iteration_array_index_
     assert f"expected {d['expected']!r}, got {d['actual']!r}" in l3.message
 
 
-@pytest.mark.skipif(not has_backend_checks(), reason="conformance/backend_checks.py has not landed")
 def test_corrupted_last_element_is_caught_at_level_1_by_the_big_array_check(corrupt_report):
-    failed = records(corrupt_report, level=1, check="api/backend", status=FAILED)
-    assert failed, [r.line() for r in records(corrupt_report, level=1)]
-    assert any("last" in r.message or "-1" in r.message or "index" in r.message for r in failed), \
-        [r.message for r in failed]
+    (rt,) = records(corrupt_report, level=1, check="api/backend/array_roundtrip")
+    assert rt.status == FAILED and rt.backend == CORRUPT
+    assert rt.message.startswith("the 100 MB array came back different (first at index ")
+    n = 100 * (1 << 20) // 8
+    assert rt.difference["first_index"] == n - 1  # the last element, and only it
+    assert rt.difference["expected"] != rt.difference["actual"]
+    others = [r for r in records(corrupt_report, level=1, check="api/backend") if r is not rt]
+    assert all(r.status != FAILED for r in others), [r.line() for r in others]
 
 
-@pytest.mark.skipif(not has_backend_checks(), reason="conformance/backend_checks.py has not landed")
 def test_arrival_order_backend_is_caught_at_level_1_by_the_ordering_check():
     report = run_suite(SuiteOptions(frameworks=["torch"], backends=[ARRIVAL], quick=True, levels=(1,)))
-    failed = records(report, level=1, check="api/backend", status=FAILED)
-    assert any("order" in (r.check + r.message).lower() for r in failed), \
-        [r.line() for r in records(report, level=1)]
-    assert all(r.backend == ARRIVAL for r in failed)
+    (order,) = records(report, level=1, check="api/backend/ordering")
+    assert order.status == FAILED and order.backend == ARRIVAL
+    # the slow first task was asked first but arrived last
+    assert order.message.startswith("values differ from the order asked (first at index 0: expected 'slow', got ")
+    assert order.difference["first_index"] == 0
 
 
 @pytest.fixture(scope="module")
