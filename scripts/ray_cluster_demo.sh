@@ -27,11 +27,14 @@ demo_pids() {
     for d in /proc/[0-9]*; do
         pid=${d#/proc/}
         [ "$pid" = "$$" ] && continue
-        ppid=$(awk '{print $4}' "$d/stat" 2>/dev/null) || continue
-        [ "$ppid" = "$$" ] && continue  # this script's own helpers
-        tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q "ray_cluster_demo.sh" && continue  # its subshells
+        # Skip this script's own helpers (descendants of $$); Ray's daemons are reparented to init.
+        ppid=$pid
+        while [ -n "$ppid" ] && [ "$ppid" -gt 1 ] && [ "$ppid" != "$$" ]; do
+            ppid=$(awk '{print $4}' "/proc/$ppid/stat" 2>/dev/null)
+        done
+        [ "$ppid" = "$$" ] && continue
         if grep -qz "^UNIRL_RAY_DEMO=$UNIRL_RAY_DEMO\$" "$d/environ" 2>/dev/null \
-            || tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "$TMP" \
+            || { tr '\0' ' ' < "$d/cmdline"; } 2>/dev/null | grep -q -- "$TMP" \
             || ls -l "$d/fd" 2>/dev/null | grep -q -- "-> $TMP/"; then
             echo "$pid"
         fi
