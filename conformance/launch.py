@@ -27,6 +27,8 @@ import time
 
 from unirl.conformance.runs import RunRecord, RunSpec, record_run
 
+#: Workers the backend protocol checks (backend_checks) spawn at most.
+API_CHECK_WORKERS = 3
 #: Seconds one run may take (including its backend's start) before the job counts as hung.
 RUN_TIMEOUT_S = 300
 
@@ -138,7 +140,6 @@ def held_open(backend: str):
 def run_specs_command(spec_path: str, out_path: str) -> int:
     """The body of `unirl conformance --run-specs`: launch if the backend needs it, then, on the driver, record the
     runs and run the backend's level-1 checks (last: one of them ends a worker process on purpose)."""
-    import unirl
     from unirl.backends import get_backend_class
 
     with open(spec_path, "rb") as fh:
@@ -147,9 +148,13 @@ def run_specs_command(spec_path: str, out_path: str) -> int:
     cls = get_backend_class(backend)
     prepare = getattr(cls, "prepare_cli", None)
     if prepare is not None:
-        widest = max(specs, key=lambda s: s.num_workers) if specs else \
-            RunSpec.make("PPO", "torch", backend, 2, 1, {"total_envs": 2})
-        config = unirl.get_algorithm_class(widest.algo).config_class.from_dict(widest.algorithm_config())
+        from unirl.config import AlgorithmConfig
+
+        # Enough worker processes for the widest run and for the protocol checks, which use 3 workers
+        # that must not share a process (one of them sleeps while the others answer).
+        num_workers = max([s.num_workers for s in specs] + ([API_CHECK_WORKERS] if job["api_checks"] else [1]))
+        config = AlgorithmConfig.from_dict({"backend": backend, "num_workers": num_workers, "num_envs_per_worker": 1,
+                                            "train_batch_size": num_workers})
         code = prepare(config, sys.argv)
         if code is not None:  # this process launched the job, which has done the work
             return code
