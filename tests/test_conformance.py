@@ -89,3 +89,20 @@ def test_paired_tost_accepts_small_differences_and_rejects_a_shift():
     assert not t.equivalent and t.ci_low > 10
     # identical curves (zero variance of the differences) are equivalent
     assert paired_tost(ref, ref, margin=1.0).equivalent
+
+
+def test_the_example_backend_in_the_docs_passes_levels_1_to_3(tmp_path, monkeypatch):
+    import pathlib
+    import re
+
+    from unirl.conformance.runner import SuiteOptions, run_suite
+
+    docs = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "class MyBackend" in b]
+    (tmp_path / "doc_example_backend.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = run_suite(SuiteOptions(frameworks=["torch"], backends=["doc_example_backend:MyBackend"], quick=True,
+                                    levels=(1, 2, 3)))
+    assert not report.failed, [r.line() for r in report.failed]
+    checks = {r.check: r.status for r in report.results if r.backend == "doc_example_backend:MyBackend"}
+    assert checks["api/backend/ordering"] == "passed" and checks["invariance"] == "passed"
