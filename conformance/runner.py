@@ -173,10 +173,11 @@ class Suite:
             self.unavailable[("framework", f)] = framework_unavailable(f)
         for b in set(o.backends) | {REFERENCE_BACKEND}:
             self.unavailable[("backend", b)] = backend_unavailable(b)
-        ref = REFERENCE_FRAMEWORK if REFERENCE_FRAMEWORK in o.frameworks or \
-            framework_unavailable(REFERENCE_FRAMEWORK) is None else None
-        if ref is None:
-            ref = next((f for f in o.frameworks if not self.unavailable[("framework", f)]), None)
+        # torch is level 4's reference even when only a plugin adapter is checked; without torch, the first one.
+        if ("framework", REFERENCE_FRAMEWORK) not in self.unavailable:
+            self.unavailable[("framework", REFERENCE_FRAMEWORK)] = framework_unavailable(REFERENCE_FRAMEWORK)
+        ref = REFERENCE_FRAMEWORK if not self.unavailable[("framework", REFERENCE_FRAMEWORK)] else \
+            next((f for f in o.frameworks if not self.unavailable[("framework", f)]), None)
         self.report.reference_framework = ref
         for (kind, name), reason in self.unavailable.items():
             if reason and is_plugin(name):
