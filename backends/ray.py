@@ -28,7 +28,11 @@ from unirl.errors import UnirlError, WorkerDiedError
 class _Host:
     """The actor: builds the worker and runs its methods, capturing the worker's log records."""
 
-    def __init__(self, worker_id, cls_bytes, args, log_level):
+    def __init__(self, worker_id, cls_bytes, args, log_level, env):
+        # Pin thread pools before the worker's framework is imported (it loads when the class is
+        # unpickled or built). A runtime_env would do the same but costs a fresh worker process per
+        # actor (seconds each); Ray itself already sets OMP_NUM_THREADS=1 for zero-CPU actors.
+        os.environ.update(env)
         self.worker_id = worker_id
         self.logs = []
         handler = base.install_log_forwarder(self.logs.append, log_level)
@@ -87,8 +91,8 @@ class Backend(base.Backend):
                                  f"`ray start --head` or leave `address` unset for a local Ray.") from None
             self._owns_ray = True
         self._remote = ray.remote(max_restarts=0, max_task_retries=0)(_Host)
-        self._options = {"num_cpus": num_cpus_per_worker, "scheduling_strategy": placement,
-                         "runtime_env": {"env_vars": base.worker_env(num_threads)}}
+        self._options = {"num_cpus": num_cpus_per_worker, "scheduling_strategy": placement}
+        self._env = base.worker_env(num_threads)
         self._actors: list = []
         self._closed = False
 
@@ -98,7 +102,7 @@ class Backend(base.Backend):
         new = []
         for args in args_list:
             wid = len(self._actors)
-            actor = self._remote.options(name=None, **self._options).remote(wid, cls_bytes, tuple(args), level)
+            actor = self._remote.options(name=None, **self._options).remote(wid, cls_bytes, tuple(args), level, self._env)
             self._actors.append(actor)
             new.append(wid)
         self.get([RayFuture(wid, self._actors[wid].ready.remote()) for wid in new])
