@@ -1,9 +1,14 @@
 """The multiprocessing backend: one child process per worker on this machine, talking over a socket pair.
 
 Why not `multiprocessing.Process`: its spawn start method re-imports the user's `__main__` (a
-script without an `if __name__ == "__main__"` guard then breaks), and fork is unsafe once torch's
-or OpenMP's threads exist. A worker here is `python -c "...serve(fd)"` started with
-`subprocess.Popen`, with its thread pools pinned through its environment.
+script without an `if __name__ == "__main__"` guard then breaks), and forking the driver is unsafe
+once torch's or OpenMP's threads exist. Instead a *template* process (`python -c ...`, started
+with `subprocess.Popen`, thread pools pinned through its environment) imports what the workers
+need once (the worker class's module and what `worker_cls.preload_modules(*args)` names, e.g.
+the framework adapter) while it is still single-threaded, then forks one worker per request: a
+worker starts in milliseconds instead of importing torch again. The template reaps the workers
+and reports their exit codes. `start_method="exec"` starts every worker as its own
+`python -c "...serve(fd)"` instead.
 
 Wire format: a message is pickled with protocol 5; NumPy arrays (and any other contiguous
 buffer) travel out of band as raw bytes written straight from the array's memory and read
@@ -124,6 +129,154 @@ def serve(fd: int) -> None:
             return
 
 
+# -- the template process (forks workers) -------------------------------------------------------
+
+def template_main(fd: int) -> None:
+    """Main loop of the template: import modules on request, fork a worker per request, report exits."""
+    import importlib
+    import select
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctrl = socket.socket(fileno=fd)
+
+    def reply(obj):
+        ctrl.send(pickle.dumps(obj))
+
+    while True:
+        readable, _, _ = select.select([ctrl], [], [], 0.2)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            reply(("exited", pid, os.waitstatus_to_exitcode(status)))
+        if not readable:
+            continue
+        data, fds, _, _ = socket.recv_fds(ctrl, 1 << 20, 1)
+        if not data:
+            return  # the driver closed the control socket
+        msg = pickle.loads(data)
+        if msg[0] == "preload":
+            errors = []
+            for name in msg[1]:
+                try:
+                    importlib.import_module(name)
+                except Exception as e:  # the worker will then import (and report) it itself
+                    errors.append(f"{name}: {type(e).__name__}: {e}")
+            reply(("preloaded", errors))
+        elif msg[0] == "fork":
+            pid = os.fork()
+            if pid == 0:
+                ctrl.close()
+                try:
+                    serve(fds[0])
+                finally:
+                    os._exit(0)
+            os.close(fds[0])
+            reply(("forked", pid))
+
+
+class _Template:
+    """Driver-side handle of the template process."""
+
+    def __init__(self, env: dict):
+        ctrl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fd = child.fileno()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", f"from unirl.backends.multiprocessing import template_main; template_main({fd})"],
+            pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+        child.close()
+        self.ctrl = ctrl
+        self.exits: dict[int, int] = {}
+        self.preloaded: set[str] = set()
+
+    def _expect(self, kind: str, timeout: float = 300.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._read(max(0.0, deadline - time.monotonic()))
+            if msg is not None and msg[0] == kind:
+                return msg
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the worker template did not answer `{kind}` in {timeout} s")
+
+    def _read(self, timeout: float):
+        """One message other than an exit report (those are recorded), or None."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            r, _, _ = select.select([self.ctrl], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                return None
+            data = self.ctrl.recv(1 << 20)
+            if not data:
+                raise EOFError("the worker template ended")
+            msg = pickle.loads(data)
+            if msg[0] != "exited":
+                return msg
+            self.exits[msg[1]] = msg[2]
+
+    def preload(self, modules: list[str]) -> None:
+        todo = [m for m in modules if m not in self.preloaded]
+        if todo:
+            self.ctrl.send(pickle.dumps(("preload", todo)))
+            self._expect("preloaded")
+            self.preloaded.update(todo)
+
+    def fork(self, fd: int) -> "_Forked":
+        socket.send_fds(self.ctrl, [pickle.dumps(("fork",))], [fd])
+        return _Forked(self._expect("forked", 60.0)[1], self)
+
+    def close(self) -> None:
+        self.ctrl.close()
+        try:
+            self.popen.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class _Forked:
+    """A worker forked by the template: the part of Popen's interface the backend uses."""
+
+    def __init__(self, pid: int, template: _Template):
+        self.pid = pid
+        self.template = template
+
+    def wait(self, timeout: float | None = None):
+        deadline = time.monotonic() + (10.0 if timeout is None else timeout)
+        while True:
+            if self.pid in self.template.exits:
+                return self.template.exits[self.pid]
+            try:
+                self.template._read(0.05)
+            except (EOFError, OSError):
+                if not _pid_alive(self.pid):
+                    return None
+                time.sleep(0.05)
+            if time.monotonic() >= deadline:
+                if timeout is None:
+                    return None
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout)
+
+    def kill(self) -> None:
+        if self.pid not in self.template.exits:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 # -- the driver side ------------------------------------------------------------------------------
 
 class MPFuture(base.Future):
@@ -151,13 +304,25 @@ class _Proc:
 
 
 class Backend(base.Backend):
-    """Workers in child processes of this machine. Options: `num_threads` per worker (default 1)."""
+    """Workers in child processes of this machine.
+
+    Options: `num_threads` per worker (default 1); `start_method` "template" (default: fork workers
+    from a process that imported their modules once) or "exec" (a fresh interpreter per worker);
+    `start_timeout` seconds for workers to be built.
+    """
 
     name = "multiprocessing"
 
-    def __init__(self, num_threads: int = 1, start_timeout: float = 300.0, **_ignored):
+    def __init__(self, num_threads: int = 1, start_method: str = "template", start_timeout: float = 300.0,
+                 **_ignored):
+        from unirl.errors import UnirlError
+
+        if start_method not in ("template", "exec"):
+            raise UnirlError(f"backend option `start_method` must be \"template\" or \"exec\", got {start_method!r}.")
         self.num_threads = num_threads
+        self.start_method = start_method
         self.start_timeout = start_timeout
+        self._template: _Template | None = None
         self._procs: list[_Proc] = []
         self._selector = selectors.DefaultSelector()
         self._closed = False
@@ -168,13 +333,20 @@ class Backend(base.Backend):
         env.update(base.worker_env(self.num_threads))
         cls_bytes = cloudpickle.dumps(worker_cls)
         new, inits = [], []
+        if self.start_method == "template" and args_list:
+            if self._template is None:
+                self._template = _Template(env)
+            self._template.preload(_modules_to_preload(worker_cls, args_list))
         for args in args_list:
             wid = len(self._procs)
             parent, child = socket.socketpair()
             fd = child.fileno()
-            popen = subprocess.Popen(
-                [sys.executable, "-c", f"from unirl.backends.multiprocessing import serve; serve({fd})"],
-                pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+            if self._template is not None:
+                popen = self._template.fork(fd)
+            else:
+                popen = subprocess.Popen(
+                    [sys.executable, "-c", f"from unirl.backends.multiprocessing import serve; serve({fd})"],
+                    pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
             child.close()
             proc = _Proc(wid, popen, parent)
             self._procs.append(proc)
@@ -242,6 +414,8 @@ class Backend(base.Backend):
                 pass
             p.sock.close()
         self._selector.close()
+        if self._template is not None:
+            self._template.close()
 
     def __del__(self):
         try:
@@ -252,6 +426,7 @@ class Backend(base.Backend):
     # -- extras used by tests and the benchmark -------------------------------------------------
     def worker_pids(self) -> list[int]:
         return [p.popen.pid for p in self._procs]
+
 
     # -- internals --------------------------------------------------------------------------
     def _submit(self, proc: _Proc, msg) -> MPFuture:
@@ -303,3 +478,17 @@ def _select_now(sock):
     import select
 
     return select.select([sock], [], [], 0)
+
+
+def _modules_to_preload(worker_cls, args_list) -> list[str]:
+    """The worker class's module plus what its optional `preload_modules(*args)` names."""
+    modules = []
+    if worker_cls.__module__ not in ("__main__", "builtins"):
+        modules.append(worker_cls.__module__)
+    hook = getattr(worker_cls, "preload_modules", None)
+    if hook is not None:
+        try:
+            modules.extend(hook(*args_list[0]))
+        except Exception:
+            pass
+    return modules

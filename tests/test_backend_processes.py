@@ -79,10 +79,11 @@ def assert_nothing_left(proc, marker, timeout=30):
     return proc.returncode, out, err
 
 
-def is_worker(p, backend) -> bool:
+def is_worker(p, backend, driver_pid) -> bool:
     cmd = " ".join(p.info["cmdline"] or [])
     if backend == "multiprocessing":
-        return "unirl.backends.multiprocessing import serve" in cmd
+        # Workers are forked by the template process (the driver's child), so they carry its command line.
+        return "from unirl.backends.multiprocessing import" in cmd and p.ppid() != driver_pid
     if backend == "ray":
         return cmd.startswith("ray::") and ("_Host" in cmd or "unirl-worker" in cmd)
     try:
@@ -114,7 +115,7 @@ def test_ctrl_c_leaves_nothing(backend, tmp_path):
 def test_worker_crash_is_reported_and_leaves_nothing(backend, tmp_path):
     proc, marker = start_train(backend, tmp_path, '{"timesteps_total": 1000000000}')
     wait_for_training(proc, tmp_path)
-    workers = [p for p in marked(marker) if is_worker(p, backend)]
+    workers = [p for p in marked(marker) if is_worker(p, backend, proc.pid)]
     assert workers, f"no worker process found among {[p.info['cmdline'] for p in marked(marker)]}"
     workers[0].kill()
     code, out, err = assert_nothing_left(proc, marker, timeout=60)

@@ -57,6 +57,19 @@ class RolloutWorker:
         logger.debug("worker %d hosts envs %d..%d", spec.worker_index, spec.env_start,
                      spec.env_start + spec.num_envs - 1)
 
+    @staticmethod
+    def preload_modules(spec: WorkerSpec) -> list[str]:
+        """Modules a process backend may import before building workers (the framework adapter), so a
+        template process can fork workers that start without importing the framework again."""
+        from unirl.frameworks import FRAMEWORKS
+        from unirl.registry import get_algorithm_class
+
+        framework = spec.config.get("framework", "")
+        modules = [get_algorithm_class(spec.algo).__module__]
+        if framework in FRAMEWORKS:
+            modules.append(FRAMEWORKS[framework][0])
+        return modules
+
     def worker_id(self) -> int:
         return self.spec.worker_index
 
