@@ -76,6 +76,16 @@ def cmd_train(args) -> int:
     stop = check_stop(parse_json_flag("--stop", args.stop))
     algo_cls = unirl.get_algorithm_class(args.run)
     full_config = algo_cls.config_class.from_dict(config)
+    from unirl.backends import get_backend_class
+
+    # A backend may need to set up the processes first (MPI relaunches the command under mpiexec
+    # and turns ranks > 0 into workers); it returns an exit code to end with, or None to go on
+    # as the driver. It runs before anything is printed or written, so only the driver does that.
+    prepare = getattr(get_backend_class(full_config.backend), "prepare_cli", None)
+    if prepare is not None:
+        code = prepare(full_config, sys.argv)
+        if code is not None:
+            return code
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     logdir = args.output or os.path.join("runs", f"{args.run}_{full_config.env}_{full_config.framework}_"
                                                   f"{full_config.backend}_seed{full_config.seed}_{stamp}")
@@ -84,16 +94,6 @@ def cmd_train(args) -> int:
                   f"on the {full_config.backend} backend, {full_config.num_workers} worker(s) x "
                   f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}")
     logger = RunLogger(logdir, {"run": args.run, "config": full_config.to_dict(), "stop": stop})
-    from unirl.backends import get_backend_class
-
-    # A backend may need to set up the processes first (MPI relaunches the command under mpiexec
-    # and turns ranks > 0 into workers); it returns an exit code to end with, or None to go on.
-    prepare = getattr(get_backend_class(full_config.backend), "prepare_cli", None)
-    if prepare is not None:
-        code = prepare(full_config, sys.argv)
-        if code is not None:
-            logger.close()
-            return code
     algo = algo_cls(full_config)
     primary = next((k for k in ("timesteps_total", "training_iteration") if k in stop), None)
     try:
