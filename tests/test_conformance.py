@@ -16,7 +16,7 @@ QUICK_LEVELS = (1, 2, 3, 4)
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     path = tmp_path_factory.mktemp("conformance") / "report.json"
-    proc = run_cli("conformance", "--quick", "--json", str(path), timeout=900)
+    proc = run_cli("conformance", "--quick", "--json", str(path), timeout=850)
     assert path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(path.read_text())
 
@@ -26,6 +26,7 @@ def _applies(record, framework, backend, level):
             and record["framework"] in (None, framework) and record["backend"] in (None, backend))
 
 
+@pytest.mark.timeout(900)  # the first test to run also runs the quick mode (its fixture)
 @pytest.mark.parametrize("level", QUICK_LEVELS)
 @pytest.mark.parametrize("framework", ALL_FRAMEWORKS)
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
@@ -42,6 +43,7 @@ def test_quick_mode_cell_passes(quick_report, framework, backend, level):
         assert any(r["status"] == "passed" for r in mine)
 
 
+@pytest.mark.timeout(900)
 def test_quick_mode_exit_code_matrix_and_report(quick_report):
     proc, data = quick_report
     assert data["mode"] == "quick"
