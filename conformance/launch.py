@@ -121,8 +121,8 @@ def held_open(backend: str):
     """One instance of the backend kept open around a group of runs.
 
     A backend that starts a runtime on first use (Ray's `ray.init`, about 5 s) leaves it to the
-    instance that started it; holding one open lets every run of the group reuse it. Each run
-    still builds its own backend instance and workers.
+    instance that started it; holding one open lets every run and protocol check of the group reuse
+    it. Each run and check still builds its own backend instance and workers.
     """
     from unirl.backends import get_backend
 
@@ -170,9 +170,9 @@ def run_specs_command(spec_path: str, out_path: str) -> int:
         for s in specs:
             out["records"][s] = record_run(s)
             save()
-    if job["api_checks"]:
-        from unirl.conformance.api_checks import backend_api_checks
+        if job["api_checks"]:
+            from unirl.conformance.api_checks import backend_api_checks
 
-        out["api"] = backend_api_checks(backend)
-        save()
+            out["api"] = backend_api_checks(backend)
+            save()
     return 0
