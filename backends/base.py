@@ -171,3 +171,21 @@ def replay_log(d: dict) -> None:
 
 def driver_log_level() -> int:
     return logging.getLogger().getEffectiveLevel()
+
+
+def get_when_ready(backend: Backend, futures, timeout: float | None = None):
+    """`Backend.get` for futures with `ok` and `value` that the backend's `wait` completes.
+
+    Values come back in the order asked; the first failed future's error is raised.
+    """
+    single = isinstance(futures, Future)
+    items = [futures] if single else list(futures)
+    _, pending = backend.wait(items, len(items), timeout)
+    if pending:
+        raise TimeoutError(f"{len(pending)} of {len(items)} results not ready after {timeout} s")
+    values = []
+    for f in items:
+        if not f.ok:
+            raise f.value
+        values.append(f.value)
+    return values[0] if single else values

@@ -402,17 +402,7 @@ class Backend(base.Backend):
         return ready, [f for f in futures if id(f) not in ids]
 
     def get(self, futures, timeout=None):
-        single = isinstance(futures, base.Future)
-        items = [futures] if single else list(futures)
-        _, pending = self.wait(items, len(items), timeout)
-        if pending:
-            raise TimeoutError(f"{len(pending)} of {len(items)} results not ready after {timeout} s")
-        values = []
-        for f in items:
-            if not f.ok:
-                raise f.value
-            values.append(f.value)
-        return values[0] if single else values
+        return base.get_when_ready(self, futures, timeout)
 
     def shutdown(self):
         if self._closed:

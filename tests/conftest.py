@@ -25,3 +25,13 @@ def run_cli(*args, timeout=300, env=None):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "unirl.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray instance per test module (Ray takes seconds to start)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+

@@ -21,14 +21,6 @@ PYTHON = sys.executable
 MPIEXEC = os.path.join(os.path.dirname(PYTHON), "mpiexec")
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _assert_ok(result):
     assert result.ok, f"{result}\n{json.dumps(result.data, indent=1, default=str)[:3000]}"
 

@@ -76,14 +76,6 @@ def test_multiprocessing(reference, num_workers):
     assert_same(reference, run_ppo("multiprocessing", num_workers), f"multiprocessing/{num_workers}")
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.parametrize("num_workers", WORKER_COUNTS)
 def test_ray(reference, ray_session, num_workers):
     assert_same(reference, run_ppo("ray", num_workers), f"ray/{num_workers}")
