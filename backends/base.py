@@ -173,6 +173,22 @@ def driver_log_level() -> int:
     return logging.getLogger().getEffectiveLevel()
 
 
+class PendingFuture(Future):
+    """A future completed later by its backend's message loop: `done`, then `ok` and `value`
+    (the result, or the error to raise)."""
+
+    __slots__ = ("worker_id", "done", "ok", "value")
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+        self.done = False
+        self.ok = False
+        self.value = None
+
+    def _set(self, ok, value):
+        self.done, self.ok, self.value = True, ok, value
+
+
 def get_when_ready(backend: Backend, futures, timeout: float | None = None):
     """`Backend.get` for futures with `ok` and `value` that the backend's `wait` completes.
 

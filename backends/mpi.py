@@ -197,17 +197,7 @@ def serve() -> None:
 
 # -- the driver (rank 0) ------------------------------------------------------------------------
 
-class MPIFuture(base.Future):
-    __slots__ = ("worker_id", "done", "ok", "value")
-
-    def __init__(self, worker_id):
-        self.worker_id = worker_id
-        self.done = False
-        self.ok = False
-        self.value = None
-
-    def _set(self, ok, value):
-        self.done, self.ok, self.value = True, ok, value
+MPIFuture = base.PendingFuture
 
 
 class _Driver:

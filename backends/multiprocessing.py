@@ -279,17 +279,7 @@ def _pid_alive(pid: int) -> bool:
 
 # -- the driver side ------------------------------------------------------------------------------
 
-class MPFuture(base.Future):
-    __slots__ = ("worker_id", "done", "ok", "value")
-
-    def __init__(self, worker_id):
-        self.worker_id = worker_id
-        self.done = False
-        self.ok = False
-        self.value = None
-
-    def _set(self, ok, value):
-        self.done, self.ok, self.value = True, ok, value
+MPFuture = base.PendingFuture
 
 
 class _Proc:
