@@ -189,6 +189,22 @@ class PendingFuture(Future):
         self.done, self.ok, self.value = True, ok, value
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process on this host is running (a zombie counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def split_ready(futures: list, num_returns: int) -> tuple[list, list]:
+    """wait's answer: (the first `num_returns` done futures, in the order given; all the others)."""
+    ready = [f for f in futures if f.done][:num_returns]
+    ids = {id(f) for f in ready}
+    return ready, [f for f in futures if id(f) not in ids]
+
+
 def get_when_ready(backend: Backend, futures, timeout: float | None = None):
     """`Backend.get` for futures with `ok` and `value` that the backend's `wait` completes.
 

@@ -284,7 +284,7 @@ class _Driver:
         for r, (pid, host) in list(self.ranks.items()):
             if r in self.dead or host != self.host:
                 continue
-            if not _pid_alive(pid):
+            if not base.pid_alive(pid):
                 self.dead[r] = f"its MPI rank {r} (pid {pid}) ended without answering"
                 for key, q in self.routes.items():
                     if self.key_rank.get(key) == r:
@@ -306,14 +306,6 @@ class _Driver:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 def _end_worker_rank(clean: bool) -> int:
@@ -387,9 +379,7 @@ class Backend(base.Backend):
         futures = list(futures)
         k = min(num_returns, len(futures))
         self.driver.pump(timeout, until=lambda: sum(f.done for f in futures) >= k)
-        ready = [f for f in futures if f.done][:k]
-        ids = {id(f) for f in ready}
-        return ready, [f for f in futures if id(f) not in ids]
+        return base.split_ready(futures, k)
 
     def get(self, futures, timeout=None):
         return base.get_when_ready(self, futures, timeout)

@@ -253,7 +253,7 @@ class _Forked:
             try:
                 self.template._read(0.05)
             except (EOFError, OSError):
-                if not _pid_alive(self.pid):
+                if not base.pid_alive(self.pid):
                     return None
                 time.sleep(0.05)
             if time.monotonic() >= deadline:
@@ -267,14 +267,6 @@ class _Forked:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 # -- the driver side ------------------------------------------------------------------------------
@@ -360,9 +352,7 @@ class Backend(base.Backend):
             if left is not None and left <= 0:
                 break
             self._pump(left)
-        ready = [f for f in futures if f.done][:num_returns]
-        ids = {id(f) for f in ready}
-        return ready, [f for f in futures if id(f) not in ids]
+        return base.split_ready(futures, num_returns)
 
     def get(self, futures, timeout=None):
         return base.get_when_ready(self, futures, timeout)

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from unirl.backends.base import pid_alive
 from unirl.conformance.workers import Echo
 from unirl.errors import WorkerDiedError, WorkerError
 
@@ -321,14 +322,6 @@ def check_log_forwarding(backend):
     return _result(False, f"the record is not tagged with the worker's id: {hits[0]!r}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 @_runner("clean_shutdown")
 def check_clean_shutdown(backend, timeout=15.0):
     """shutdown twice is fine and no worker process is left behind."""
@@ -342,9 +335,9 @@ def check_clean_shutdown(backend, timeout=15.0):
         return _result(True, "workers released (their processes are the job's ranks and end with the job)",
                        pids=pids)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids if p != os.getpid()):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids if p != os.getpid()):
         time.sleep(0.05)
-    left = [p for p in pids if p != os.getpid() and _alive(p)]
+    left = [p for p in pids if p != os.getpid() and pid_alive(p)]
     if left:
         return _result(False, f"worker processes still alive {timeout}s after shutdown: {left}", pids=pids)
     return _result(True, f"worker processes {pids} gone after shutdown", pids=pids)

@@ -6,7 +6,6 @@ on sys.path (pytest puts it there; set PYTHONPATH for a subprocess).
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import traceback
 
 import numpy as np
@@ -26,29 +25,23 @@ class _ThreadFuture(base.Future):
         self.future = future
 
 
-class ArrivalOrderBackend(base.Backend):
-    """Workers on threads (one each, so a worker's calls run in order); `get` of a list returns the
-    values in the order the tasks finished -- the bug: the protocol promises the order asked."""
+class ArrivalOrderBackend(LocalBackend):
+    """Workers built as the local backend builds them, each with one thread to run its calls (so a
+    worker's calls run in order); `get` of a list returns the values in the order the tasks
+    finished -- the bug: the protocol promises the order asked."""
 
     name = "arrival-order"
     #: The workers are threads of the driver: the protocol checks must not end one (it would end the driver).
     runs_in_driver = True
 
-    def __init__(self, **_options):
-        self._workers = {}
+    def __init__(self, **options):
+        super().__init__(**options)
         self._pools = {}
-        self._lock = threading.Lock()
 
     def spawn(self, worker_cls, args_list):
-        handles = []
-        for args in args_list:
-            wid = len(self._workers)
-            try:
-                self._workers[wid] = worker_cls(*args)
-            except Exception as e:
-                raise WorkerError(wid, traceback.format_exc(), type(e).__name__) from None
-            self._pools[wid] = concurrent.futures.ThreadPoolExecutor(1)
-            handles.append(base.WorkerHandle(wid))
+        handles = super().spawn(worker_cls, args_list)
+        for h in handles:
+            self._pools[h.worker_id] = concurrent.futures.ThreadPoolExecutor(1)
         return handles
 
     def call(self, handle, method, *args, **kwargs):
@@ -85,12 +78,8 @@ class ArrivalOrderBackend(base.Backend):
     def shutdown(self):
         for pool in self._pools.values():
             pool.shutdown(wait=True)
-        for w in self._workers.values():
-            close = getattr(w, "close", None)
-            if close:
-                close()
         self._pools.clear()
-        self._workers.clear()
+        super().shutdown()
 
 
 def corrupt_last_element(value):
