@@ -51,6 +51,23 @@ def test_unknown_framework_and_backend():
         unirl.build("PPO", {"backend": "multiprocess"})
 
 
+@pytest.mark.parametrize("key,kind", [("env", "environment"), ("framework", "framework"), ("backend", "backend")])
+def test_an_import_path_that_does_not_import_names_the_module(key, kind):
+    with pytest.raises(UnirlError, match=rf"^cannot load {kind} `nosuchpkg:Thing`: No module named 'nosuchpkg'\.$"):
+        unirl.build("PPO", {key: "nosuchpkg:Thing"})
+
+
+def test_the_loader_names_a_missing_attribute_and_a_missing_registered_module():
+    from unirl.loading import load
+
+    with pytest.raises(UnirlError, match=r"^cannot load backend `unirl.errors:Nope`: module 'unirl.errors' has no "
+                                         r"attribute 'Nope'\.$"):
+        load("unirl.errors:Nope", {}, "backend")
+    with pytest.raises(UnirlError, match=r"^the `gone` backend is not available in this version of unirl\.$"):
+        load("gone", {"gone": "unirl.no_such_module:Backend"}, "backend")
+    assert load("err", {"err": "unirl.errors:UnirlError"}, "thing") is UnirlError
+
+
 @pytest.mark.parametrize("framework,module,extra", [("torch", "torch", "torch"), ("tf", "tensorflow", "tf"),
                                                      ("jax", "jax", "jax")])
 def test_missing_framework_names_the_extra(framework, module, extra):

@@ -4,16 +4,20 @@ from __future__ import annotations
 import gymnasium as gym
 
 from unirl.errors import UnirlError, did_you_mean
+from unirl.loading import import_module
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a one-sentence error if Gymnasium does not know `env_id`."""
-    if env_id in gym.registry:
-        return
-    if ":" in env_id:  # "module:EnvId" registers on import
+    """Raise a one-sentence error if Gymnasium does not know `env_id` ("EnvId", or "module:EnvId"
+    whose module registers the env on import)."""
+    name = env_id
+    if ":" in env_id:
+        module, _, name = env_id.partition(":")
+        import_module(module, "environment", env_id)
+    if name in gym.registry:
         return
     raise UnirlError(f"unknown environment `{env_id}`: Gymnasium has no env with that id."
-                     + did_you_mean(env_id, gym.registry.keys()))
+                     + did_you_mean(name, gym.registry.keys()))
 
 
 def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:

@@ -1,10 +1,7 @@
 """Framework adapters: the only place torch, tensorflow or jax are imported (one module each)."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
-from unirl.errors import UnirlError, did_you_mean, missing_extra
+from unirl.loading import load
 
 # name -> (module holding the adapter, module it needs, extra that installs it)
 FRAMEWORKS = {
@@ -17,20 +14,9 @@ FRAMEWORKS = {
 
 def get_adapter(name: str, **options):
     """A framework adapter by name ("torch", "tf", "jax") or import path ("pkg.module:Adapter")."""
-    if ":" in name:
-        mod_name, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(mod_name), attr)(**options)
-        except (ImportError, AttributeError) as e:
-            raise UnirlError(f"cannot load framework adapter `{name}`: {e}.") from None
-    if name not in FRAMEWORKS:
-        raise UnirlError(
-            f"unknown framework `{name}`; choose one of {[k for k in FRAMEWORKS if k != 'numpy']}."
-            + did_you_mean(name, FRAMEWORKS)
-        )
-    mod_name, needs, extra = FRAMEWORKS[name]
-    # Only look for the framework here: the adapter module imports it itself, after setting the
-    # environment flags (threads, XLA) that must precede the framework's first import.
-    if importlib.util.find_spec(needs) is None:
-        raise missing_extra(needs, extra, f"the `{name}` framework")
-    return importlib.import_module(mod_name).Adapter(**options)
+    # The registered package is only looked for here: the adapter module imports it itself, after
+    # setting the environment flags (threads, XLA) that must precede the framework's first import.
+    adapter_cls = load(name, {n: f"{mod}:Adapter" for n, (mod, _, _) in FRAMEWORKS.items()}, "framework",
+                       requires={n: (needs, extra) for n, (_, needs, extra) in FRAMEWORKS.items()},
+                       listed=[n for n in FRAMEWORKS if n != "numpy"])
+    return adapter_cls(**options)
