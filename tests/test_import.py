@@ -5,6 +5,7 @@ import sys
 
 def test_import_unirl_loads_no_framework_or_backend():
     code = ("import sys, unirl, unirl.cli, unirl.config, unirl.algorithm, unirl.backends, unirl.algorithms.ppo\n"
+            "import unirl.benchmarks, unirl.benchmarks.frameworks, unirl.benchmarks.backends\n"
             "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'ray', 'mpi4py') if m in sys.modules]\n"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

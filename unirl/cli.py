@@ -185,11 +185,11 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the returns to this JSON file")
     e.set_defaults(func=cmd_evaluate)
 
-    from unirl import bench
+    from unirl import benchmarks
 
     b = sub.add_parser("bench", help="measure frameworks and backends (ratios to torch / local)")
-    bench.add_arguments(b)
-    b.set_defaults(func=bench.run)
+    benchmarks.add_arguments(b)
+    b.set_defaults(func=benchmarks.run)
 
     from unirl.conformance import cli as conformance_cli
 

@@ -81,7 +81,7 @@ def bench_frameworks(frameworks: list[str], console=None, rounds: int = 5, epoch
     frameworks = list(dict.fromkeys(frameworks))
     if not frameworks:
         raise UnirlError("no framework to benchmark; install one with `pip install unirl[torch]`.")
-    measured = frameworks if REFERENCE in frameworks or not _installed(REFERENCE) else [REFERENCE] + frameworks
+    measured = frameworks if REFERENCE in frameworks or not installed(REFERENCE) else [REFERENCE] + frameworks
     subjects = {}
     try:
         for fw in measured:
@@ -131,7 +131,8 @@ def bench_frameworks(frameworks: list[str], console=None, rounds: int = 5, epoch
     return records
 
 
-def _installed(framework: str) -> bool:
+def installed(framework: str) -> bool:
+    """Whether the package `framework` needs is installed (looked for, not imported)."""
     import importlib.util
 
     from unirl.frameworks import FRAMEWORKS

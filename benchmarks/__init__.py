@@ -1,4 +1,4 @@
-"""`unirl bench`: framework throughput/latency and backend latency/throughput, as ratios measured in one run.
+"""Benchmarks behind `unirl bench`: framework throughput/latency and backend latency/throughput, as ratios measured in one run.
 
 Sections: frameworks (learner samples/s through one PPO epoch at the default batch, acting
 latency on 1 and 64 observations; ratios to torch) and backends (empty-task round trip, 10 MB
@@ -24,20 +24,13 @@ def _split(value: str | None, default: list[str]) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
 
 
-def installed_frameworks() -> list[str]:
-    import importlib.util
-
-    return [f for f, mod in (("torch", "torch"), ("tf", "tensorflow"), ("jax", "jax"))
-            if importlib.util.find_spec(mod) is not None]
-
-
 def run(args) -> int:
     from rich.console import Console
 
     console = Console()
     report: dict = {}
     if args.backend:
-        from unirl.bench_backends import bench_backends, print_backend_table
+        from unirl.benchmarks.backends import bench_backends, print_backend_table
 
         frameworks = _split(args.framework, ["torch"])
         if len(frameworks) != 1:
@@ -46,9 +39,9 @@ def run(args) -> int:
         print_backend_table(records, console)
         report["backends"] = records
     else:
-        from unirl.bench_frameworks import bench_frameworks, print_framework_table
+        from unirl.benchmarks.frameworks import bench_frameworks, installed, print_framework_table
 
-        frameworks = _split(args.framework, installed_frameworks())
+        frameworks = _split(args.framework, [f for f in ("torch", "tf", "jax") if installed(f)])
         records = bench_frameworks(frameworks, console=console)
         print_framework_table(records, console)
         report["frameworks"] = records

@@ -114,7 +114,7 @@ def _measure_in_mpi_job(framework: str) -> dict:
     mpiexec = find_mpiexec()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "mpi.json")
-        code = f"from unirl.bench_backends import mpi_job_main; mpi_job_main({framework!r}, {out!r})"
+        code = f"from unirl.benchmarks.backends import mpi_job_main; mpi_job_main({framework!r}, {out!r})"
         cmd = launch_command(mpiexec, 5, [sys.executable, "-c", code])
         env = dict(os.environ)
         env.update(worker_env(1))
