@@ -9,7 +9,7 @@ from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
 from unirl.config import AlgorithmConfig
 from unirl.errors import UnirlError
-from unirl.execution import SyncSamples, worker_specs
+from unirl.execution import SyncSamples
 from unirl.ops import numpy_ops
 from unirl.postprocessing import compute_gae, next_values
 
@@ -55,9 +55,11 @@ class PPOConfig(AlgorithmConfig):
             raise UnirlError(f"config key `clip_param` must be positive, got {self.clip_param}.")
 
 
-def ppo_loss(ops, model, dist, params, batch, hp):
+def ppo_loss(ops, module, params, batch, hp):
     """The PPO loss on one minibatch, written once on the neutral ops."""
-    inputs, values = model.forward(ops, params, batch[sb.OBS])
+    dist = module.dist
+    out = module.forward_train(ops, params, batch[sb.OBS])
+    inputs, values = out["dist_inputs"], out["values"]
     logp = dist.logp(ops, inputs, batch[sb.ACTIONS])
     ratio = ops.exp(logp - batch[sb.LOGP])
     adv = batch[sb.ADVANTAGES]
@@ -84,10 +86,11 @@ def ppo_loss(ops, model, dist, params, batch, hp):
 class PPO(Algorithm):
     name = "PPO"
     config_class = PPOConfig
+    module_kind = "actor_critic"
     loss = staticmethod(ppo_loss)
 
     def setup(self) -> None:
-        self.sampler = SyncSamples(self.backend, worker_specs(self.name, self.config))
+        self.sampler = SyncSamples(self.backend, self.worker_specs())
 
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
         """Behaviour log-probs, values and GAE for a joined batch, as flat rows [T * N].
@@ -99,7 +102,8 @@ class PPO(Algorithm):
         obs = batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:])
         k = len(batch[sb.TRUNC_INDEX])
         all_obs = np.concatenate([obs, batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0)
-        inputs, values = self.policy.forward(all_obs)
+        out = self.policy.forward(all_obs)
+        inputs, values = out["dist_inputs"], out["values"]
         v = values[:T * N].reshape(T, N)
         nxt = next_values(batch, v, values[T * N:T * N + N], values[T * N + N:T * N + N + k])
         dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]

@@ -13,13 +13,15 @@ from unirl.config import AlgorithmConfig
 from unirl.env import spaces
 from unirl.errors import UnirlError
 from unirl.evaluation import evaluate_policy
-from unirl.models import ActorCriticMLP
-from unirl.distributions import for_action_space
-from unirl.policy import Policy
+from unirl.models import build_module
+from unirl.optim import default_optimizer
+from unirl.policy import Policy, PolicySpec
 
 
 class Algorithm:
-    """Base class. Subclasses set `name`, `config_class`, `loss` and implement `training_step`.
+    """Base class. An algorithm sets `name`, `config_class`, `module_kind`, `loss` (and
+    `param_sets` if it keeps more than `params`), and implements `setup` (start its execution
+    pattern) and `training_step`.
 
     Usage::
 
@@ -33,7 +35,14 @@ class Algorithm:
 
     name = "base"
     config_class = AlgorithmConfig
-    loss = None  # loss(ops, model, dist, params, batch, hp) -> (loss, stats)
+    #: The module the algorithm needs: "actor_critic", "q" or "policy" (see unirl.models).
+    module_kind = "actor_critic"
+    #: loss(ops, module, params, batch, hp, **other_param_sets) -> (loss, stats); None: no gradient learning.
+    loss = None
+    #: Named parameter sets the learner keeps (the optimizer trains `params`).
+    param_sets = ("params",)
+    #: What the conformance suite runs for this algorithm (unirl.conformance.spec.ConformanceSpec).
+    conformance = None
 
     def __init__(self, config: AlgorithmConfig | dict | None = None, **overrides):
         if isinstance(config, AlgorithmConfig):
@@ -41,7 +50,9 @@ class Algorithm:
         self.config = self.config_class.from_dict(config, **overrides)
         from unirl.backends import get_backend
 
-        self.policy = self.build_policy(self.config, for_learning=True)
+        #: The acting policy as plain data: what workers build theirs from.
+        self.acting_policy = self.policy_spec(self.config)
+        self.policy = self.build_policy(self.config, for_learning=True, spec=self.acting_policy)
         # PCG64: its state is plain integers, so it round-trips through the checkpoint's JSON.
         self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(self.config.seed, seeding.LEARNER)))
         self.iteration = 0
@@ -67,28 +78,42 @@ class Algorithm:
 
     # -- building -------------------------------------------------------------------------
     @classmethod
-    def build_policy(cls, config: AlgorithmConfig, for_learning: bool = True) -> Policy:
-        from unirl.frameworks import get_adapter
-
-        adapter = get_adapter(config.framework, deterministic=config.deterministic, num_threads=config.num_threads)
+    def policy_spec(cls, config: AlgorithmConfig) -> PolicySpec:
+        """The acting policy as plain data: framework and module, chosen from the env's spaces."""
         obs_space, act_space = spaces(config.env, config.env_config)
-        if len(obs_space.shape or ()) != 1:
-            raise UnirlError(f"observation space {obs_space} is not supported yet; unirl's MLP takes flat Box observations.")
-        dist = for_action_space(act_space)
-        model = ActorCriticMLP(obs_space.shape[0], dist.num_inputs, config.model_config())
-        return Policy(adapter, model, dist, model.init_params(config.seed), loss=cls.loss if for_learning else None,
-                      grad_clip=config.grad_clip)
+        module = build_module(cls.module_kind, obs_space, act_space, config.model_config())
+        return PolicySpec(config.framework, module, config.seed, config.deterministic, config.num_threads)
+
+    @classmethod
+    def optimizer(cls, config: AlgorithmConfig):
+        """The optimizer chain (unirl.optim): clip by global norm, then Adam, unless overridden."""
+        return default_optimizer(config.grad_clip)
+
+    @classmethod
+    def build_policy(cls, config: AlgorithmConfig, for_learning: bool = True, spec: PolicySpec | None = None) -> Policy:
+        spec = spec or cls.policy_spec(config)
+        if not for_learning:
+            return spec.build()
+        optimizer = cls.optimizer(config) if cls.loss is not None else None
+        return spec.build(loss=cls.loss, optimizer=optimizer, param_sets=cls.param_sets)
+
+    def worker_specs(self, **options) -> list:
+        """Rollout worker specs for this run: worker i hosts global envs [i * k, (i + 1) * k)."""
+        from unirl.execution import worker_specs
+
+        return worker_specs(self.config, self.acting_policy, **options)
 
     # -- the loop -------------------------------------------------------------------------
     def record_batch(self, batch) -> None:
+        """Count a sampled batch's steps and episodes (every batch of an iteration adds up)."""
         from unirl import sample_batch as sb
 
         self.timesteps_total += batch.count
         self.episodes_total += len(batch[sb.EP_RETURNS])
         self.recent_returns.extend(batch[sb.EP_RETURNS].tolist())
         self.recent_lengths.extend(batch[sb.EP_LENGTHS].tolist())
-        self._episodes_this_iter = len(batch[sb.EP_RETURNS])
-        self._returns_this_iter = batch[sb.EP_RETURNS]
+        self._episodes_this_iter += len(batch[sb.EP_RETURNS])
+        self._returns_this_iter = np.concatenate([self._returns_this_iter, batch[sb.EP_RETURNS]])
 
     def train(self) -> dict:
         """Run one training iteration and return its result (metrics, counters, learner stats)."""
@@ -133,7 +158,8 @@ class Algorithm:
         obs = np.asarray(obs, np.float32)
         if not explore:
             return self.policy.compute_actions(obs)
-        return self.policy.compute_actions(obs, seeding.generator(seed, seeding.ACTION_NOISE).random(len(obs)))
+        noise = seeding.generator(seed, seeding.ACTION_NOISE).random((len(obs), self.policy.dist.noise_per_step))
+        return self.policy.compute_actions(obs, noise)
 
     def evaluate(self, num_episodes: int | None = None) -> dict:
         n = num_episodes or self.config.evaluation_num_episodes
@@ -154,7 +180,7 @@ class Algorithm:
             "recent_returns": list(self.recent_returns),
             "recent_lengths": list(self.recent_lengths),
             "learner_rng": self.learner_rng.bit_generator.state,
-            "format": 1,
+            "format": 2,
         }
         return arrays, state
 

@@ -1,7 +1,11 @@
-"""Action distributions: log-probabilities and entropy written on ops; sampling in NumPy from per-env noise.
+"""Action distributions: log-probabilities and entropy written on ops; action selection in NumPy from per-env noise.
 
-Sampling happens in NumPy so that, given the same logits, every framework and backend picks
-the same action from the same uniform.
+Actions are drawn in NumPy from each env's own noise stream (`noise_per_step` uniforms per env
+and step, see seeding.EnvNoise), so given the same module outputs every framework and backend
+picks the same action. A distribution also says which extra parameters it owns (a Gaussian's
+log-std) and how the module's raw head output becomes its inputs.
+
+    noise [N, noise_per_step] in [0, 1)  ->  dist.sample_numpy(inputs, noise, **explore) -> actions [N, ...]
 """
 from __future__ import annotations
 
@@ -12,14 +16,38 @@ import gymnasium as gym
 from unirl.errors import UnirlError
 
 
-class Categorical:
+class Distribution:
+    """Base: a distribution whose inputs are the module's head output, with no parameters of its own."""
+
+    num_inputs: int
+    action_dtype = np.int64
+    action_shape: tuple[int, ...] = ()
+    #: Uniforms each env draws per step for exploration.
+    noise_per_step = 1
+
+    def extra_param_shapes(self) -> dict:
+        return {}
+
+    def extra_param_init(self) -> dict:
+        return {}
+
+    def inputs(self, ops, params, head_out):
+        """The distribution's inputs from the head's output (identity unless it owns parameters)."""
+        return head_out
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, **explore) -> np.ndarray:
+        raise NotImplementedError
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Categorical(Distribution):
     """A categorical distribution over `n` actions, parameterised by logits."""
 
     def __init__(self, n: int):
         self.n = int(n)
         self.num_inputs = self.n
-        self.action_dtype = np.int64
-        self.action_shape: tuple[int, ...] = ()
 
     def logp(self, ops, inputs, actions):
         return ops.take_along_last(ops.log_softmax(inputs), actions)
@@ -28,27 +56,45 @@ class Categorical:
         logp = ops.log_softmax(inputs)
         return -ops.sum(ops.exp(logp) * logp, axis=-1)
 
-    def kl(self, ops, inputs_old, inputs_new):
-        lp_old = ops.log_softmax(inputs_old)
-        return ops.sum(ops.exp(lp_old) * (lp_old - ops.log_softmax(inputs_new)), axis=-1)
-
-    def sample_numpy(self, inputs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, **explore) -> np.ndarray:
         """Inverse-CDF sampling: the action whose CDF interval holds the env's uniform."""
         x = inputs.astype(np.float64)
         x = x - x.max(axis=-1, keepdims=True)
         p = np.exp(x)
         cdf = np.cumsum(p, axis=-1)
-        u = uniforms[:, None] * cdf[:, -1:]
+        u = noise[:, 0][:, None] * cdf[:, -1:]
         return np.minimum((cdf[:, :-1] <= u).sum(axis=-1), self.n - 1).astype(np.int64)
 
     def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
         return np.argmax(inputs, axis=-1).astype(np.int64)
 
 
-def for_action_space(space: gym.Space) -> Categorical:
-    """The distribution for a Gymnasium action space."""
+class EpsilonGreedy(Distribution):
+    """Q-values in, epsilon-greedy actions out: with probability `epsilon` a uniformly random action.
+
+    Two uniforms per env and step: the first decides whether to explore, the second picks the
+    random action, so the choice depends only on the env's stream, never on the backend.
+    """
+
+    noise_per_step = 2
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.num_inputs = self.n
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, epsilon: float = 0.0, **explore) -> np.ndarray:
+        greedy = self.greedy_numpy(inputs)
+        random = np.minimum((noise[:, 1] * self.n).astype(np.int64), self.n - 1)
+        return np.where(noise[:, 0] < epsilon, random, greedy)
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        return np.argmax(inputs, axis=-1).astype(np.int64)
+
+
+def for_action_space(space: gym.Space, kind: str = "actor_critic") -> Distribution:
+    """The distribution for a Gymnasium action space and a module kind ("q" modules act epsilon-greedily)."""
     if isinstance(space, gym.spaces.Discrete):
-        return Categorical(space.n)
+        return EpsilonGreedy(space.n) if kind == "q" else Categorical(space.n)
     raise UnirlError(
-        f"action space {space} is not supported yet; unirl handles Discrete action spaces."
+        f"action space {space} is not supported yet for a `{kind}` module; unirl handles Discrete action spaces."
     )

@@ -1,35 +1,80 @@
-"""Policy: binds an algorithm's neutral math (model, action distribution, loss) to one framework adapter.
+"""Policy: binds an algorithm's neutral math (module, loss, optimizer) to one framework adapter.
 
-Weights cross process boundaries as NumPy (a flat float32 vector on the wire, named arrays in
-checkpoints); the framework's tensors never leave the policy.
+A policy holds named parameter sets, each a flat float32 vector with the module's layout:
+`params` (what the optimizer trains) and whatever else an algorithm declares (a DQN's
+`target_params`). The loss is a pure function
+
+    loss(ops, module, params, batch, hp, **other_sets) -> (scalar loss, {name: scalar})
+
+differentiated with respect to `params` only (named arrays; the other sets arrive as named
+arrays too, constants), and the optimizer is a chain of pure gradient transformations
+(unirl.optim). Weights cross process boundaries as NumPy (a flat float32 vector on the wire,
+named arrays in checkpoints); the framework's tensors never leave the policy.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from unirl.optim import AdamState, adam_init, adam_update, clip_by_global_norm
+from unirl.optim import GradientTransformation, global_norm
 
-# loss(ops, model, dist, params, batch, hp) -> (scalar loss, {name: scalar})
 LossFn = Callable
 
 #: Policy.forward pads its rows to a multiple of this (bounded number of compiled shapes).
 FORWARD_ROWS_MULTIPLE = 64
 
+PARAMS = "params"
+
+
+def tree_paths(tree, prefix: str = "") -> list[tuple[str, object]]:
+    """(path, leaf) pairs of a pytree of tuples/NamedTuples/dicts, paths like "1/mu"."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        items = zip(tree._fields, tree)
+    elif isinstance(tree, (tuple, list)):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return [(prefix, tree)]
+    out = []
+    for k, v in items:
+        out.extend(tree_paths(v, f"{prefix}/{k}" if prefix else str(k)))
+    return out
+
+
+def tree_replace(tree, values: dict, prefix: str = ""):
+    """`tree` with each leaf replaced by values[path] (same structure)."""
+    if isinstance(tree, dict):
+        return {k: tree_replace(v, values, f"{prefix}/{k}" if prefix else str(k)) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(tree_replace(v, values, f"{prefix}/{k}" if prefix else str(k))
+                            for k, v in zip(tree._fields, tree)))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_replace(v, values, f"{prefix}/{i}" if prefix else str(i)) for i, v in enumerate(tree))
+    return values[prefix]
+
 
 class Policy:
-    """compute_actions / learn_on_batch / compute_gradients / apply_gradients / get_weights / set_weights."""
+    """Acting (policy_outputs, compute_actions), learner passes (forward), learning (learn_on_batch,
+    compute_gradients, apply_gradients) and state (weights per parameter set, optimizer state)."""
 
-    def __init__(self, adapter, model, dist, init_params: dict[str, np.ndarray], loss: LossFn | None = None,
-                 grad_clip: float = 0.0):
+    def __init__(self, adapter, module, init_params: dict[str, np.ndarray], loss: LossFn | None = None,
+                 optimizer: GradientTransformation | None = None, param_sets: tuple = (PARAMS,)):
         self.adapter = adapter
         self.ops = adapter.ops
-        self.model = model
-        self.dist = dist
-        self.layout = model.layout
+        self.module = module
+        self.dist = module.dist
+        self.layout = module.layout
         self.loss = loss
-        self.grad_clip = float(grad_clip)
+        self.optimizer = optimizer
+        self.param_sets = tuple(param_sets)
+        if PARAMS not in self.param_sets:
+            raise ValueError(f"a policy's parameter sets must include `{PARAMS}`, got {self.param_sets}")
+        #: Called as recorder(kind, policy, batch, hp) before each learning call ("learn" or
+        #: "gradients"): the conformance suite records an algorithm's own batches this way.
+        self.recorder = None
         ops, layout = self.ops, self.layout
 
         def unflatten(flat):
@@ -39,16 +84,16 @@ class Policy:
             # One parameter input instead of one per named array: a compiled call's overhead grows
             # with its number of inputs (TF), and slicing the flat vector inside is free.
             def policy_out(flat, obs):
-                return model.policy_out(ops, layout.unflatten(ops, flat), obs)
+                return module.forward_inference(ops, layout.unflatten(ops, flat), obs)
 
             def forward(flat, obs):
-                return model.forward(ops, layout.unflatten(ops, flat), obs)
+                return module.forward_train(ops, layout.unflatten(ops, flat), obs)
         else:
             def policy_out(params, obs):
-                return model.policy_out(ops, params, obs)
+                return module.forward_inference(ops, params, obs)
 
             def forward(params, obs):
-                return model.forward(ops, params, obs)
+                return module.forward_train(ops, params, obs)
 
         self._unflatten = adapter.compile(unflatten)
         self._policy_out = adapter.compile(policy_out)
@@ -57,45 +102,67 @@ class Policy:
         self._learn_step = None
         self._grad_step = None
         self._apply_step = None
-        self.set_flat_weights(layout.flatten(init_params))
-        self.opt_state = adapter.tree_tensor(AdamState(np.float32(0.0), np.zeros(layout.size, np.float32),
-                                                       np.zeros(layout.size, np.float32)))
+        flat = layout.flatten(init_params)
+        self.sets = {name: self.adapter.tensor(flat.copy()) for name in self.param_sets}
+        self._refresh_acting_params()
+        self.opt_state = None
+        if optimizer is not None:
+            self.opt_state = adapter.tree_tensor(optimizer.init(_numpy_ops(), flat))
 
     # -- weights -------------------------------------------------------------------------
-    def set_flat_weights(self, flat: np.ndarray) -> None:
-        self.flat = self.adapter.tensor(np.asarray(flat, np.float32))
-        self._refresh_acting_params()
+    @property
+    def flat(self):
+        """The trained parameter set `params`, as a flat framework tensor."""
+        return self.sets[PARAMS]
 
-    def get_flat_weights(self) -> np.ndarray:
-        return np.array(self.adapter.numpy(self.flat), dtype=np.float32)
+    def set_flat_weights(self, flat: np.ndarray, name: str = PARAMS) -> None:
+        self.sets[name] = self.adapter.tensor(np.asarray(flat, np.float32))
+        if name == PARAMS:
+            self._refresh_acting_params()
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return self.layout.unflatten_numpy(self.get_flat_weights())
+    def get_flat_weights(self, name: str = PARAMS) -> np.ndarray:
+        return np.array(self.adapter.numpy(self.sets[name]), dtype=np.float32)
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        self.set_flat_weights(self.layout.flatten(weights))
+    def get_weights(self, name: str = PARAMS) -> dict[str, np.ndarray]:
+        return self.layout.unflatten_numpy(self.get_flat_weights(name))
+
+    def set_weights(self, weights: dict[str, np.ndarray], name: str = PARAMS) -> None:
+        self.set_flat_weights(self.layout.flatten(weights), name)
+
+    def copy_params(self, src: str = PARAMS, dst: str = "target_params") -> None:
+        """Set parameter set `dst` to a copy of `src` (a target-network sync)."""
+        self.set_flat_weights(self.get_flat_weights(src), dst)
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        if self.opt_state is None:
+            return {}
+        return {path: np.asarray(v) for path, v in tree_paths(self.adapter.tree_numpy(self.opt_state))}
+
+    def set_optimizer_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.opt_state is not None and arrays:
+            numpy_state = self.adapter.tree_numpy(self.opt_state)
+            self.opt_state = self.adapter.tree_tensor(tree_replace(numpy_state, arrays))
 
     def get_state(self) -> dict[str, np.ndarray]:
-        """Weights and optimizer state, as named NumPy arrays."""
-        state = {f"weights/{k}": v for k, v in self.get_weights().items()}
-        opt = self.adapter.tree_numpy(self.opt_state)
-        state.update({"opt/count": np.asarray(opt.count, np.float32), "opt/mu": opt.mu, "opt/nu": opt.nu})
+        """Every parameter set ("params/pi/0/w", "target_params/...") and the optimizer state ("opt/..."), as NumPy."""
+        state = {f"{s}/{k}": v for s in self.param_sets for k, v in self.get_weights(s).items()}
+        state.update({f"opt/{k}": v for k, v in self.get_optimizer_state().items()})
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.set_weights({k[len("weights/"):]: v for k, v in state.items() if k.startswith("weights/")})
-        if "opt/mu" in state:
-            self.opt_state = self.adapter.tree_tensor(AdamState(
-                np.asarray(state["opt/count"], np.float32), np.asarray(state["opt/mu"], np.float32),
-                np.asarray(state["opt/nu"], np.float32)))
+        for s in self.param_sets:
+            weights = {k[len(s) + 1:]: v for k, v in state.items() if k.startswith(s + "/")}
+            if weights:
+                self.set_weights(weights, s)
+        self.set_optimizer_state({k[4:]: v for k, v in state.items() if k.startswith("opt/")})
 
     # -- acting --------------------------------------------------------------------------
     def policy_outputs(self, obs: np.ndarray) -> np.ndarray:
-        """Distribution inputs (e.g. logits) for a batch of observations, as NumPy."""
+        """`forward_inference` (e.g. logits, Q-values) for a batch of observations, as NumPy."""
         return self.adapter.numpy(self._policy_out(self._params, self.adapter.call_input(np.asarray(obs, np.float32))))
 
-    def forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(distribution inputs, values) for a batch of observations, as NumPy.
+    def forward(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        """`forward_train` (e.g. {"dist_inputs", "values"}) for a batch of observations, as NumPy.
 
         The rows are zero-padded to a multiple of FORWARD_ROWS_MULTIPLE: the learner's batch
         size varies with the number of truncated episodes, and compiled frameworks trace once per
@@ -106,37 +173,44 @@ class Policy:
         padded = -(-n // FORWARD_ROWS_MULTIPLE) * FORWARD_ROWS_MULTIPLE
         if padded != n:
             obs = np.concatenate([obs, np.zeros((padded - n,) + obs.shape[1:], np.float32)])
-        out, v = self._forward(self._params, self.adapter.call_input(obs))
-        return self.adapter.numpy(out)[:n], self.adapter.numpy(v)[:n]
+        out = self._forward(self._params, self.adapter.call_input(obs))
+        return {k: self.adapter.numpy(v)[:n] for k, v in out.items()}
 
-    def compute_actions(self, obs: np.ndarray, uniforms: np.ndarray | None = None) -> np.ndarray:
-        """Actions for a batch of observations: sampled from `uniforms` (one per row), or greedy if None."""
+    def compute_actions(self, obs: np.ndarray, noise: np.ndarray | None = None, **explore) -> np.ndarray:
+        """Actions for a batch of observations: drawn with `noise` ([N, dist.noise_per_step]
+        uniforms) and the exploration settings (e.g. epsilon), or greedy if noise is None."""
         out = self.policy_outputs(obs)
-        if uniforms is None:
+        if noise is None:
             return self.dist.greedy_numpy(out)
-        return self.dist.sample_numpy(out, uniforms)
+        return self.dist.sample_numpy(out, noise, **explore)
 
     # -- learning ------------------------------------------------------------------------
-    def _loss_of_flat(self):
-        ops, layout, model, dist, loss = self.ops, self.layout, self.model, self.dist, self.loss
+    def _loss_and_grad(self):
+        """vg(flat, others, batch, hp) -> ((loss, stats), d loss / d flat)."""
+        ops, layout, module, loss = self.ops, self.layout, self.module, self.loss
 
-        def loss_of_flat(flat, batch, hp):
-            return loss(ops, model, dist, layout.unflatten(ops, flat), batch, hp)
+        def loss_of_flat(flat, others, batch, hp):
+            frozen = {name: layout.unflatten(ops, v) for name, v in others.items()}
+            return loss(ops, module, layout.unflatten(ops, flat), batch, hp, **frozen)
 
-        return loss_of_flat
+        return self.adapter.value_and_grad(loss_of_flat)
+
+    def _others(self) -> dict:
+        return {name: v for name, v in self.sets.items() if name != PARAMS}
+
+    def _with_stats(self, loss, stats, grad):
+        stats = dict(stats)
+        stats["total_loss"] = loss
+        stats["grad_gnorm"] = global_norm(self.ops, grad)
+        return stats
 
     def _build_learn_step(self):
-        ops, clip = self.ops, self.grad_clip
-        vg = self.adapter.value_and_grad(self._loss_of_flat())
+        vg, opt, ops = self._loss_and_grad(), self.optimizer, self.ops
 
-        def learn_step(flat, opt_state, batch, hp):
-            (loss, stats), grad = vg(flat, batch, hp)
-            grad, gnorm = clip_by_global_norm(ops, grad, clip)
-            updates, opt_state = adam_update(ops, grad, opt_state, hp["lr"])
-            stats = dict(stats)
-            stats["total_loss"] = loss
-            stats["grad_gnorm"] = gnorm
-            return flat + updates, opt_state, stats
+        def learn_step(flat, others, opt_state, batch, hp):
+            (loss, stats), grad = vg(flat, others, batch, hp)
+            updates, opt_state = opt.update(ops, grad, opt_state, flat, hp)
+            return flat + updates, opt_state, self._with_stats(loss, stats, grad)
 
         return self.adapter.compile(learn_step)
 
@@ -147,15 +221,22 @@ class Policy:
         """Hyperparameters as scalar tensors (inputs, so a schedule never forces a recompile)."""
         return {k: self.adapter.tensor(np.asarray(v, np.float32)) for k, v in hp.items()}
 
-    def learn_on_batch(self, batch, hp) -> dict:
-        """One gradient step (loss, clip, Adam) on a minibatch; `batch` and `hp` are NumPy/floats or tensors."""
-        if self._learn_step is None:
-            self._learn_step = self._build_learn_step()
+    def _as_tensors(self, batch, hp):
         if batch and isinstance(next(iter(batch.values())), np.ndarray):
             batch = self.batch_tensors(batch)
         if hp and isinstance(next(iter(hp.values())), (float, int, np.floating)):
             hp = self.hp_tensors(hp)
-        self.flat, self.opt_state, stats = self._learn_step(self.flat, self.opt_state, batch, hp)
+        return batch, hp
+
+    def learn_on_batch(self, batch, hp) -> dict:
+        """One gradient step (loss, then the optimizer chain) on a minibatch; `batch` and `hp`
+        are NumPy/floats or tensors. Returns the stats as tensors (see stats_numpy)."""
+        if self.recorder is not None:
+            self.recorder("learn", self, batch, hp)
+        if self._learn_step is None:
+            self._learn_step = self._build_learn_step()
+        batch, hp = self._as_tensors(batch, hp)
+        self.sets[PARAMS], self.opt_state, stats = self._learn_step(self.flat, self._others(), self.opt_state, batch, hp)
         self._acting_params = None
         return stats
 
@@ -176,39 +257,76 @@ class Policy:
             self._refresh_acting_params()
         return self._acting_params
 
-    def compute_gradients(self, batch, hp: dict[str, float]) -> tuple[np.ndarray, dict[str, float]]:
-        """(flat gradient after clipping, stats) without changing the weights."""
+    def compute_gradients(self, batch, hp) -> tuple[np.ndarray, dict[str, float]]:
+        """(flat gradient of the loss, stats) without changing anything; the optimizer chain
+        (clipping included) runs in apply_gradients."""
+        if self.recorder is not None:
+            self.recorder("gradients", self, batch, hp)
         if self._grad_step is None:
-            ops, clip = self.ops, self.grad_clip
-            vg = self.adapter.value_and_grad(self._loss_of_flat())
+            vg = self._loss_and_grad()
 
-            def grad_step(flat, batch, hp):
-                (loss, stats), grad = vg(flat, batch, hp)
-                grad, gnorm = clip_by_global_norm(ops, grad, clip)
-                stats = dict(stats)
-                stats["total_loss"] = loss
-                stats["grad_gnorm"] = gnorm
-                return grad, stats
+            def grad_step(flat, others, batch, hp):
+                (loss, stats), grad = vg(flat, others, batch, hp)
+                return grad, self._with_stats(loss, stats, grad)
 
             self._grad_step = self.adapter.compile(grad_step)
-        if batch and isinstance(next(iter(batch.values())), np.ndarray):
-            batch = self.batch_tensors(batch)
-        grad, stats = self._grad_step(self.flat, batch, self.hp_tensors(hp))
-        return self.adapter.numpy(grad), {k: float(self.adapter.numpy(v)) for k, v in stats.items()}
+        batch, hp = self._as_tensors(batch, hp)
+        grad, stats = self._grad_step(self.flat, self._others(), batch, hp)
+        return np.array(self.adapter.numpy(grad), np.float32), self.stats_numpy(stats)
 
-    def apply_gradients(self, grad: np.ndarray, lr: float) -> None:
+    def apply_gradients(self, grad: np.ndarray, hp) -> None:
+        """Run the optimizer chain on a flat gradient (from compute_gradients, maybe another process's)."""
         if self._apply_step is None:
-            ops = self.ops
+            opt, ops = self.optimizer, self.ops
 
-            def apply_step(flat, opt_state, grad, lr):
-                updates, opt_state = adam_update(ops, grad, opt_state, lr)
+            def apply_step(flat, opt_state, grad, hp):
+                updates, opt_state = opt.update(ops, grad, opt_state, flat, hp)
                 return flat + updates, opt_state
 
             self._apply_step = self.adapter.compile(apply_step)
-        self.flat, self.opt_state = self._apply_step(
-            self.flat, self.opt_state, self.adapter.tensor(np.asarray(grad, np.float32)),
-            self.adapter.tensor(np.asarray(lr, np.float32)))
+        _, hp = self._as_tensors({}, hp)
+        self.sets[PARAMS], self.opt_state = self._apply_step(
+            self.flat, self.opt_state, self.adapter.tensor(np.asarray(grad, np.float32)), hp)
         self._refresh_acting_params()
 
     def stats_numpy(self, stats) -> dict[str, float]:
         return {k: float(self.adapter.numpy(v)) for k, v in stats.items()}
+
+
+def _numpy_ops():
+    from unirl.ops import numpy_ops
+
+    return numpy_ops
+
+
+@dataclass
+class PolicySpec:
+    """Everything needed to build an acting policy in another process (plain data; pickles).
+
+    Workers receive this, not an algorithm name to look up: the module (with its
+    distribution) travels as an object, the framework as a name or import path.
+    """
+
+    framework: str
+    module: object
+    seed: int = 0
+    deterministic: bool = True
+    num_threads: int = 1
+
+    def adapter(self):
+        from unirl.frameworks import get_adapter
+
+        return get_adapter(self.framework, deterministic=self.deterministic, num_threads=self.num_threads)
+
+    def build(self, loss: LossFn | None = None, optimizer: GradientTransformation | None = None,
+              param_sets: tuple = (PARAMS,)) -> Policy:
+        return Policy(self.adapter(), self.module, self.module.init_params(self.seed), loss=loss,
+                      optimizer=optimizer, param_sets=param_sets)
+
+    def preload_modules(self) -> list[str]:
+        """Modules a process backend may import before building workers (the framework adapter)."""
+        from unirl.frameworks import FRAMEWORKS
+
+        if self.framework in FRAMEWORKS:
+            return [FRAMEWORKS[self.framework][0]]
+        return [self.framework.partition(":")[0]] if ":" in self.framework else []

@@ -13,6 +13,7 @@ import numpy as np
 from unirl import sample_batch as sb
 from unirl import seeding
 from unirl.env import make_vector_env
+from unirl.policy import PolicySpec
 from unirl.sample_batch import SampleBatch
 
 logger = logging.getLogger("unirl.worker")
@@ -22,12 +23,16 @@ logger = logging.getLogger("unirl.worker")
 class WorkerSpec:
     """Everything a worker process needs to build itself (plain data: it travels to other processes)."""
 
-    algo: str
-    config: dict
+    policy: PolicySpec
+    env: str
+    env_config: dict
+    seed: int
     worker_index: int
     env_start: int
     num_envs: int
     rollout_length: int
+    #: Also return each step's distribution inputs (column BEHAVIOUR_INPUTS), for off-policy correction.
+    record_dist_inputs: bool = False
 
     @property
     def env_indices(self) -> range:
@@ -35,24 +40,19 @@ class WorkerSpec:
 
 
 class RolloutWorker:
-    """sample(weights) -> SampleBatch of `rollout_length` steps from each of this worker's envs."""
+    """sample(weights, **explore) -> SampleBatch of `rollout_length` steps from each of this worker's envs."""
 
     def __init__(self, spec: WorkerSpec):
-        from unirl.registry import get_algorithm_class
-
         self.spec = spec
-        algo_cls = get_algorithm_class(spec.algo)
-        config = algo_cls.config_class.from_dict(spec.config)
-        self.config = config
-        self.policy = algo_cls.build_policy(config, for_learning=False)
-        self.envs = make_vector_env(config.env, spec.num_envs, config.env_config)
-        seeds = [seeding.env_reset_seed(config.seed, i) for i in spec.env_indices]
+        self.policy = spec.policy.build()
+        self.envs = make_vector_env(spec.env, spec.num_envs, spec.env_config)
+        seeds = [seeding.env_reset_seed(spec.seed, i) for i in spec.env_indices]
         self.obs, _ = self.envs.reset(seed=seeds)
-        self.noise = seeding.EnvNoise(config.seed, spec.env_indices)
+        self.noise = seeding.EnvNoise(spec.seed, spec.env_indices, per_step=self.policy.dist.noise_per_step)
         self.ep_return = np.zeros(spec.num_envs, np.float64)
         self.ep_length = np.zeros(spec.num_envs, np.int64)
         self.obs_shape = self.envs.single_observation_space.shape
-        self.act_shape = self.envs.single_action_space.shape
+        self.act_shape = self.policy.dist.action_shape
         self.act_dtype = self.policy.dist.action_dtype
         logger.debug("worker %d hosts envs %d..%d", spec.worker_index, spec.env_start,
                      spec.env_start + spec.num_envs - 1)
@@ -61,14 +61,7 @@ class RolloutWorker:
     def preload_modules(spec: WorkerSpec) -> list[str]:
         """Modules a process backend may import before building workers (the framework adapter), so a
         template process can fork workers that start without importing the framework again."""
-        from unirl.frameworks import FRAMEWORKS
-        from unirl.registry import get_algorithm_class
-
-        framework = spec.config.get("framework", "")
-        modules = [get_algorithm_class(spec.algo).__module__]
-        if framework in FRAMEWORKS:
-            modules.append(FRAMEWORKS[framework][0])
-        return modules
+        return spec.policy.preload_modules()
 
     def worker_id(self) -> int:
         return self.spec.worker_index
@@ -76,7 +69,9 @@ class RolloutWorker:
     def set_weights(self, flat_weights: np.ndarray) -> None:
         self.policy.set_flat_weights(flat_weights)
 
-    def sample(self, flat_weights: np.ndarray | None = None) -> SampleBatch:
+    def sample(self, flat_weights: np.ndarray | None = None, **explore) -> SampleBatch:
+        """`rollout_length` steps of every env, acting with `flat_weights` (if given) and the
+        exploration settings `explore` (e.g. epsilon), which go to the distribution."""
         if flat_weights is not None:
             self.policy.set_flat_weights(flat_weights)
         T, N = self.spec.rollout_length, self.spec.num_envs
@@ -85,10 +80,14 @@ class RolloutWorker:
         rewards = np.empty((T, N), np.float32)
         terms = np.empty((T, N), bool)
         truncs = np.empty((T, N), bool)
+        dist_inputs = np.empty((T, N, self.policy.dist.num_inputs), np.float32) if self.spec.record_dist_inputs else None
         trunc_index, trunc_obs, ep_keys, ep_returns, ep_lengths = [], [], [], [], []
         for t in range(T):
             obs[t] = self.obs
-            a = self.policy.compute_actions(obs[t], self.noise.uniforms())
+            out = self.policy.policy_outputs(obs[t])
+            a = self.policy.dist.sample_numpy(out, self.noise.uniforms(), **explore)
+            if dist_inputs is not None:
+                dist_inputs[t] = out
             self.obs, r, term, trunc, info = self.envs.step(a)
             actions[t] = a
             rewards[t] = r
@@ -117,6 +116,8 @@ class RolloutWorker:
             sb.EP_RETURNS: np.asarray(ep_returns, np.float64),
             sb.EP_LENGTHS: np.asarray(ep_lengths, np.int64),
         })
+        if dist_inputs is not None:
+            batch[sb.BEHAVIOUR_INPUTS] = dist_inputs
         return batch
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ TRUNC_OBS = "trunc_obs"  # [K, *obs_shape] final observation of each truncated e
 EP_RETURNS = "episode_returns"  # [E] returns of episodes completed in this batch
 EP_LENGTHS = "episode_lengths"  # [E]
 EP_KEYS = "episode_keys"  # [E] int64 (t * N + n): order of completion, for a fixed order
+BEHAVIOUR_INPUTS = "behaviour_dist_inputs"  # [T, N, num_inputs] distribution inputs the actions were drawn from
 # Columns added by postprocessing
 LOGP = "action_logp"
 VF_PREDS = "vf_preds"
@@ -26,6 +27,25 @@ ADVANTAGES = "advantages"
 VALUE_TARGETS = "value_targets"
 
 STEP_COLUMNS = (OBS, ACTIONS, REWARDS, TERMINATEDS, TRUNCATEDS)
+
+#: How each column is laid out, which says how batches of consecutive env ranges are joined:
+#: "step" columns are [T, N, ...] (joined on axis 1), "env" columns [N, ...] (axis 0), and an
+#: "event" column holds one row per event, keyed by the flat index column it names (joined
+#: by re-indexing and sorting on that key).
+COLUMN_KINDS: dict[str, str] = {
+    **{k: "step" for k in STEP_COLUMNS + (BEHAVIOUR_INPUTS,)},
+    BOOTSTRAP_OBS: "env",
+    TRUNC_INDEX: "index", TRUNC_OBS: f"event:{TRUNC_INDEX}",
+    EP_KEYS: "index", EP_RETURNS: f"event:{EP_KEYS}", EP_LENGTHS: f"event:{EP_KEYS}",
+}
+
+
+def register_column(name: str, kind: str) -> None:
+    """Declare a column of your own: kind "step" ([T, N, ...]), "env" ([N, ...]), "index" (flat
+    t * N + n keys) or "event:<index column>" (rows keyed by that index column)."""
+    if not (kind in ("step", "env", "index") or kind.startswith("event:")):
+        raise ValueError(f"unknown column kind {kind!r}")
+    COLUMN_KINDS[name] = kind
 
 
 class SampleBatch(dict):
@@ -45,27 +65,41 @@ class SampleBatch(dict):
 
     @staticmethod
     def concat_envs(parts: list["SampleBatch"]) -> "SampleBatch":
-        """Join batches of consecutive env ranges (given in env order) along the env axis."""
+        """Join batches of consecutive env ranges (given in env order) along the env axis.
+
+        Every column is kept; a column whose layout is not declared (COLUMN_KINDS,
+        register_column) is an error rather than silently dropped.
+        """
         if len(parts) == 1:
             return parts[0]
         T = parts[0].num_steps
         N = sum(p.num_envs for p in parts)
+        keys = list(parts[0])
+        for p in parts[1:]:
+            if list(p) != keys:
+                raise ValueError(f"batches to join have different columns: {sorted(keys)} vs {sorted(p)}")
+        unknown = [k for k in keys if k not in COLUMN_KINDS]
+        if unknown:
+            raise ValueError(f"columns {unknown} have no declared layout; declare them with "
+                             "unirl.sample_batch.register_column(name, kind)")
         out = SampleBatch()
-        for k in STEP_COLUMNS:
-            out[k] = np.concatenate([p[k] for p in parts], axis=1)
-        out[BOOTSTRAP_OBS] = np.concatenate([p[BOOTSTRAP_OBS] for p in parts], axis=0)
-        for index_key, value_keys in ((TRUNC_INDEX, (TRUNC_OBS,)), (EP_KEYS, (EP_RETURNS, EP_LENGTHS))):
-            idx, vals, offset = [], {k: [] for k in value_keys}, 0
+        for k in keys:
+            kind = COLUMN_KINDS[k]
+            if kind == "step":
+                out[k] = np.concatenate([p[k] for p in parts], axis=1)
+            elif kind == "env":
+                out[k] = np.concatenate([p[k] for p in parts], axis=0)
+        for index_key in (k for k in keys if COLUMN_KINDS[k] == "index"):
+            value_keys = [k for k in keys if COLUMN_KINDS[k] == f"event:{index_key}"]
+            idx, offset = [], 0
             for p in parts:
                 t, n = np.divmod(p[index_key], p.num_envs)
                 idx.append(t * N + n + offset)
-                for k in value_keys:
-                    vals[k].append(p[k])
                 offset += p.num_envs
             idx = np.concatenate(idx).astype(np.int64)
             order = np.argsort(idx, kind="stable")
             out[index_key] = idx[order]
             for k in value_keys:
-                out[k] = np.concatenate(vals[k], axis=0)[order]
+                out[k] = np.concatenate([p[k] for p in parts], axis=0)[order]
         assert out[REWARDS].shape == (T, N)
-        return out
+        return SampleBatch({k: out[k] for k in keys})

@@ -31,22 +31,24 @@ def generator(run_seed: int, stream: int, index: int = 0) -> np.random.Generator
 
 
 class EnvNoise:
-    """Uniform noise for action sampling, one independent stream per global env index.
+    """Uniform noise for exploration, one independent stream per global env index.
 
-    Each env consumes exactly one uniform per step, drawn in blocks for speed; the numbers an
-    env sees depend only on (run seed, env index, step), not on which worker hosts it.
+    Each env consumes exactly `per_step` uniforms per step, drawn in blocks for speed; the
+    numbers an env sees depend only on (run seed, env index, step), not on which worker hosts it.
     """
 
-    def __init__(self, run_seed: int, env_indices, block: int = 1024, stream: int = ACTION_NOISE):
+    def __init__(self, run_seed: int, env_indices, block: int = 1024, stream: int = ACTION_NOISE, per_step: int = 1):
         self._gens = [generator(run_seed, stream, i) for i in env_indices]
         self._block = block
-        self._buf = np.empty((len(self._gens), 0))
+        self._per_step = int(per_step)
+        self._buf = np.empty((len(self._gens), 0, self._per_step))
         self._pos = 0
 
     def uniforms(self) -> np.ndarray:
-        """One uniform in [0, 1) per env, as float64 of shape [num_envs]."""
+        """`per_step` uniforms in [0, 1) per env, as float64 of shape [num_envs, per_step]."""
         if self._pos >= self._buf.shape[1]:
-            self._buf = np.stack([g.random(self._block) for g in self._gens])
+            self._buf = np.stack([g.random(self._block * self._per_step).reshape(self._block, self._per_step)
+                                  for g in self._gens])
             self._pos = 0
         u = self._buf[:, self._pos]
         self._pos += 1
