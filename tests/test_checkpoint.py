@@ -15,7 +15,7 @@ def test_checkpoint_round_trip(tmp_path, tiny_ppo):
     path = algo.save(str(tmp_path / "ck"))
     with np.load(os.path.join(path, "weights.npz")) as z:
         names = set(z.files)
-    assert "weights/pi/0/w" in names and "weights/vf/out/b" in names and "opt/mu" in names
+    assert "params/pi/0/w" in names and "params/vf/out/b" in names and "opt/1/mu" in names and "opt/1/count" in names
     assert not any("torch" in n or "tf" in n or "jax" in n for n in names)
     state = json.load(open(os.path.join(path, "state.json")))
     assert state["iteration"] == 3 and state["timesteps_total"] == 3 * 64 and state["algorithm"] == "PPO"

@@ -7,7 +7,7 @@ import pytest
 from algorithms.ppo import ppo_loss
 from unirl import sample_batch as sb
 from unirl.distributions import Categorical
-from unirl.models import ActorCriticMLP, ModelConfig
+from unirl.models import ActorCritic, ModelConfig
 from unirl.ops import numpy_ops
 
 torch_adapter = pytest.importorskip("unirl.frameworks.torch").Adapter()
@@ -48,7 +48,7 @@ def hand_ppo_loss(params, batch, clip, vf_coeff, ent_coeff):
 @pytest.mark.parametrize("ops_name", ["numpy", "torch"])
 def test_ppo_loss_matches_hand_computation(ops_name):
     rng = np.random.default_rng(3)
-    model = ActorCriticMLP(3, 2, ModelConfig(hidden_sizes=(4, 4)))
+    model = ActorCritic(3, Categorical(2), ModelConfig(hidden_sizes=(4, 4)))
     params = model.init_params(7)
     params["pi/out/w"] = rng.standard_normal((4, 2)).astype(np.float32)  # a policy far from uniform
     batch = {
@@ -65,7 +65,7 @@ def test_ppo_loss_matches_hand_computation(ops_name):
         ops, conv = numpy_ops, lambda x: np.asarray(x)
     else:
         ops, conv = torch_adapter.ops, torch_adapter.tensor
-    loss, stats = ppo_loss(ops, model, Categorical(2), {k: conv(v) for k, v in params.items()},
+    loss, stats = ppo_loss(ops, model, {k: conv(v) for k, v in params.items()},
                            {k: conv(v) for k, v in batch.items()},
                            {k: conv(np.float32(v)) for k, v in hp.items()})
     loss = float(np.asarray(loss) if ops_name == "numpy" else loss.item())
