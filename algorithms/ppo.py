@@ -8,6 +8,7 @@ import numpy as np
 from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
 from unirl.config import AlgorithmConfig
+from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import SyncSamples
 from unirl.ops import numpy_ops
@@ -88,6 +89,13 @@ class PPO(Algorithm):
     config_class = PPOConfig
     module_kind = "actor_critic"
     loss = staticmethod(ppo_loss)
+    conformance = ConformanceSpec(
+        run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 96, "minibatch_size": 48,
+                    "num_epochs": 2},
+        curve_config={"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 128, "minibatch_size": 64,
+                      "num_epochs": 4},
+        learning={"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 100_000, "eval_episodes": 20},
+    )
 
     def setup(self) -> None:
         self.sampler = SyncSamples(self.backend, self.worker_specs())

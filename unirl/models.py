@@ -15,7 +15,6 @@ vector; `ParamLayout` maps between that vector and the named arrays checkpoints 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -272,11 +271,9 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     from unirl.distributions import for_action_space
 
     if config.custom_module:
-        mod_name, _, attr = config.custom_module.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise UnirlError(f"cannot load custom module `{config.custom_module}`: {e}.") from None
+        from unirl.loading import import_attr
+
+        factory = import_attr(config.custom_module, "custom module", config.custom_module)
         return factory(obs_space, action_space, config, kind)
     if kind not in MODULE_KINDS:
         raise UnirlError(f"unknown module kind `{kind}`; unirl has {sorted(MODULE_KINDS)}."

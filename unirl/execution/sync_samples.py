@@ -1,16 +1,4 @@
-"""Execution patterns (the seed's "policy optimizers"), each written once against the Backend protocol.
-
-An algorithm picks one; the pattern owns the workers and the data flow, the algorithm owns the
-math. Patterns here:
-
-- `SyncSamples` (PPO, A2C): broadcast the weights, every worker samples, the batches are joined
-  in global env order. Bit-identical across backends and worker counts.
-
-The family modules add theirs beside it (sync replay, async gradients, async samples,
-population evaluation), all against the same protocol:
-`spawn(worker_cls, args) -> handles`, `call(handle, method, ...) -> future`,
-`wait(futures, k, timeout)`, `get(futures)` (in the order asked), `shutdown()`.
-"""
+"""Sync samples (PPO, A2C): broadcast weights, every worker samples, batches joined in global env order."""
 from __future__ import annotations
 
 import numpy as np

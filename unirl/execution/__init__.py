@@ -1,0 +1,20 @@
+"""Execution patterns (the seed's "policy optimizers"), each written once against the Backend protocol.
+
+An algorithm picks one; the pattern owns the workers and the data flow, the algorithm owns the
+math. Every pattern uses only `spawn(worker_cls, args) -> handles`, `call(handle, method, ...)
+-> future`, `wait(futures, k, timeout)`, `get(futures)` (in the order asked) and `shutdown()`,
+so it runs unchanged on every backend.
+
+| pattern | module | data flow | reproducibility |
+|---|---|---|---|
+| SyncSamples | sync_samples | broadcast weights, gather fragments in env order | bit-identical |
+| (family modules add sync replay, async gradients, async samples, population evaluation) | | | |
+
+Asynchronous patterns consume results through an `ArrivalSchedule` (schedule.py): free-running
+it records which worker's result the driver consumed at each step; given that record, it makes
+any backend consume them in the same order, so an asynchronous run replays bit for bit.
+"""
+from unirl.execution.schedule import ArrivalSchedule
+from unirl.execution.sync_samples import SyncSamples, worker_specs
+
+__all__ = ["ArrivalSchedule", "SyncSamples", "worker_specs"]

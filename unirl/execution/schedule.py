@@ -1,0 +1,61 @@
+"""ArrivalSchedule: the order in which an asynchronous pattern consumes its workers' results, recorded or replayed.
+
+Free-running, the driver takes results as they arrive, and which arrives first depends on the
+machine's timing: such a run cannot be bit-identical to another. What it can be is
+*replayable*: the schedule records the worker id of every result it hands out, and a run given
+that record consumes the same workers' results in the same order on any backend, waiting for
+the one it needs, and so computes the same bits (every worker's own sequence of tasks is
+deterministic; only the interleaving was free).
+
+    schedule = ArrivalSchedule(backend, replay=None)       # or replay=[0, 1, 1, 0, ...]
+    pending = {worker_id: future, ...}
+    wid = schedule.next(pending)                          # whose result to consume now
+    value = backend.get(pending.pop(wid))
+    schedule.recorded                                     # [0, 1, ...]: save it to replay the run
+"""
+from __future__ import annotations
+
+from unirl.errors import UnirlError
+
+
+class ArrivalSchedule:
+    """Picks whose result to consume next: the first ready (lowest worker id among those ready),
+    recording the choice, or the next entry of a recorded schedule."""
+
+    def __init__(self, backend, replay: list[int] | None = None, timeout: float | None = None):
+        self.backend = backend
+        self.replay = None if replay is None else [int(w) for w in replay]
+        self.timeout = timeout
+        self.recorded: list[int] = []
+
+    @property
+    def replaying(self) -> bool:
+        return self.replay is not None
+
+    def next(self, pending: dict) -> int:
+        """The worker id (a key of `pending`, worker id -> future) whose result is consumed now."""
+        if not pending:
+            raise ValueError("no result is pending")
+        if self.replay is not None:
+            step = len(self.recorded)
+            if step >= len(self.replay):
+                raise UnirlError(f"the replayed schedule ends after {len(self.replay)} results; "
+                                 "this run asks for more (was it recorded with a longer stop condition?).")
+            wid = self.replay[step]
+            if wid not in pending:
+                raise UnirlError(f"the replayed schedule wants worker {wid}'s result at step {step}, but that worker has "
+                                 f"no task pending (pending: {sorted(pending)}); the schedule belongs to another config.")
+            self._wait([pending[wid]])
+        else:
+            ready = self._wait(list(pending.values()))
+            ready_ids = {id(f) for f in ready}
+            wid = min(w for w, f in pending.items() if id(f) in ready_ids)
+        self.recorded.append(wid)
+        return wid
+
+    def _wait(self, futures: list) -> list:
+        ready, _ = self.backend.wait(futures, num_returns=1, timeout=self.timeout)
+        if not ready:
+            raise UnirlError(f"no worker returned a result within {self.timeout:g} s; a worker may hang "
+                             "(raise the timeout in the config if its tasks are this slow).")
+        return ready
