@@ -1,6 +1,7 @@
-"""Shared fixtures: small, fast configs and a helper to run the CLI in a subprocess."""
+"""Shared fixtures: small, fast configs, a helper to run the CLI in a subprocess, the MPI skip marker."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,6 +18,30 @@ TINY_PPO = {"env": "CartPole-v1", "num_envs_per_worker": 4, "train_batch_size": 
 @pytest.fixture
 def tiny_ppo():
     return dict(TINY_PPO)
+
+
+MPI4PY_MISSING = (None if importlib.util.find_spec("mpi4py") is not None
+                  else "mpi4py is not installed (pip install 'unirl[mpi]')")
+
+
+def _mpi_missing() -> tuple[str | None, str | None]:
+    """(mpiexec, None) when the MPI tests can run here, else (None, why not)."""
+    if MPI4PY_MISSING:
+        return None, MPI4PY_MISSING
+    from unirl.backends.mpi import find_mpiexec
+    from unirl.errors import UnirlError
+
+    try:
+        return find_mpiexec(), None
+    except UnirlError as e:
+        return None, str(e)
+
+
+MPIEXEC, MPI_MISSING = _mpi_missing()
+#: Marks a test that needs mpi4py and mpiexec: skipped with the reason when either is missing.
+requires_mpi = pytest.mark.skipif(MPI_MISSING is not None, reason=f"MPI tests: {MPI_MISSING}")
+#: Marks a test of the MPI backend outside a job (no mpiexec needed): skipped when mpi4py is missing.
+requires_mpi4py = pytest.mark.skipif(MPI4PY_MISSING is not None, reason=f"MPI tests: {MPI4PY_MISSING}")
 
 
 def run_cli(*args, timeout=300, env=None):

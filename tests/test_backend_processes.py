@@ -12,13 +12,13 @@ import uuid
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, requires_mpi
 
 psutil = pytest.importorskip("psutil")
 
 TINY = ('{"num_workers": 2, "num_envs_per_worker": 4, "train_batch_size": 64, "minibatch_size": 32, '
         '"num_epochs": 1}')
-BACKENDS = ["multiprocessing", "ray", "mpi"]
+BACKENDS = ["multiprocessing", "ray", pytest.param("mpi", marks=requires_mpi)]
 
 
 def marked(marker: str) -> list:
@@ -35,8 +35,6 @@ def marked(marker: str) -> list:
 def start_train(backend: str, tmp_path, stop: str):
     if backend == "ray":
         pytest.importorskip("ray")
-    if backend == "mpi":
-        pytest.importorskip("mpi4py")
     marker = uuid.uuid4().hex
     env = dict(os.environ, UNIRL_TEST_MARKER=marker)
     proc = subprocess.Popen([sys.executable, "-m", "unirl.cli", "train", "--backend", backend, "--config", TINY,

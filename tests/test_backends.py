@@ -6,7 +6,6 @@ logs tagged in the driver's log, clean shutdown. Ray shares one instance per mod
 the checks once inside an `mpiexec -n 4` job and reports them as JSON lines.
 """
 import json
-import os
 import subprocess
 import sys
 
@@ -14,11 +13,10 @@ import pytest
 
 from unirl.conformance import backend_checks as bc
 from unirl.errors import UnirlError
-from conftest import REPO
+from conftest import MPIEXEC, REPO, requires_mpi, requires_mpi4py
 
 CHECKS = {c.__name__: c for c in bc.ALL_CHECKS}
 PYTHON = sys.executable
-MPIEXEC = os.path.join(os.path.dirname(PYTHON), "mpiexec")
 
 
 def _assert_ok(result):
@@ -56,7 +54,6 @@ for check in [c for c in bc.ALL_CHECKS if c is not bc.check_killed_worker] + [bc
 
 @pytest.fixture(scope="module")
 def mpi_results():
-    pytest.importorskip("mpi4py")
     out = subprocess.run([MPIEXEC, "-disable-auto-cleanup", "-n", "4", sys.executable, "-c", MPI_CHECKS],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     results = {}
@@ -68,6 +65,7 @@ def mpi_results():
     return results
 
 
+@requires_mpi
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_mpi(mpi_results, check):
     name = check.removeprefix("check_")
@@ -75,6 +73,7 @@ def test_mpi(mpi_results, check):
     _assert_ok(mpi_results[name])
 
 
+@requires_mpi4py
 def test_mpi_outside_a_job_says_how_to_launch():
     import unirl
 
@@ -82,6 +81,7 @@ def test_mpi_outside_a_job_says_how_to_launch():
         unirl.build("PPO", {"backend": "mpi"})
 
 
+@requires_mpi4py
 def test_mpi_missing_mpiexec_is_one_clear_sentence(monkeypatch, tmp_path):
     from unirl.backends import mpi
 
@@ -105,6 +105,7 @@ TINY = '{"num_workers": 2, "num_envs_per_worker": 4, "train_batch_size": 64, "mi
 # `unirl train --backend=mpi` launching mpiexec itself: tests/test_backend_processes.py (normal end).
 
 
+@requires_mpi
 def test_mpi_cli_inside_users_mpiexec_uses_given_ranks(tmp_path):
     out = subprocess.run([MPIEXEC, "-n", "3", sys.executable, "-m", "unirl.cli", "train", "--backend", "mpi",
                           "--config", TINY, "--stop", '{"training_iteration": 2}', "--evaluation-episodes", "0",

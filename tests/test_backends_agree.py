@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import MPIEXEC, REPO, requires_mpi
 
 TOTAL_ENVS = 16
 WORKER_COUNTS = (1, 2, 4)
@@ -98,18 +98,17 @@ with open(f"{{sys.argv[1]}}/results.json", "w") as f:
 
 @pytest.fixture(scope="module")
 def mpi_runs(tmp_path_factory):
-    pytest.importorskip("mpi4py")
     folder = tmp_path_factory.mktemp("mpi_agree")
     script = MPI_SCRIPT.format(tests=os.path.join(REPO, "tests"))
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     # One job, 5 ranks: each backend instance places its workers on ranks 1..4.
-    out = subprocess.run([mpiexec, "-n", str(max(WORKER_COUNTS) + 1), sys.executable, "-c", script, str(folder)],
+    out = subprocess.run([MPIEXEC, "-n", str(max(WORKER_COUNTS) + 1), sys.executable, "-c", script, str(folder)],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     results = json.loads((folder / "results.json").read_text())
     return {n: (np.load(folder / f"weights_{n}.npy"), results[str(n)]) for n in WORKER_COUNTS}
 
 
+@requires_mpi
 @pytest.mark.parametrize("num_workers", WORKER_COUNTS)
 def test_mpi(reference, mpi_runs, num_workers):
     w, results = mpi_runs[num_workers]
