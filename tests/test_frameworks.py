@@ -60,8 +60,17 @@ def test_frameworks_agree_on_ppo_loss_gradient_and_step(adapters, pair):
     # held to the array's scale: their relative error is large by nature)
     for name in ("loss", "weights_after_step", "stats/policy_loss", "stats/vf_loss", "stats/entropy"):
         assert result[name]["max_rel_diff"] <= 1e-5, (name, result[name])
-    assert 0 < result["grad"]["scale_rel_diff"] or result["grad"]["max_abs_diff"] == 0
     assert result["stats/clip_fraction"]["max_abs_diff"] == 0  # the same ratios were clipped
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_ppo_gradient_is_not_zero_and_some_ratios_clip(adapters, framework):
+    """The agreement above means something only if there is a gradient to agree on and the clip is exercised."""
+    out = fc.loss_and_grads(adapters[framework])
+    grad = out["grad"]
+    assert np.all(np.isfinite(grad)) and np.linalg.norm(grad) > 1e-3, np.linalg.norm(grad)
+    assert np.count_nonzero(grad) > grad.size // 2  # not one layer's gradient only
+    assert 0 < out["stats/clip_fraction"] < 1, out["stats/clip_fraction"]
 
 
 @pytest.mark.parametrize("framework", COMPILED)
@@ -70,8 +79,11 @@ def test_ppo_traces_each_compiled_function_once(framework):
     counts = fc.count_traces(framework, iterations=4)
     assert counts["learn_step"] == 1, counts
     assert counts["forward"] == 1, counts  # the learner's batch varies with truncations: padded
-    assert counts["policy_out"] <= 2, counts  # 4 envs while training, 2 in the evaluation
-    assert counts["unflatten"] <= 1, counts
+    # The learner's policy acts only in the evaluation (the workers have their own policies).
+    assert counts["policy_out"] == 1, counts
+    # Acting reads the flat vector directly when the adapter allows it, so nothing unflattens it.
+    flat_acting = getattr(fc.load_adapter(framework), "flat_params_for_acting", False)
+    assert counts["unflatten"] == (0 if flat_acting else 1), counts
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -88,15 +100,21 @@ def test_worker_count_does_not_change_a_single_weight(framework):
 
 
 def test_bench_reports_every_framework_with_ratios_to_torch():
-    from unirl.bench_frameworks import bench_frameworks, print_framework_table
+    from unirl.benchmarks.frameworks import bench_frameworks, print_framework_table
     from rich.console import Console
 
     records = bench_frameworks(COMPILED[:1] or ["torch"], rounds=1, epochs_per_round=2, calls_per_round=20)
     by_name = {r["framework"]: r for r in records}
-    assert "torch" in by_name and by_name["torch"]["learner_vs_torch"] == 1.0
+    assert list(by_name)[0] == "torch" and by_name["torch"]["reference"] == bool(COMPILED)
+    torch_rate = by_name["torch"]["learner_samples_per_s"]
     for r in records:
-        assert r["learner_samples_per_s"] > 0 and r["act_1_us"] > 0 and r["act_64_us"] > 0
         assert r["train_batch_size"] == 256 and r["minibatch_size"] == 128
+        assert r["epochs_timed"] == 2 and r["act_calls_timed"] == 20
+        # throughput is the batch over the median epoch time, and every ratio is to torch's number
+        assert r["learner_samples_per_s"] == pytest.approx(256 / (r["learner_epoch_ms"] / 1e3))
+        assert r["learner_vs_torch"] == pytest.approx(r["learner_samples_per_s"] / torch_rate)
+        assert r["act_64_vs_torch"] == pytest.approx(r["act_64_us"] / by_name["torch"]["act_64_us"])
+        assert 0 < r["act_1_us"] < 1e6 and 0 < r["act_64_us"] < 1e6
         if r["framework"] != "torch":
             assert r["trace_counts"]["learn_step"] == 1, r["trace_counts"]
     console = Console(record=True, width=120)
