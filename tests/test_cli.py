@@ -28,6 +28,20 @@ def test_train_writes_run_directory_and_evaluate_reads_it(tmp_path):
     assert cks == ["checkpoint_000002", "checkpoint_000004", "checkpoint_000005"]
     ev = json.load(open(out_dir / "evaluation.json"))
     assert ev["evaluation/episodes"] == 3
+    # the fingerprint: each iteration's digest; the final one in evaluation.json is the last iteration's,
+    # and it is the digest of the checkpoint's weights
+    digests = [r["weights_digest"] for r in lines]
+    assert len(set(digests)) == 5 and all(len(d) == 16 for d in digests)
+    assert ev["weights_digest"] == digests[-1] and digests[-1] in res.stdout
+    from unirl.kernels import weights_digest
+
+    with np.load(out_dir / "checkpoints" / "checkpoint_000005" / "weights.npz") as z:
+        names = [k for k in z.files if k.startswith("params/")]
+        arrays = {k: z[k] for k in names}
+    order = list(json.load(open(out_dir / "checkpoints" / "checkpoint_000005" / "state.json"))["param_names"])
+    assert weights_digest(np.concatenate([arrays["params/" + n].ravel() for n in order])) == digests[-1]
+    kernels = json.load(open(out_dir / "kernels.json"))
+    assert "XLA_FLAGS" in kernels and all("value" in v for v in kernels.values())
 
     res = run_cli("evaluate", str(out_dir), "--episodes", "3", "--json", str(tmp_path / "ev.json"))
     assert res.returncode == 0, res.stderr

@@ -140,7 +140,14 @@ class Algorithm:
             "env_steps_per_s": self.timesteps_total / max(self.time_total_s, 1e-9),
         }
         result.update({f"learner/{k}": v for k, v in stats.items()})
+        result["weights_digest"] = self.weights_digest()
         return result
+
+    def weights_digest(self) -> str:
+        """A short fingerprint of the trained weights: equal digests, bit-identical weights (any machine)."""
+        from unirl.kernels import weights_digest
+
+        return weights_digest(self.policy.get_flat_weights())
 
     def current_lr(self) -> float:
         from unirl.optim import piecewise_linear
@@ -165,7 +172,7 @@ class Algorithm:
         n = num_episodes or self.config.evaluation_num_episodes
         returns = evaluate_policy(self.policy, self.config.env, self.config.env_config, n, self.config.seed)
         return {"evaluation/episode_return_mean": float(returns.mean()), "evaluation/episodes": n,
-                "evaluation/episode_returns": returns.tolist()}
+                "evaluation/episode_returns": returns.tolist(), "weights_digest": self.weights_digest()}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def get_state(self) -> tuple[dict, dict]:
@@ -181,6 +188,7 @@ class Algorithm:
             "recent_lengths": list(self.recent_lengths),
             "learner_rng": self.learner_rng.bit_generator.state,
             "format": 2,
+            "param_names": list(self.policy.layout.names),  # the flat order the weights digest hashes
         }
         return arrays, state
 

@@ -95,6 +95,10 @@ def cmd_train(args) -> int:
                   f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}")
     logger = RunLogger(logdir, {"run": args.run, "config": full_config.to_dict(), "stop": stop})
     algo = algo_cls(full_config)
+    from unirl.kernels import settings
+
+    with open(os.path.join(logdir, "kernels.json"), "w") as f:
+        json.dump(settings(), f, indent=1, sort_keys=True)  # the kernel pins in effect (see docs/determinism.md)
     primary = next((k for k in ("timesteps_total", "training_iteration") if k in stop), None)
     try:
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -118,7 +122,7 @@ def cmd_train(args) -> int:
             with open(os.path.join(logdir, "evaluation.json"), "w") as f:
                 json.dump(ev, f, indent=1)
             console.print(f"evaluation: greedy mean return {ev['evaluation/episode_return_mean']:.1f} over "
-                          f"{ev['evaluation/episodes']} episodes")
+                          f"{ev['evaluation/episodes']} episodes; weights digest {ev['weights_digest']}")
     except KeyboardInterrupt:
         console.print("interrupted; shutting down workers")
         return 130
