@@ -7,14 +7,21 @@ import os
 
 import numpy as np
 
-#: XLA flags every XLA-based adapter (TF, JAX) sets before its framework starts. XLA_FLAGS is
-#: read once per process by each framework's XLA, so TF and JAX in one process must ask for the
-#: same: single-threaded Eigen kernels, whose sums do not depend on the thread pool.
-XLA_CPU_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
+from unirl import kernels
 
-#: Rows per block in XLA adapters' matmul: XLA on CPU picks kernels (and so the order of a
-#: row's sums) by the number of rows; a product done in fixed blocks of this many rows (the last
-#: one zero-padded) gives each row the same bits whatever the batch it arrives in.
+#: XLA flags every XLA-based adapter (TF, JAX) sets before its framework starts (through
+#: `unirl.kernels.pin`, which sets them with the other kernel pins). XLA_FLAGS is read once per
+#: process by each framework's XLA, so TF and JAX in one process must ask for the same:
+#: single-threaded Eigen kernels, whose sums do not depend on the thread pool, and XLA's
+#: generated code capped at AVX2, the same on every x86 CPU since 2013.
+XLA_CPU_FLAGS = kernels.XLA_FLAGS
+
+#: Rows per block in every adapter's matmul (torch, TF, JAX): BLAS and XLA pick kernels (and so
+#: the order of a row's sums) by the number of rows, and a GEMM's edge tiles may use other
+#: micro-kernels than its full ones. A product done in fixed blocks of this many rows (the last
+#: one zero-padded, one-column products given a second column) runs every row through the same
+#: [64, k] x [k, n] problem, so a row has the same bits whatever the batch it arrives in and
+#: wherever it sits in it (tests/test_row_invariance.py checks 1..600 rows and shifted rows).
 MATMUL_ROW_BLOCK = 64
 
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 
-from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter, add_xla_flags
+from unirl import kernels
 
-add_xla_flags()  # before the first `import jax`: XLA reads its flags once
+kernels.pin()  # before the first `import jax`: XLA reads its flags once
+
+from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter  # noqa: E402
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402

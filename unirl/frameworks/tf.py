@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import os
 
-# Before the import. TF's eager kernels would otherwise go through oneDNN, whose code path (and
-# last bits) depend on the CPU; compiled functions run on XLA either way. Both also silence
-# TF's start-up log lines.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from unirl import kernels
 
-from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter, add_xla_flags  # noqa: E402
+# Before the import: the kernel pins (TF_ENABLE_ONEDNN_OPTS=0: TF's eager kernels would
+# otherwise go through oneDNN, whose code path and last bits depend on the CPU; compiled
+# functions run on XLA either way, with the same XLA flags as JAX: one process may hold both).
+kernels.pin()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # silences TF's start-up log lines
 
-add_xla_flags()  # the same XLA flags as JAX: one process may hold both
+from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

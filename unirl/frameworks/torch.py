@@ -3,10 +3,43 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import torch
+from unirl import kernels
 
-from unirl.frameworks.base import FrameworkAdapter
+kernels.pin()  # before the first `import torch`: MKL, ATen and oneDNN read their switches at load
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from unirl.frameworks.base import MATMUL_ROW_BLOCK, FrameworkAdapter  # noqa: E402
+
+
+def _row_stable_matmul(a, b):
+    """a @ b in blocks of MATMUL_ROW_BLOCK rows, zero-padded, with at least two columns (see base).
+
+    Every row goes through the same GEMM problem, a [MATMUL_ROW_BLOCK, k] x [k, n>=2] product,
+    whatever the number of rows that arrive with it: one block is one `mm`, several are one
+    `bmm` over the blocks (one GEMM per block). One-row and one-column products would otherwise
+    go to gemv kernels, and a GEMM's edge tiles to other micro-kernels, whose sums round
+    differently from one CPU to another.
+    """
+    if a.dim() != 2 or b.dim() != 2:
+        return torch.matmul(a, b)
+    rows, k = a.shape
+    cols = b.shape[1]
+    if cols == 1:
+        b = F.pad(b, (0, 1))
+    blocks = -(-rows // MATMUL_ROW_BLOCK)
+    if blocks * MATMUL_ROW_BLOCK != rows:
+        a = F.pad(a, (0, 0, 0, blocks * MATMUL_ROW_BLOCK - rows))
+    if blocks == 1:
+        out = torch.mm(a, b)
+    else:
+        out = torch.bmm(a.reshape(blocks, MATMUL_ROW_BLOCK, k), b.expand(blocks, k, b.shape[1]))
+        out = out.reshape(blocks * MATMUL_ROW_BLOCK, b.shape[1])
+    if blocks * MATMUL_ROW_BLOCK != rows or cols == 1:
+        out = out[:rows, :cols]
+    return out
 
 
 class TorchOps:
@@ -16,14 +49,7 @@ class TorchOps:
         return torch.as_tensor(np.asarray(x, dtype=dtype))
 
     def matmul(self, a, b):
-        # One-row and one-column products go to gemv kernels whose sums differ in the last bit
-        # from the gemm rows of a larger batch; computed with two rows (columns), a row's result
-        # does not depend on the batch it arrives in.
-        if b.dim() == 2 and b.shape[1] == 1:
-            return self.matmul(a, torch.cat([b, b], dim=1))[:, :1]
-        if a.dim() == 2 and a.shape[0] == 1:
-            return torch.matmul(torch.cat([a, a]), b)[:1]
-        return torch.matmul(a, b)
+        return _row_stable_matmul(a, b)
 
     def tanh(self, x):
         return torch.tanh(x)
@@ -115,6 +141,9 @@ class Adapter(FrameworkAdapter):
             os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
+            # "highest" keeps float32 products on MKL's sgemm; lower precisions may route them
+            # through oneDNN's reduced-precision (bf16/tf32) kernels on CPUs that have them.
+            torch.set_float32_matmul_precision("highest")
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.device = torch.device(device or "cpu")
 

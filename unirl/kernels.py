@@ -1,0 +1,139 @@
+"""Kernel-path pins: the one place that fixes, before a framework is imported, the code paths that vary by CPU.
+
+Math libraries pick their kernels by the CPU they find (instruction set, vendor), and kernels for
+different instruction sets may sum in a different order, so the same program can give other last
+bits on another machine. Where a library offers a switch, it is set here, once, as an
+environment variable read when the library loads:
+
+- `MKL_CBWR=AVX2,STRICT`: MKL's conditional numerical reproducibility (torch's BLAS on x86). MKL
+  otherwise picks its kernels by CPU model and vendor (AVX-512 on this Intel Xeon, other
+  branches on AMD); the AVX2 branch exists on every x86 CPU since 2013 (Intel Haswell, AMD
+  Zen), and STRICT makes it independent of the data's alignment too.
+- `ATEN_CPU_CAPABILITY=avx2`: torch's own vectorised kernels (tanh, reductions, softmax) come in
+  AVX2 and AVX-512 builds chosen by CPU; this picks the AVX2 one everywhere.
+- `ONEDNN_MAX_CPU_ISA=AVX2` (and its older name `DNNL_MAX_CPU_ISA`): caps oneDNN (used by torch
+  for some ops, and by TF when its oneDNN ops are on) at AVX2.
+- `XLA_FLAGS`: `--xla_cpu_max_isa=AVX2` caps the instruction set of the code XLA (TF, JAX)
+  generates; `--xla_cpu_multi_thread_eigen=false` keeps its Eigen kernels single-threaded.
+- `TF_ENABLE_ONEDNN_OPTS=0`: TF's eager kernels skip oneDNN (compiled functions run on XLA).
+
+A value the user already set wins (it is recorded as theirs). The instruction-set pins are set
+only on x86-64 CPUs with AVX2. Call `pin()` before importing torch, tensorflow or jax (each
+adapter module does, at its top); the variables reach worker processes through the environment.
+`settings()` says what is in effect, for the run directory. NumPy's OpenBLAS (`OPENBLAS_CORETYPE`)
+is only recorded: it is read when NumPy is first imported, before any adapter, and moved no bit
+of unirl's results on the test machine. Which pins change bits, and what they cost, is measured
+in docs/determinism.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+
+#: Environment variables pinned, with the value unirl sets when the user has not set one.
+PINNED_ENV = {
+    "MKL_CBWR": "AVX2,STRICT",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+}
+
+#: Pins that name an x86 instruction set: set only on x86-64 CPUs that have AVX2 (elsewhere the
+#: libraries would refuse the value or have no such branch).
+X86_ONLY = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+#: Recorded, not set: NumPy's OpenBLAS reads it when NumPy is first imported, before any
+#: adapter; changing it moved no bit of unirl's results on the test machine (see docs/determinism.md).
+RECORDED_ENV = ("OPENBLAS_CORETYPE",)
+
+#: XLA flags (TF and JAX read XLA_FLAGS once per process, so both must ask for the same).
+XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "--xla_cpu_max_isa=AVX2")
+
+#: Libraries that read the variables above when they load; a pin set after one of them loaded
+#: may not apply to it, and `settings()` says so.
+_READERS = {
+    "MKL_CBWR": ("torch",),
+    "ATEN_CPU_CAPABILITY": ("torch",),
+    "ONEDNN_MAX_CPU_ISA": ("torch", "tensorflow"),
+    "DNNL_MAX_CPU_ISA": ("torch", "tensorflow"),
+    "TF_ENABLE_ONEDNN_OPTS": ("tensorflow",),
+    "XLA_FLAGS": ("jax", "tensorflow"),
+}
+
+_record: dict[str, dict] = {}
+
+
+def _add_xla_flags(flags) -> tuple[str, list[str]]:
+    current = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in flags if f.split("=")[0] not in current]
+    if missing:
+        os.environ["XLA_FLAGS"] = " ".join([current] + missing).strip()
+    return os.environ["XLA_FLAGS"], missing
+
+
+def x86_avx2() -> bool:
+    """True on an x86-64 CPU with AVX2 (read from /proc/cpuinfo where there is one)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx2" in line.split()
+    except OSError:
+        pass
+    return True  # x86-64 without /proc/cpuinfo (macOS, Windows): every such CPU in use since 2013 has AVX2
+
+
+def _xla_flags() -> tuple[str, ...]:
+    return XLA_FLAGS if x86_avx2() else tuple(f for f in XLA_FLAGS if "max_isa" not in f)
+
+
+def pin() -> dict[str, dict]:
+    """Set the pins (user values win); idempotent. Returns `settings()`."""
+    x86 = x86_avx2()
+    for name, value in PINNED_ENV.items():
+        if name in _record:
+            continue
+        user = os.environ.get(name)
+        if user is None and (x86 or name not in X86_ONLY):
+            os.environ[name] = value
+        _record[name] = {"value": os.environ.get(name),
+                         "set_by": "user" if user is not None else "unirl" if name in os.environ else "unset",
+                         "late_for": sorted(m for m in _READERS.get(name, ()) if m in sys.modules)}
+    value, added = _add_xla_flags(_xla_flags())
+    entry = _record.setdefault("XLA_FLAGS", {"set_by": "unirl" if added else "user", "added": [],
+                                             "late_for": sorted(m for m in _READERS["XLA_FLAGS"] if m in sys.modules)})
+    entry["value"] = value
+    entry["added"] = sorted(set(entry["added"]) | set(added))
+    return settings()
+
+
+def settings() -> dict[str, dict]:
+    """What is in effect: per pinned variable its value, who set it ("unirl", "user", or
+    "unset" before `pin()`), and the libraries that had already loaded when it was set
+    (`late_for`, for which it may not apply). JSON-ready, for the run directory."""
+    out = {}
+    for name in list(PINNED_ENV) + ["XLA_FLAGS"] + list(RECORDED_ENV):
+        if name in _record:
+            out[name] = dict(_record[name])
+        else:
+            value = os.environ.get(name)
+            out[name] = {"value": value, "set_by": "user" if value is not None else "unset", "late_for": []}
+    return out
+
+
+def weights_digest(flat) -> str:
+    """A short fingerprint of a weight vector: the first 16 hex digits of the SHA-256 of its float32 little-endian bytes.
+
+    Two runs (on two machines, backends or clusters) that end with bit-identical weights have the
+    same digest; any differing bit changes it. The vector is flattened and cast to float32 first,
+    so any array of the same float32 values in the same order gives the same digest.
+    """
+    import numpy as np
+
+    data = np.ascontiguousarray(np.asarray(flat, dtype=np.float32).ravel(), dtype="<f4")
+    return hashlib.sha256(data.tobytes()).hexdigest()[:16]
