@@ -5,6 +5,7 @@ from unirl.loading import load
 
 ALGORITHMS = {
     "PPO": "unirl.algorithms.ppo:PPO",
+    "A2C": "unirl.algorithms.a2c:A2C",
 }
 
 
