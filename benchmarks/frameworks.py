@@ -7,7 +7,7 @@ Every framework runs the same thing in one process, after warm-up (compilation):
   `policy.learn_on_batch`, ending with the weights fetched to NumPy (so asynchronous
   frameworks finish their work inside the timing);
 - acting: median latency of `policy.compute_actions` (forward pass, sampling from per-env
-  uniforms, back to NumPy) on 1 and on 64 observations, in microseconds.
+  noise, back to NumPy) on 1 and on 64 observations, in microseconds.
 
 Measurements go round-robin over the frameworks in several rounds, so a busy machine slows all
 of them alike and the ratios stay meaningful; the medians over rounds are reported.
@@ -43,7 +43,8 @@ class _Subject:
         self.rng = np.random.default_rng(seed)
         obs = np.random.default_rng(seed).standard_normal((64, rows[sb.OBS].shape[1])).astype(np.float32)
         self.obs = {1: obs[:1].copy(), 64: obs}
-        self.uniforms = {1: np.full(1, 0.5), 64: np.linspace(0.01, 0.99, 64)}
+        k = self.policy.dist.noise_per_step
+        self.noise = {1: np.full((1, k), 0.5), 64: np.tile(np.linspace(0.01, 0.99, 64)[:, None], (1, k))}
         for _ in range(3):  # warm-up: traces and compiles every path timed below
             self.epoch_seconds()
             for k in self.obs:
@@ -61,7 +62,7 @@ class _Subject:
         return time.perf_counter() - t0
 
     def act_seconds(self, num_obs: int, calls: int) -> list[float]:
-        obs, u, act = self.obs[num_obs], self.uniforms[num_obs], self.policy.compute_actions
+        obs, u, act = self.obs[num_obs], self.noise[num_obs], self.policy.compute_actions
         times = []
         for _ in range(calls):
             t0 = time.perf_counter()
