@@ -66,9 +66,8 @@ def _sampling_steps_per_s(backend, framework: str, worker_counts=(1, 2), rounds:
 
     Alternating rounds (1 worker, 2 workers, 1, 2, ...) let a busy machine slow both alike, so their ratio stays fair.
     """
-    from unirl.execution import SyncSamples
+    from unirl.execution import SyncSamples, worker_specs
     from unirl.registry import get_algorithm_class
-    from unirl.rollout import WorkerSpec
 
     algo_cls = get_algorithm_class("PPO")
     samplers, weights = {}, None
@@ -76,8 +75,7 @@ def _sampling_steps_per_s(backend, framework: str, worker_counts=(1, 2), rounds:
         config = algo_cls.config_class.from_dict({
             "env": "CartPole-v1", "framework": framework, "num_workers": n, "num_envs_per_worker": ENVS_PER_WORKER,
             "train_batch_size": n * ENVS_PER_WORKER * ROLLOUT_LENGTH, "minibatch_size": ENVS_PER_WORKER * ROLLOUT_LENGTH})
-        specs = [WorkerSpec("PPO", config.to_dict(), i, i * ENVS_PER_WORKER, ENVS_PER_WORKER, ROLLOUT_LENGTH)
-                 for i in range(n)]
+        specs = worker_specs(config, algo_cls.policy_spec(config))
         if weights is None:
             weights = algo_cls.build_policy(config, for_learning=False).get_flat_weights()
         samplers[n] = SyncSamples(backend, specs)
