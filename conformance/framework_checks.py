@@ -14,9 +14,9 @@ Functions:
   the tensor operators, against `NumpyOps` on fixed inputs.
 - `check_value_and_grad(adapter)` -> list[`Finding`]: `value_and_grad`, compiled, against
   gradients written out by hand.
-- `check_row_invariance(adapter, batch_sizes)` -> list[`Finding`]: a row's policy output does
-  not depend on the size of the batch it arrives in (bitwise), which worker-count invariance
-  needs.
+- `check_row_invariance(adapter, batch_sizes)` -> list[`Finding`]: a row's policy output,
+  log-probability inputs and value do not depend on the size of the batch it arrives in (1..600
+  rows) nor on its position in it (bitwise), which worker-count invariance needs.
 - `check_optimizer_step(adapter, steps)` -> list[`Finding`]: the neutral Adam with global-norm
   clipping, compiled on the adapter, against a float64 NumPy reference.
 - `ppo_problem(seed)` -> `PPOProblem`: fixed initial weights, batch and hyperparameters (NumPy).
@@ -275,29 +275,62 @@ def check_value_and_grad(adapter, rtol: float = 1e-5) -> list[Finding]:
     ]
 
 
-def check_row_invariance(adapter, batch_sizes=(1, 2, 3, 4, 5, 7, 8, 16, 31, 64, 100, 256), obs_dim: int = 4,
-                         num_outputs: int = 2, seed: int = 0) -> list[Finding]:
-    """The policy output and value of a row are bitwise the same whatever the batch it arrives in.
+def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim: int = 4, num_outputs: int = 2,
+                         seed: int = 0, shifts=tuple(range(0, 130)), shifted_sizes=(1, 2, 3, 7, 64)) -> list[Finding]:
+    """A row's acting and learning outputs are bitwise the same whatever batch it arrives in, wherever in it.
 
-    Runs the compiled `Policy.forward` and `Policy.policy_outputs` (the paths acting and
-    postprocessing use) on prefixes of one batch and compares with the full batch's rows.
+    Runs the compiled `Policy.policy_outputs` (acting) and `Policy.forward` (the learner's
+    log-probabilities and values) and compares, strictly, with each row computed alone:
+
+    - sizes: the first n rows, for every n in `batch_sizes` (1..600 by default; forward is
+      padded to multiples of 64 rows, so it is swept over one size per padded length plus its
+      edges);
+    - positions: the first n rows (n in `shifted_sizes`) placed after `shifts` other rows, as a
+      worker sees env k at another offset when the envs are split differently.
     """
     from unirl.distributions import Categorical
-    from unirl.models import ActorCriticMLP, ModelConfig
+    from unirl.models import ActorCritic, ModelConfig
     from unirl.policy import Policy
 
     adapter = load_adapter(adapter)
-    model = ActorCriticMLP(obs_dim, num_outputs, ModelConfig())
-    policy = Policy(adapter, model, Categorical(num_outputs), model.init_params(seed))
-    obs = np.random.default_rng(seed).standard_normal((max(batch_sizes), obs_dim)).astype(np.float32)
-    full_out = policy.policy_outputs(obs)
-    full_fwd, full_v = policy.forward(obs)
+    module = ActorCritic(obs_dim, Categorical(num_outputs), ModelConfig())
+    policy = Policy(adapter, module, module.init_params(seed))
+
+    def forward(x):
+        out = policy.forward(x)
+        return out["dist_inputs"], out["values"]
+
+    rng = np.random.default_rng(seed)
+    most = max(max(batch_sizes), max(shifted_sizes))
+    obs = rng.standard_normal((most, obs_dim)).astype(np.float32)
+    filler = rng.standard_normal((max(shifts, default=0), obs_dim)).astype(np.float32)
+    # The reference: every row alone (a batch of one).
+    alone_out = np.concatenate([policy.policy_outputs(obs[i:i + 1]) for i in range(most)])
+    alone = [forward(obs[i:i + 1]) for i in range(most)]
+    alone_fwd = np.concatenate([o for o, _ in alone])
+    alone_v = np.concatenate([v for _, v in alone])
     findings = []
+
+    def compare(name, want, got):
+        f = compare_arrays(name, want, got, check="row_invariance")
+        if not f.ok or not findings or not findings[-1].ok or findings[-1].array.split("[")[0] != name.split("[")[0]:
+            findings.append(f)  # keep every failure, and one passing finding per kind
+
+    forward_sizes = sorted({n for n in batch_sizes if n % 64 in (0, 1, 63) or n < 8})
     for n in batch_sizes:
-        for name, got, want in (("policy_outputs", policy.policy_outputs(obs[:n]), full_out[:n]),
-                                ("forward/outputs", policy.forward(obs[:n])[0], full_fwd[:n]),
-                                ("forward/values", policy.forward(obs[:n])[1], full_v[:n])):
-            findings.append(compare_arrays(f"{name}[:{n}]", want, got, check="row_invariance"))
+        compare(f"policy_outputs[:{n}]", alone_out[:n], policy.policy_outputs(obs[:n]))
+        if n in forward_sizes:
+            out, v = forward(obs[:n])
+            compare(f"forward/outputs[:{n}]", alone_fwd[:n], out)
+            compare(f"forward/values[:{n}]", alone_v[:n], v)
+    for n in shifted_sizes:
+        for s in shifts:
+            batch = np.concatenate([filler[:s], obs[:n]])
+            compare(f"policy_outputs[shift {s}][:{n}]", alone_out[:n], policy.policy_outputs(batch)[s:])
+            if s % 7 == 0 or s in (63, 64, 65):
+                out, v = forward(batch)
+                compare(f"forward/outputs[shift {s}][:{n}]", alone_fwd[:n], out[s:])
+                compare(f"forward/values[shift {s}][:{n}]", alone_v[:n], v[s:])
     return findings
 
 

@@ -1,0 +1,74 @@
+"""unirl.kernels: the kernel-path pins are set once, before a framework loads, and recorded; weights_digest."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unirl import kernels
+
+
+def _run(code, env_extra=None, drop=()):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in kernels.PINNED_ENV and k != "XLA_FLAGS" and k not in drop}
+    env.update(env_extra or {})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_pin_sets_every_switch_once_and_records_it():
+    s = _run("import json; from unirl import kernels; kernels.pin(); print(json.dumps(kernels.pin()))")
+    assert set(s) >= set(kernels.PINNED_ENV) | {"XLA_FLAGS", "OPENBLAS_CORETYPE"}
+    assert s["TF_ENABLE_ONEDNN_OPTS"] == {"value": "0", "set_by": "unirl", "late_for": []}
+    assert "--xla_cpu_multi_thread_eigen=false" in s["XLA_FLAGS"]["value"]
+    assert s["XLA_FLAGS"]["value"].count("--xla_cpu_multi_thread_eigen") == 1  # idempotent
+    if kernels.x86_avx2():
+        assert s["MKL_CBWR"]["value"] == "AVX2,STRICT" and s["MKL_CBWR"]["set_by"] == "unirl"
+        assert s["ATEN_CPU_CAPABILITY"]["value"] == "avx2"
+        assert s["ONEDNN_MAX_CPU_ISA"]["value"] == "AVX2"
+        assert "--xla_cpu_max_isa=AVX2" in s["XLA_FLAGS"]["value"]
+    assert s["OPENBLAS_CORETYPE"]["set_by"] == "unset"  # recorded, never set
+
+
+def test_a_value_the_user_set_wins_and_is_recorded_as_theirs():
+    s = _run("import json; from unirl import kernels; print(json.dumps(kernels.pin()))",
+             {"MKL_CBWR": "COMPATIBLE", "XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"})
+    assert s["MKL_CBWR"] == {"value": "COMPATIBLE", "set_by": "user", "late_for": []}
+    assert "--xla_cpu_max_isa=SSE4_2" in s["XLA_FLAGS"]["value"]
+    assert "AVX2" not in s["XLA_FLAGS"]["value"]
+
+
+@pytest.mark.parametrize("framework,module", [("torch", "torch"), ("tf", "tensorflow"), ("jax", "jax")])
+def test_each_adapter_pins_before_its_framework_loads(framework, module):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+    s = _run(f"import json, unirl.frameworks.{framework}; from unirl import kernels; "
+             "print(json.dumps(kernels.settings()))")
+    assert all(not v["late_for"] for v in s.values()), s
+    assert s["TF_ENABLE_ONEDNN_OPTS"]["set_by"] == "unirl"
+
+
+def test_torch_sees_the_pinned_capability():
+    pytest.importorskip("torch")
+    if not kernels.x86_avx2():
+        pytest.skip("the ISA pins apply to x86-64 CPUs with AVX2")
+    s = _run("import json, unirl.frameworks.torch, torch; print(json.dumps(torch.backends.cpu.get_cpu_capability()))")
+    assert s == "AVX2"
+
+
+def test_weights_digest():
+    w = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    d = kernels.weights_digest(w)
+    assert len(d) == 16 and int(d, 16) >= 0
+    assert kernels.weights_digest(w.copy()) == d
+    assert kernels.weights_digest(w.astype(np.float64)) == d  # the float32 values are what count
+    assert kernels.weights_digest(w.reshape(10, 100)) == d
+    v = w.copy()
+    v[500] = np.nextafter(v[500], np.float32(np.inf))  # one ulp
+    assert kernels.weights_digest(v) != d
+    assert kernels.weights_digest(np.array([1.0, 2.0], np.float32)) == kernels.weights_digest([1.0, 2.0])
