@@ -91,10 +91,33 @@ class EpsilonGreedy(Distribution):
         return np.argmax(inputs, axis=-1).astype(np.int64)
 
 
+class Deterministic(Distribution):
+    """A deterministic continuous action: the head's outputs clipped to the Box bounds (ES, ARS's policies).
+
+    No randomness: sampling is the greedy action (exploration happens in parameter space)."""
+
+    action_dtype = np.float32
+
+    def __init__(self, low, high):
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
+        self.action_shape = tuple(self.low.shape)
+        self.num_inputs = int(np.prod(self.action_shape, dtype=np.int64))
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, **explore) -> np.ndarray:
+        return self.greedy_numpy(inputs)
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs, np.float32).reshape((-1,) + self.action_shape)
+        return np.clip(x, self.low, self.high)
+
+
 def for_action_space(space: gym.Space, kind: str = "actor_critic") -> Distribution:
     """The distribution for a Gymnasium action space and a module kind ("q" modules act epsilon-greedily)."""
     if isinstance(space, gym.spaces.Discrete):
         return EpsilonGreedy(space.n) if kind == "q" else Categorical(space.n)
+    if isinstance(space, gym.spaces.Box) and kind == "policy":
+        return Deterministic(space.low, space.high)
     raise UnirlError(
         f"action space {space} is not supported yet for a `{kind}` module; unirl handles Discrete action spaces."
     )

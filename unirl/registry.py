@@ -5,6 +5,8 @@ from unirl.loading import load
 
 ALGORITHMS = {
     "PPO": "unirl.algorithms.ppo:PPO",
+    "ES": "unirl.algorithms.es:ES",
+    "ARS": "unirl.algorithms.ars:ARS",
     "A2C": "unirl.algorithms.a2c:A2C",
 }
 

@@ -13,6 +13,10 @@ ACTION_NOISE = 2
 MODEL_INIT = 3
 LEARNER = 4
 EVALUATION = 5
+# Population evaluation (ES, ARS): the shared noise table; a perturbation's noise offset and episode seed.
+NOISE_TABLE = 6
+PERTURBATION = 7
+PERTURBATION_EPISODE = 8
 
 
 def seed_sequence(run_seed: int, stream: int, index: int = 0) -> np.random.SeedSequence:

@@ -8,13 +8,15 @@ so it runs unchanged on every backend.
 | pattern | module | data flow | reproducibility |
 |---|---|---|---|
 | SyncSamples | sync_samples | broadcast weights, gather fragments in env order | bit-identical |
+| PopulationEvaluation | population | broadcast weights (and filter stats), hand out perturbation index ranges, gather returns in perturbation order | bit-identical |
 | (family modules add sync replay, async gradients, async samples, population evaluation) | | | |
 
 Asynchronous patterns consume results through an `ArrivalSchedule` (schedule.py): free-running
 it records which worker's result the driver consumed at each step; given that record, it makes
 any backend consume them in the same order, so an asynchronous run replays bit for bit.
 """
+from unirl.execution.population import PopulationEvaluation
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.execution.sync_samples import SyncSamples, worker_specs
 
-__all__ = ["ArrivalSchedule", "SyncSamples", "worker_specs"]
+__all__ = ["ArrivalSchedule", "PopulationEvaluation", "SyncSamples", "worker_specs"]
