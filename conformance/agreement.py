@@ -16,33 +16,38 @@ def _record(level, check, algo, framework, status, duration_s, message="", diffe
                 duration_s=duration_s, message=message, difference=difference)
 
 
-def gradient_agreement(algo: str, reference: str, framework: str, rtol: float) -> dict:
-    """From the same weights and minibatch: loss, stats, gradient and the weights after one step, within `rtol`.
+def gradient_agreement(algo: str, reference: str, framework: str, rtol: float, problem=None) -> dict:
+    """The algorithm's own loss on its own batch: from the same captured state (every parameter set and the
+    optimizer state) and minibatch, loss, stats, gradient and the learner state after one step within `rtol`.
 
-    `rtol` is relative to each array's largest magnitude (a gradient's small components carry
-    float32 rounding of the large ones).
+    `problem` is a framework_checks.LossProblem (captured once per algorithm with the reference
+    framework; see `capture_problem`), or an exception raised while capturing it. `rtol` is
+    relative to each array's largest magnitude (a gradient's small components carry float32
+    rounding of the large ones).
     """
     from unirl.conformance import framework_checks as fc
 
     check = "loss_and_gradients"
-    if algo != "PPO":
-        return _record(4, check, algo, framework, UNAVAILABLE, 0.0,
-                       f"framework_checks has a fixed problem for PPO only, not for {algo}")
     t0 = time.perf_counter()
     try:
-        arrays = fc.compare_loss_and_grads(reference, framework, rtol=rtol)
+        if isinstance(problem, BaseException):
+            raise problem
+        problem = problem or fc.capture_problem(algo, framework=reference)
+        arrays = fc.compare_loss_and_grads(reference, framework, problem, rtol=rtol)
     except Exception as e:
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=8))
         return _record(4, check, algo, framework, FAILED, time.perf_counter() - t0,
-                       f"raised {type(e).__name__}: {e}", {"traceback": traceback.format_exc(limit=8)})
+                       f"raised {type(e).__name__}: {e}", {"traceback": tb})
     dt = time.perf_counter() - t0
     summary = {k: {"ok": v["ok"], "scale_rel_diff": v["scale_rel_diff"], "max_abs_diff": v["max_abs_diff"]}
                for k, v in arrays.items()}
     bad = [(k, v) for k, v in arrays.items() if not v["ok"]]
     worst = max(v["scale_rel_diff"] for v in arrays.values())
+    where = {"tolerance": rtol, "reference": reference, "problem": problem.describe(), "arrays": summary}
     if not bad:
         return _record(4, check, algo, framework, PASSED, dt,
-                       f"{framework} within {rtol:g} (scale-relative) of {reference}; largest difference {worst:.2e}",
-                       {"tolerance": rtol, "reference": reference, "arrays": summary})
+                       f"{framework} within {rtol:g} (scale-relative) of {reference} on {len(arrays)} arrays of "
+                       f"{algo}'s learning call {problem.call_index}; largest difference {worst:.2e}", where)
     name, v = bad[0]
     message = (f"`{name}` of {framework} differs from {reference} beyond the tolerance {rtol:g} "
                f"(scale-relative {v['scale_rel_diff']:.3g}): first at index {list(v['first_index'] or [])}: "
@@ -50,8 +55,7 @@ def gradient_agreement(algo: str, reference: str, framework: str, rtol: float) -
     if len(bad) > 1:
         message += "; also outside the tolerance: " + ", ".join(k for k, _ in bad[1:])
     return _record(4, check, algo, framework, FAILED, dt, message,
-                   {"tolerance": rtol, "reference": reference, "array": name, "index": v["first_index"],
-                    "expected": v["expected"], "actual": v["actual"], "arrays": summary})
+                   dict(where, array=name, index=v["first_index"], expected=v["expected"], actual=v["actual"]))
 
 
 def curve_score(record) -> float:

@@ -52,7 +52,8 @@ def framework_api_checks(framework: str) -> list[dict]:
 
 def backend_api_checks(backend: str) -> list[dict]:
     """The backend protocol checks of backend_checks (ordering, wait-first-k, errors with traceback, a killed
-    worker, 100 MB bit-exact, log forwarding, clean shutdown), one record each."""
+    worker, 100 MB bit-exact, a >1M-element float32 array and the weights to and from every worker bit-exact, log
+    forwarding, clean shutdown), one record each."""
     from unirl.conformance import backend_checks as bc
 
     return [backend_check_record(r, backend) for r in bc.run_backend_checks(bc.backend_factory(backend))]

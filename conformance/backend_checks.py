@@ -20,6 +20,11 @@ Functions:
   the timeout; the other workers keep serving.
 - `check_array_roundtrip(factory, nbytes=100 MB)`: an array sent to a worker and back is
   bit-exact (first differing index and both values otherwise); reports MB/s.
+- `check_float32_every_worker(factory, num_workers=4)`: a float32 array of more than a million
+  elements (NaN, -0.0, infinities, subnormals, full mantissas) and a real policy weight vector
+  reach every one of `num_workers` workers bit-exact, come back from each bit-exact (made in the
+  worker), and survive the round trip; a backend that rounds, compresses or casts large arrays,
+  or handles some worker differently, fails with the direction, worker and first differing index.
 - `check_log_forwarding(factory)`: a worker's log record reaches the driver's logging tree,
   tagged `[worker N]`.
 - `check_clean_shutdown(factory, timeout=15)`: shutdown twice is fine and no worker process is
@@ -41,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from unirl.backends.base import pid_alive
-from unirl.conformance.workers import Echo
+from unirl.conformance.workers import BIG_FLOAT32_ELEMENTS, MAKERS, Echo, bit_difference
 from unirl.errors import WorkerDiedError, WorkerError
 
 MB = 1 << 20
@@ -291,6 +296,40 @@ def check_array_roundtrip(backend, nbytes=100 * MB):
                    roundtrip_s=round(took, 4), mb_per_s=round(mb_s, 1))
 
 
+#: Workers of the every-worker transfer check (the 3rd and 4th are where a per-worker fault hides).
+TRANSFER_WORKERS = 4
+
+
+@_runner("float32_every_worker")
+def check_float32_every_worker(backend, num_workers=TRANSFER_WORKERS, elements=BIG_FLOAT32_ELEMENTS):
+    """A >1M-element float32 array and the policy weights reach every worker bit-exact, in both directions."""
+    workers = backend.spawn(Echo, [(i,) for i in range(num_workers)])
+    payloads = [("special_float32", (elements, 0)), ("policy_weights", (0,))]
+    t0 = time.perf_counter()
+    checked = 0
+    for maker, args in payloads:
+        array = MAKERS[maker](*args)
+        what = f"the {array.size:,}-element {array.dtype} array `{maker}`"
+        # driver -> worker: each worker compares what arrived with the same array made there
+        there = backend.get([backend.call(w, "received_difference", array, maker, *args) for w in workers],
+                            timeout=300)
+        # worker -> driver: each worker makes it and sends it
+        back = backend.get([backend.call(w, "make", maker, *args) for w in workers], timeout=300)
+        # there and back
+        round_trip = backend.get([backend.call(w, "array_roundtrip", array) for w in workers], timeout=300)
+        for i in range(num_workers):
+            for direction, diff in (("driver -> worker", there[i]), ("worker -> driver", bit_difference(array, back[i])),
+                                    ("round trip", bit_difference(array, round_trip[i]))):
+                checked += 1
+                if diff:
+                    return _result(False, f"{what}: {direction} (worker {i} of {num_workers}) is not bit-exact",
+                                   direction=direction, worker=i, array=maker, elements=int(array.size), **diff)
+    took = time.perf_counter() - t0
+    return _result(True, f"a {elements:,}-element float32 array and the {MAKERS['policy_weights']().size:,} policy "
+                         f"weights bit-exact to and from each of {num_workers} workers ({checked} transfers checked, "
+                         f"{took:.2f}s)", seconds_all=round(took, 3))
+
+
 class _Collect(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -344,7 +383,7 @@ def check_clean_shutdown(backend, timeout=15.0):
 
 
 ALL_CHECKS = (check_ordering, check_wait_first_k, check_exception, check_killed_worker, check_array_roundtrip,
-              check_log_forwarding, check_clean_shutdown)
+              check_float32_every_worker, check_log_forwarding, check_clean_shutdown)
 
 
 def run_backend_checks(factory, checks=None) -> list[CheckResult]:

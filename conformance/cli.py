@@ -13,7 +13,9 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default=None,
                    help="comma-separated: local,multiprocessing,ray,mpi or backend import paths pkg.module:Class "
                         "(default: all four)")
-    p.add_argument("--algo", default="PPO", help="comma-separated algorithms (default PPO)")
+    p.add_argument("--algo", default=None,
+                   help="comma-separated: registered algorithm names or import paths pkg.module:Class "
+                        "(default: every registered algorithm that declares a conformance spec)")
     p.add_argument("--quick", action="store_true", help="the quick mode: levels 1-4 with short runs")
     p.add_argument("--levels", default=None, help="comma-separated levels to run, e.g. 1,3 (default: the mode's)")
     p.add_argument("--json", help="write the report (one record per check and combination) here")
@@ -41,7 +43,7 @@ def options_from_args(args):
             raise UnirlError(f"--levels takes numbers 1 to 5, got {args.levels!r}.") from None
         if not set(levels) <= {1, 2, 3, 4, 5}:
             raise UnirlError(f"--levels takes numbers 1 to 5, got {args.levels!r}.")
-    return SuiteOptions(algos=_split(args.algo, ["PPO"]), frameworks=_split(args.framework, ALL_FRAMEWORKS),
+    return SuiteOptions(algos=None if args.algo is None else _split(args.algo, ()), frameworks=_split(args.framework, ALL_FRAMEWORKS),
                         backends=_split(args.backend, ALL_BACKENDS), quick=bool(args.quick), levels=levels)
 
 
@@ -103,6 +105,12 @@ def run(args) -> int:
 
         return run_specs_command(*args.run_specs)
     options = options_from_args(args)
+    if options.algos is None:
+        from dataclasses import replace
+
+        from unirl.conformance.runner import registered_algorithms
+
+        options = replace(options, algos=registered_algorithms())
     # Wide enough for the matrix when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]unirl conformance[/bold] ({'quick' if options.quick else 'full'} mode): "

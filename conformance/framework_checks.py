@@ -17,17 +17,23 @@ Functions:
 - `check_row_invariance(adapter, batch_sizes)` -> list[`Finding`]: a row's policy output,
   log-probability inputs and value do not depend on the size of the batch it arrives in (1..600
   rows) nor on its position in it (bitwise), which worker-count invariance needs.
-- `check_optimizer_step(adapter, steps)` -> list[`Finding`]: the neutral Adam with global-norm
-  clipping, compiled on the adapter, against a float64 NumPy reference.
-- `ppo_problem(seed)` -> `PPOProblem`: fixed initial weights, batch and hyperparameters (NumPy).
+- `check_optimizer_step(adapter, steps)` -> list[`Finding`]: the optimizer chain (global-norm
+  clipping, then Adam), compiled on the adapter, against a float64 NumPy reference.
+- `small_config(algo, num_workers)` -> dict: the algorithm's small conformance config (its
+  ConformanceSpec's `run_config`) with `total_envs` split over the workers.
+- `capture_problem(algo, config, framework, call)` -> `LossProblem`: runs the algorithm on the
+  local backend and captures one of its OWN learning calls through `Policy.recorder`: the batch
+  and hyperparameters it passed, and every parameter set and the optimizer state before the call.
+- `build_learner_policy(adapter, problem)` -> Policy: the algorithm's module, loss, optimizer and
+  parameter sets (`Algorithm.build_policy`) on another adapter, loaded with the captured state.
 - `loss_and_grads(adapter, problem)` -> dict of NumPy arrays: loss, stats, raw gradient and the
-  weights after one learn step, through `Policy` (the compiled path PPO uses).
+  learner state after one learn step, through `Policy` (the compiled path training uses).
 - `compare_loss_and_grads(adapter_a, adapter_b, problem)` -> dict: per array (loss, grad,
-  weights_after_step, stats/...) its `Finding` as a dict (max abs / rel differences, first
-  differing index, both values).
-- `count_traces(framework, iterations, config)` -> dict: how often each compiled function of
-  a PPO policy was traced over a few training iterations with a changing learning rate.
-- `train_weights(framework, iterations, config)` -> NumPy flat weights after a short PPO run.
+  weights_after_step, after_step/opt/..., stats/...) its `Finding` as a dict (max abs / rel
+  differences, first differing index, both values).
+- `count_traces(framework, iterations, config, algo)` -> dict: how often each compiled function of
+  an algorithm's policy (default PPO) was traced over a few training iterations with a changing learning rate.
+- `train_weights(framework, iterations, config, algo)` -> NumPy flat weights after a short run.
 - `check_same_run_twice(framework, iterations, config)` -> `Finding`: two runs, bit-identical.
 - `check_worker_count_invariance(framework, worker_counts)` -> list[`Finding`]: the same envs
   split over 1, 2, 4 workers (local backend unless the config says otherwise) give bit-identical weights.
@@ -44,11 +50,6 @@ from typing import Any
 import numpy as np
 
 from unirl.ops import OPS_NAMES, numpy_ops
-
-TINY_PPO = {"env": "CartPole-v1", "num_envs_per_worker": 4, "train_batch_size": 64, "minibatch_size": 32,
-            "num_epochs": 2}
-"""A PPO config small enough for checks that train: 4 envs x 16 steps, 2 epochs of 2 minibatches."""
-
 
 @dataclass
 class Finding:
@@ -336,11 +337,12 @@ def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim: int
 
 def check_optimizer_step(adapter, steps: int = 5, max_norm: float = 0.5, rtol: float = 1e-5,
                          b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> list[Finding]:
-    """`steps` compiled steps of clip-by-global-norm + neutral Adam, against a float64 NumPy reference.
+    """`steps` compiled steps of the optimizer chain clip-by-global-norm + Adam (unirl.optim), against a
+    float64 NumPy reference.
 
-    The learning rate changes every step (as a schedule would) and enters as a tensor.
+    The learning rate changes every step (as a schedule would) and enters as a tensor in `hp`.
     """
-    from unirl.optim import AdamState, adam_update, clip_by_global_norm
+    from unirl.optim import adam, chain, clip_by_global_norm, global_norm
 
     adapter = load_adapter(adapter)
     ops = adapter.ops
@@ -348,18 +350,19 @@ def check_optimizer_step(adapter, steps: int = 5, max_norm: float = 0.5, rtol: f
     params = rng.standard_normal(40).astype(np.float32)
     grads = [(rng.standard_normal(40) * (0.1 if k % 2 else 3.0)).astype(np.float32) for k in range(steps)]
     lrs = [1e-2 * (1 - k / (2 * steps)) for k in range(steps)]
+    optimizer = chain(clip_by_global_norm(max_norm), adam(b1, b2, eps))
 
-    def step(p, state, g, lr):
-        g, norm = clip_by_global_norm(ops, g, max_norm)
-        updates, state = adam_update(ops, g, state, lr, b1, b2, eps)
+    def step(p, state, g, hp):
+        norm = global_norm(ops, g)
+        updates, state = optimizer.update(ops, g, state, p, hp)
         return p + updates, state, norm
 
     compiled = adapter.compile(step)
     p = adapter.tensor(params)
-    state = adapter.tree_tensor(AdamState(np.float32(0), np.zeros(40, np.float32), np.zeros(40, np.float32)))
+    state = adapter.tree_tensor(optimizer.init(numpy_ops, params))
     norms = []
     for g, lr in zip(grads, lrs):
-        p, state, norm = compiled(p, state, adapter.tensor(g), adapter.tensor(np.float32(lr)))
+        p, state, norm = compiled(p, state, adapter.tensor(g), {"lr": adapter.tensor(np.float32(lr))})
         norms.append(adapter.numpy(norm))
     ref_p = params.astype(np.float64)
     m = np.zeros(40)
@@ -373,180 +376,292 @@ def check_optimizer_step(adapter, steps: int = 5, max_norm: float = 0.5, rtol: f
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         ref_p = ref_p - np.float32(lr) * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
-    state = adapter.tree_numpy(state)
+    adam_state = adapter.tree_numpy(state)[1]
     return [
         compare_arrays("params", ref_p, adapter.numpy(p), rtol, 1e-6, check="optimizer"),
-        compare_arrays("mu", m, state.mu, rtol, 1e-7, check="optimizer"),
-        compare_arrays("nu", v, state.nu, rtol, 1e-9, check="optimizer"),
-        compare_arrays("count", float(steps), state.count, check="optimizer"),
+        compare_arrays("mu", m, adam_state.mu, rtol, 1e-7, check="optimizer"),
+        compare_arrays("nu", v, adam_state.nu, rtol, 1e-9, check="optimizer"),
+        compare_arrays("count", float(steps), adam_state.count, check="optimizer"),
         compare_arrays("global_norm", np.array(ref_norms), np.array(norms, np.float64), rtol, check="optimizer"),
     ]
 
 
-# -- the PPO loss across frameworks -----------------------------------------------------------
-@dataclass
-class PPOProblem:
-    """A fixed PPO minibatch problem, all NumPy: the same numbers go to every adapter."""
-
-    model: Any
-    dist: Any
-    params: dict
-    batch: dict
-    hp: dict
-    grad_clip: float = 0.0
-
-
-def ppo_problem(seed: int = 0, rows: int = 128, obs_dim: int = 4, num_actions: int = 2,
-                hidden_sizes=(64, 64)) -> PPOProblem:
-    """Initial weights from the model's seeded init, a random batch whose ratios partly clip."""
-    from unirl import sample_batch as sb
-    from unirl.distributions import Categorical
-    from unirl.models import ActorCriticMLP, ModelConfig
-
-    rng = np.random.default_rng(seed)
-    model = ActorCriticMLP(obs_dim, num_actions, ModelConfig(hidden_sizes=tuple(hidden_sizes)))
-    params = model.init_params(seed)
-    # a policy head far from uniform, so that ratios move and some clip
-    params["pi/out/w"] = (rng.standard_normal(params["pi/out/w"].shape) * 0.5).astype(np.float32)
-    batch = {
-        sb.OBS: rng.standard_normal((rows, obs_dim)).astype(np.float32),
-        sb.ACTIONS: rng.integers(0, num_actions, rows).astype(np.int64),
-        sb.LOGP: np.log(rng.uniform(0.2, 0.8, rows)).astype(np.float32),
-        sb.ADVANTAGES: rng.standard_normal(rows).astype(np.float32),
-        sb.VALUE_TARGETS: rng.standard_normal(rows).astype(np.float32),
-    }
-    hp = {"lr": 2e-3, "clip_param": 0.2, "vf_loss_coeff": 0.5, "entropy_coeff": 0.01, "normalize_advantages": 1.0}
-    return PPOProblem(model, Categorical(num_actions), params, batch, hp)
-
-
-def _ppo_loss_fn():
+# -- an algorithm's own loss on its own batch, across frameworks ------------------------------
+def algorithm_class(algo):
+    """The Algorithm class: `algo` itself, or looked up in unirl's registry (a name or "pkg.module:Class")."""
+    if not isinstance(algo, str):
+        return algo
     from unirl.registry import get_algorithm_class
 
-    return get_algorithm_class("PPO").loss
+    return get_algorithm_class(algo)
 
 
-def loss_and_grads(adapter, problem: PPOProblem | None = None, loss=None) -> dict[str, np.ndarray]:
-    """Loss, stats, the unclipped gradient and the weights after one learn step, as NumPy.
+def algorithm_label(algo) -> str:
+    return algo if isinstance(algo, str) else f"{algo.__module__}:{algo.__qualname__}"
 
-    Goes through `Policy.compute_gradients` and `Policy.learn_on_batch`: the compiled path
-    that training uses, not a re-implementation.
+
+def small_config(algo="PPO", num_workers: int = 1, which: str = "run_config") -> dict:
+    """The algorithm's small conformance config (its ConformanceSpec's `run_config` or `curve_config`) as an
+    algorithm config: `total_envs` split over `num_workers` workers."""
+    spec = algorithm_class(algo).conformance
+    if spec is None:
+        raise ValueError(f"{algorithm_label(algo)} declares no conformance spec (`conformance = ConformanceSpec(...)`)")
+    cfg = dict(getattr(spec, which) or spec.run_config)
+    total = cfg.pop("total_envs", None)
+    if total is not None:
+        if total % num_workers:
+            raise ValueError(f"{total} envs cannot be split evenly over {num_workers} workers")
+        cfg.update(num_workers=num_workers, num_envs_per_worker=total // num_workers)
+    return cfg
+
+
+def _as_numpy(adapter, value) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (int, float, np.generic)):
+        return np.asarray(value)
+    return np.array(adapter.numpy(value))
+
+
+@dataclass
+class LossProblem:
+    """One learning call an algorithm made in a real run, captured as NumPy (see `capture_problem`).
+
+    `state` is `Policy.get_state()` just before the call: every parameter set ("params/...",
+    "target_params/...") and the optimizer state ("opt/..."). The same numbers go to every adapter.
     """
-    from unirl.policy import Policy
+
+    algo: Any  # a registered name, "pkg.module:Class", or the class
+    config: dict  # the algorithm config the call was captured from
+    kind: str  # "learn" (learn_on_batch) or "gradients" (compute_gradients)
+    call_index: int  # which learning call of the run (0-based)
+    state: dict
+    batch: dict
+    hp: dict
+    captured_with: str = ""  # the framework that ran the capturing run
+
+    def describe(self) -> str:
+        rows = max((len(v) for v in self.batch.values() if np.ndim(v)), default=0)
+        return (f"{algorithm_label(self.algo)} learning call {self.call_index} ({self.kind}, {rows} rows, "
+                f"columns {sorted(self.batch)}, hyperparameters {sorted(self.hp)}) captured with {self.captured_with}")
+
+
+class _Captured(Exception):
+    """Raised by the recorder to end the capturing run once the wanted call is recorded."""
+
+
+def capture_problem(algo="PPO", config: dict | None = None, framework="torch", call: int = -1,
+                    iterations: int = 1) -> LossProblem:
+    """Run the algorithm (local backend, `config` or its small conformance config) and capture one of its own
+    learning calls through `Policy.recorder`: the batch and hyperparameters it passed, as NumPy, and every
+    parameter set and the optimizer state just before it.
+
+    `call` is the index of the learn_on_batch / compute_gradients call to capture, or -1 (default) for the
+    last one of the first `iterations` iterations: by then the optimizer state is not zero and the
+    parameters have moved away from those that sampled the batch (PPO's ratios move and some clip).
+    """
+    cls = algorithm_class(algo)
+    cfg = dict(small_config(algo) if config is None else config)
+    cfg.update(framework=framework_spec(framework), backend="local")
+    captured: dict = {}
+    count = [0]
+
+    def recorder(kind, policy, batch, hp):
+        index = count[0]
+        count[0] += 1
+        if call >= 0 and index != call:
+            return
+        adapter = policy.adapter
+        captured.update(kind=kind, index=index, state=policy.get_state(),
+                        batch={k: _as_numpy(adapter, v) for k, v in batch.items()},
+                        hp={k: float(_as_numpy(adapter, v)) for k, v in hp.items()})
+        if call >= 0:
+            raise _Captured()
+
+    algo_obj = cls(cfg)
+    try:
+        algo_obj.policy.recorder = recorder
+        try:
+            for _ in range(iterations if call < 0 else 10_000):
+                algo_obj.train()
+                if call >= 0 and count[0] > call:
+                    break
+        except _Captured:
+            pass
+    finally:
+        algo_obj.policy.recorder = None
+        algo_obj.stop()
+    if not captured:
+        raise ValueError(f"{algorithm_label(algo)} made {count[0]} learning calls (learn_on_batch or compute_gradients) "
+                         f"in {iterations} iteration(s); nothing to capture (call {call})")
+    return LossProblem(algo, cfg, captured["kind"], captured["index"], captured["state"], captured["batch"],
+                       captured["hp"], framework_spec(framework))
+
+
+_DEFAULT_PROBLEMS: dict = {}
+
+
+def default_problem(algo="PPO", framework="torch") -> LossProblem:
+    """`capture_problem(algo, framework=framework)`, cached per (algorithm, framework)."""
+    key = (algorithm_label(algo), framework_spec(framework))
+    if key not in _DEFAULT_PROBLEMS:
+        _DEFAULT_PROBLEMS[key] = capture_problem(algo, framework=framework)
+    return _DEFAULT_PROBLEMS[key]
+
+
+def build_learner_policy(adapter, problem: LossProblem):
+    """The algorithm's learner policy (its module, loss, optimizer and parameter sets, via
+    `Algorithm.build_policy`) on `adapter`, loaded with the problem's captured state."""
+    from unirl.policy import PolicySpec
 
     adapter = load_adapter(adapter)
-    problem = problem or ppo_problem()
-    policy = Policy(adapter, problem.model, problem.dist, problem.params, loss=loss or _ppo_loss_fn(),
-                    grad_clip=problem.grad_clip)
+    cls = algorithm_class(problem.algo)
+    config = cls.config_class.from_dict(dict(problem.config, framework=framework_spec(adapter)))
+    spec = cls.policy_spec(config)
+
+    class _OnThisAdapter(PolicySpec):
+        def adapter(self):  # the adapter object given (it may be a plugin instance), not a new one
+            return given
+
+    given = adapter
+    pinned = _OnThisAdapter(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(PolicySpec)})
+    policy = cls.build_policy(config, for_learning=True, spec=pinned)
+    policy.set_state(problem.state)
+    return policy
+
+
+def loss_and_grads(adapter, problem: LossProblem | None = None) -> dict[str, np.ndarray]:
+    """The algorithm's loss, stats and unclipped gradient on the captured batch, and its whole learner state
+    after one learn step (`weights_after_step`: the trained parameters; `after_step/<name>`: the optimizer
+    state and the other parameter sets), as NumPy.
+
+    Goes through `Policy.compute_gradients` and `Policy.learn_on_batch`: the compiled path that training
+    uses, not a re-implementation.
+    """
+    adapter = load_adapter(adapter)
+    problem = problem or default_problem(framework=adapter)
+    policy = build_learner_policy(adapter, problem)
     grad, stats = policy.compute_gradients(dict(problem.batch), dict(problem.hp))
     out = {"loss": np.float64(stats.pop("total_loss")), "grad": grad}
     out.update({f"stats/{k}": np.float64(v) for k, v in stats.items()})
-    policy.learn_on_batch(dict(problem.batch), dict(problem.hp))
-    out["weights_after_step"] = policy.get_flat_weights()
+    if policy.optimizer is not None:
+        policy.set_state(problem.state)
+        policy.learn_on_batch(dict(problem.batch), dict(problem.hp))
+        policy.finish_learning()
+        out["weights_after_step"] = policy.get_flat_weights()
+        out.update({f"after_step/{k}": np.asarray(v) for k, v in policy.get_state().items()
+                    if not k.startswith("params/")})
     return out
 
 
-def compare_loss_and_grads(adapter_a, adapter_b, problem: PPOProblem | None = None, rtol: float = 1e-5,
-                           loss=None) -> dict[str, dict]:
-    """Per array, how adapter_b's loss, gradient and stepped weights differ from adapter_a's.
+def compare_loss_and_grads(adapter_a, adapter_b, problem: LossProblem | None = None,
+                           rtol: float = 1e-5) -> dict[str, dict]:
+    """Per array, how adapter_b's loss, stats, gradient and state after one step differ from adapter_a's.
 
     Returns {array name: Finding.as_dict()}; "ok" uses `rtol` relative to each array's scale
-    (its largest magnitude), and the dict also carries the element-wise relative difference.
+    (its largest magnitude; for a scalar, the larger of 1 and its magnitude), and the dict also
+    carries the element-wise relative difference. An array one adapter produced and the other did
+    not is a failed finding.
     """
-    problem = problem or ppo_problem()
-    a = loss_and_grads(adapter_a, problem, loss)
-    b = loss_and_grads(adapter_b, problem, loss)
+    problem = problem or default_problem(framework=adapter_a)
+    a = loss_and_grads(adapter_a, problem)
+    b = loss_and_grads(adapter_b, problem)
     name_a, name_b = framework_spec(adapter_a), framework_spec(adapter_b)
+    check = f"loss_and_grads {name_a} vs {name_b}"
     out = {}
-    for k in a:
-        f = compare_arrays(k, a[k], b[k], rtol, 0.0, check=f"loss_and_grads {name_a} vs {name_b}",
-                           scale_relative=True)
-        out[k] = f.as_dict()
+    for k in list(a) + [k for k in b if k not in a]:
+        if k not in a or k not in b:
+            out[k] = Finding(check, k, False, math.inf, math.inf, math.inf,
+                             message=f"only {name_a if k in a else name_b} produced it").as_dict()
+            continue
+        # A scalar (the loss, a stat) is often a small difference of large terms (a policy loss of
+        # normalized advantages is near 0): it is held to rtol x max(1, its magnitude).
+        atol = rtol if np.ndim(a[k]) == 0 else 0.0
+        out[k] = compare_arrays(k, a[k], b[k], rtol, atol, check=check, scale_relative=True).as_dict()
     return out
 
 
 # -- training-level checks --------------------------------------------------------------------
-def _build(framework, config: dict | None, iterations: int):
-    import unirl
-
-    cfg = dict(TINY_PPO if config is None else config)
+def _build(framework, config: dict | None, iterations: int, algo="PPO"):
+    cfg = dict(small_config(algo) if config is None else config)
     cfg["framework"] = framework_spec(framework)
-    algo = unirl.build("PPO", cfg)
+    algo_obj = algorithm_class(algo)(cfg)
     try:
         for _ in range(iterations):
-            algo.train()
+            algo_obj.train()
     except BaseException:
-        algo.stop()
+        algo_obj.stop()
         raise
-    return algo
+    return algo_obj
 
 
-def count_traces(framework, iterations: int = 4, config: dict | None = None) -> dict[str, int]:
-    """Trace counts of a PPO policy's compiled functions after `iterations` iterations.
+def count_traces(framework, iterations: int = 4, config: dict | None = None, algo="PPO") -> dict[str, int]:
+    """Trace counts of an algorithm's (default PPO) compiled policy functions after `iterations` iterations.
 
     The learning rate follows a schedule, so it changes every iteration: a count above one
     for the learn step means a new value retraced it.
     """
-    cfg = dict(TINY_PPO if config is None else config)
+    cfg = dict(small_config(algo) if config is None else config)
     cfg.setdefault("lr_schedule", [[0, 3e-3], [100_000, 1e-4]])
-    algo = _build(framework, cfg, iterations)
+    algo_obj = _build(framework, cfg, iterations, algo)
     try:
-        p = algo.policy
-        algo.evaluate(2)  # acting on another batch size, through greedy evaluation
+        p = algo_obj.policy
+        algo_obj.evaluate(2)  # acting on another batch size, through greedy evaluation
         counts = {name: p.adapter.trace_count(fn) for name, fn in
                   (("learn_step", p._learn_step), ("policy_out", p._policy_out), ("forward", p._forward),
                    ("unflatten", p._unflatten)) if fn is not None}
         counts["iterations"] = iterations
         return counts
     finally:
-        algo.stop()
+        algo_obj.stop()
 
 
-def train_weights(framework, iterations: int = 3, config: dict | None = None) -> np.ndarray:
-    """The flat weights after `iterations` PPO iterations (a fresh algorithm each call)."""
-    algo = _build(framework, config, iterations)
+def train_weights(framework, iterations: int = 3, config: dict | None = None, algo="PPO") -> np.ndarray:
+    """The flat weights after `iterations` iterations of the algorithm (a fresh algorithm each call)."""
+    algo_obj = _build(framework, config, iterations, algo)
     try:
-        return algo.policy.get_flat_weights()
+        return algo_obj.policy.get_flat_weights()
     finally:
-        algo.stop()
+        algo_obj.stop()
 
 
-def check_same_run_twice(framework, iterations: int = 3, config: dict | None = None) -> Finding:
+def check_same_run_twice(framework, iterations: int = 3, config: dict | None = None, algo="PPO") -> Finding:
     """Two identical short runs end with bit-identical weights."""
-    a = train_weights(framework, iterations, config)
-    b = train_weights(framework, iterations, config)
+    a = train_weights(framework, iterations, config, algo)
+    b = train_weights(framework, iterations, config, algo)
     return compare_arrays("weights", a, b, check=f"same_run_twice {framework_spec(framework)}")
 
 
 def check_worker_count_invariance(framework, worker_counts=(1, 2, 4), num_envs: int = 8, iterations: int = 2,
-                                  config: dict | None = None) -> list[Finding]:
+                                  config: dict | None = None, algo="PPO") -> list[Finding]:
     """The same `num_envs` envs split over each worker count end with bit-identical weights.
 
     Each worker acts on its share of the envs (batches of num_envs / workers rows), so this
     holds only if a row's result does not depend on its batch (see `check_row_invariance`).
     """
-    base = dict(TINY_PPO if config is None else config)
+    base = dict(small_config(algo) if config is None else config)
     weights = {}
     for n in worker_counts:
-        weights[n] = train_weights(framework, iterations, dict(base, num_workers=n, num_envs_per_worker=num_envs // n))
+        weights[n] = train_weights(framework, iterations, dict(base, num_workers=n, num_envs_per_worker=num_envs // n),
+                                   algo)
     first = worker_counts[0]
     return [compare_arrays(f"weights {first} vs {n} workers", weights[first], weights[n],
                            check=f"worker_count {framework_spec(framework)}") for n in worker_counts[1:]]
 
 
 def check_checkpoint_transfer(src, dst, checkpoint_dir: str, iterations: int = 3, num_obs: int = 1000,
-                              config: dict | None = None, seed: int = 0) -> Finding:
+                              config: dict | None = None, seed: int = 0, algo="PPO") -> Finding:
     """Train with `src`, save, restore with `dst`: greedy actions on `num_obs` fixed observations agree."""
-    from unirl.registry import get_algorithm_class
-
-    algo = _build(src, config, iterations)
+    algo_obj = _build(src, config, iterations, algo)
     try:
-        path = algo.save(checkpoint_dir)
-        obs = np.random.default_rng(seed).standard_normal((num_obs, 4)).astype(np.float32)
-        want = algo.compute_actions(obs)
-        logits_src = algo.policy.policy_outputs(obs)
+        path = algo_obj.save(checkpoint_dir)
+        obs_dim = algo_obj.policy.module.obs_dim
+        obs = np.random.default_rng(seed).standard_normal((num_obs, obs_dim)).astype(np.float32)
+        want = algo_obj.compute_actions(obs)
+        logits_src = algo_obj.policy.policy_outputs(obs)
     finally:
-        algo.stop()
-    restored = get_algorithm_class("PPO").from_checkpoint(path, framework=framework_spec(dst))
+        algo_obj.stop()
+    restored = algorithm_class(algo).from_checkpoint(path, framework=framework_spec(dst))
     try:
         got = restored.compute_actions(obs)
         logits_dst = restored.policy.policy_outputs(obs)

@@ -27,15 +27,17 @@ import time
 
 from unirl.conformance.runs import RunRecord, RunSpec, record_run
 
-#: Workers the backend protocol checks (backend_checks) spawn at most.
-API_CHECK_WORKERS = 3
+#: Workers the backend protocol checks (backend_checks) spawn at most (the every-worker transfer check: 4).
+API_CHECK_WORKERS = 4
 #: Seconds one run may take (including its backend's start) before the job counts as hung.
 RUN_TIMEOUT_S = 300
 
 
 def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
-                         api_checks: bool = False) -> tuple[dict, list | None]:
+                         api_checks: bool = False, schedules: dict | None = None) -> tuple[dict, list | None]:
     """Record `specs` (all on `backend`) in one child job, then (if asked) run the backend's level-1 checks there.
+
+    `schedules` maps a replaying spec to the arrival schedule it replays.
 
     Returns (records by spec, level-1 records or None); a run the job did not record carries the
     reason. `on_record(spec, record)` is called as each record arrives.
@@ -44,7 +46,8 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
         spec_path, out_path = os.path.join(tmp, "specs.pkl"), os.path.join(tmp, "records.pkl")
         log_path = os.path.join(tmp, "child.log")
         with open(spec_path, "wb") as fh:
-            pickle.dump({"backend": backend, "specs": specs, "api_checks": api_checks}, fh)
+            pickle.dump({"backend": backend, "specs": specs, "api_checks": api_checks,
+                         "schedules": dict(schedules or {})}, fh)
         env = dict(os.environ)
         # The child imports what this process can (a plugin found through sys.path, e.g. under pytest).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -150,7 +153,7 @@ def run_specs_command(spec_path: str, out_path: str) -> int:
     if prepare is not None:
         from unirl.config import AlgorithmConfig
 
-        # Enough worker processes for the widest run and for the protocol checks, which use 3 workers
+        # Enough worker processes for the widest run and for the protocol checks, which use up to 4 workers
         # that must not share a process (one of them sleeps while the others answer).
         num_workers = max([s.num_workers for s in specs] + ([API_CHECK_WORKERS] if job["api_checks"] else [1]))
         config = AlgorithmConfig.from_dict({"backend": backend, "num_workers": num_workers, "num_envs_per_worker": 1,
@@ -167,8 +170,9 @@ def run_specs_command(spec_path: str, out_path: str) -> int:
         os.replace(out_path + ".tmp", out_path)
 
     with (held_open(backend) if prepare is None else contextlib.nullcontext()):
+        schedules = job.get("schedules", {})
         for s in specs:
-            out["records"][s] = record_run(s)
+            out["records"][s] = record_run(s, schedules.get(s))
             save()
         if job["api_checks"]:
             from unirl.conformance.api_checks import backend_api_checks

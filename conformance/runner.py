@@ -7,9 +7,20 @@ Usage::
                                     quick=True))
     assert not report.failed, [r.line() for r in report.failed]
 
+Algorithms come from unirl's own registry (`unirl.registry.ALGORITHMS`, or an import path
+"pkg.module:Class"), and the suite reads nothing about one but its class's `conformance`
+(a `unirl.conformance_spec.ConformanceSpec`): its small configs, its levels, its reproducibility
+kind and its reference score. An algorithm without one is reported unavailable, with the reason.
+
 Runs are shared between levels where that is valid: the reference run (local backend, one
 worker) is run 1 of local's level-2 pair and the reference of every level-3 comparison; each
-other backend's first level-3 run is run 1 of its level-2 pair.
+other backend's level-3 run with REPEAT_WORKERS workers is run 1 of its level-2 pair.
+
+REPLAYABLE (asynchronous) algorithms: for each worker count n, the free-running run on the local
+backend with n workers is the reference; its recorded arrival schedule
+(`get_state()[1]["arrival_schedule"]`) is replayed (config key `arrival_schedule`) on every
+backend with n workers, and each replay must be bit-identical to it (level 3); two replays on
+one backend must be bit-identical (level 2).
 """
 from __future__ import annotations
 
@@ -26,17 +37,25 @@ REFERENCE_BACKEND = "local"
 #: Level 4 compares every framework with this one (when it is installed).
 REFERENCE_FRAMEWORK = "torch"
 
-#: Per algorithm: the small config of the level-2/3 runs (`total_envs` is split over the workers),
-#: and the reference score of level 5.
-ALGORITHMS = {
-    "PPO": {
-        "run_config": {"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 64, "minibatch_size": 32,
-                       "num_epochs": 2},
-        "curve_config": {"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 128, "minibatch_size": 64,
-                         "num_epochs": 4},
-        "learning": {"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 100_000, "eval_episodes": 20},
-    },
-}
+#: The worker count of each non-reference backend's level-2 pair (it crosses process boundaries).
+REPEAT_WORKERS = 2
+
+
+def registered_algorithms(with_spec: bool = True) -> list[str]:
+    """The names in unirl's algorithm registry (those whose class declares a conformance spec, by default)."""
+    from unirl.registry import ALGORITHMS, get_algorithm_class
+
+    names = []
+    for name in ALGORITHMS:
+        try:
+            cls = get_algorithm_class(name)
+        except Exception:
+            if not with_spec:
+                names.append(name)
+            continue
+        if not with_spec or getattr(cls, "conformance", None) is not None:
+            names.append(name)
+    return names
 
 
 @dataclass(frozen=True)
@@ -45,12 +64,10 @@ class Mode:
 
     name: str
     levels: tuple
-    #: Training iterations of each level-2/3 run.
-    iterations: int
-    #: Worker counts checked on the local backend (1 is the reference) and on every other backend
-    #: (the first count also gives that backend's level-2 pair).
-    local_worker_counts: tuple
-    other_worker_counts: tuple
+    #: Training iterations of each level-2/3 run (None: the algorithm's spec's `quick_iterations`).
+    iterations: int | None
+    #: Worker counts checked on every backend (local with 1 is the reference).
+    worker_counts: tuple
     #: Level 4: the scale-relative tolerance of loss, gradient, stats and stepped weights between frameworks.
     grad_rtol: float
     #: Level 4: seeds and iterations of the learning-curve runs, the equivalence margin as a fraction
@@ -61,18 +78,21 @@ class Mode:
     curve_alpha: float
 
 
-QUICK = Mode("quick", (1, 2, 3, 4), iterations=3, local_worker_counts=(1, 2, 4), other_worker_counts=(2,),
+QUICK = Mode("quick", (1, 2, 3, 4), iterations=None, worker_counts=(1, 2, 3, 4),
              grad_rtol=1e-5, curve_seeds=(0, 1, 2, 3), curve_iterations=8, curve_margin=0.10, curve_alpha=0.05)
-FULL = Mode("full", (1, 2, 3, 4, 5), iterations=5, local_worker_counts=(1, 2, 4), other_worker_counts=(2, 1, 4),
+FULL = Mode("full", (1, 2, 3, 4, 5), iterations=5, worker_counts=(1, 2, 3, 4),
             grad_rtol=1e-5, curve_seeds=(0, 1, 2, 3, 4, 5, 6, 7), curve_iterations=30, curve_margin=0.10,
             curve_alpha=0.05)
 
 
 @dataclass
 class SuiteOptions:
-    """What to check: names or import paths ("pkg.module:Class") of frameworks and backends."""
+    """What to check: names or import paths ("pkg.module:Class") of algorithms, frameworks and backends.
 
-    algos: list = field(default_factory=lambda: ["PPO"])
+    `algos=None` (the default): every registered algorithm whose class declares a conformance spec.
+    """
+
+    algos: list | None = None
     frameworks: list = field(default_factory=lambda: list(ALL_FRAMEWORKS))
     backends: list = field(default_factory=lambda: list(ALL_BACKENDS))
     quick: bool = True
@@ -132,16 +152,33 @@ def backend_unavailable(spec: str) -> str | None:
 
 
 def algo_unavailable(name: str) -> str | None:
-    import unirl
+    """Why this algorithm cannot be checked here (it cannot be loaded, or declares no conformance spec), or None."""
+    from unirl.conformance_spec import ConformanceSpec
     from unirl.errors import UnirlError
+    from unirl.registry import get_algorithm_class
 
     try:
-        unirl.get_algorithm_class(name)
+        cls = get_algorithm_class(name)
     except UnirlError as e:
         return str(e)
-    if name not in ALGORITHMS:
-        return f"the conformance suite has no small config and reference score for `{name}` yet."
+    spec = getattr(cls, "conformance", None)
+    if spec is None:
+        return (f"the algorithm `{name}` declares no conformance spec: set `conformance = ConformanceSpec(run_config=..., "
+                f"...)` on its class (see docs/conformance.md) for the suite to check it.")
+    if not isinstance(spec, ConformanceSpec):
+        return f"the algorithm `{name}`'s `conformance` is a {type(spec).__name__}, not a unirl ConformanceSpec."
+    total = spec.run_config.get("total_envs")
+    if not isinstance(total, int) or total % 12:
+        return (f"the algorithm `{name}`'s conformance run_config needs `total_envs` divisible by 1, 2, 3 and 4 "
+                f"(12 or 24), got {total!r}.")
     return None
+
+
+def algo_spec(name: str):
+    """The ConformanceSpec of an algorithm (a name or import path)."""
+    from unirl.registry import get_algorithm_class
+
+    return get_algorithm_class(name).conformance
 
 
 # -- the suite -------------------------------------------------------------------------------
@@ -149,10 +186,14 @@ class Suite:
     """One run of the suite: availability, the planned runs, and every level's checks."""
 
     def __init__(self, options: SuiteOptions, progress: Progress | None = None):
+        if options.algos is None:
+            options = replace(options, algos=registered_algorithms())
         self.options = options
         self.mode = options.mode
         self.progress = progress or Progress()
         self.report = Report(list(options.algos), list(options.frameworks), list(options.backends), options.quick)
+        #: Plugins (import paths) the user named that cannot be loaded: failed at level 1, left out elsewhere.
+        self.load_failed: set = set()
         self.records: dict[RunSpec, RunRecord] = {}
         self.unavailable: dict[tuple, str] = {}
 
@@ -167,6 +208,7 @@ class Suite:
     def _probe(self) -> None:
         o = self.options
         for a in o.algos:
+            self.progress.step(f"loading algorithm {a}")
             self.unavailable[("algo", a)] = algo_unavailable(a)
         for f in o.frameworks:
             self.progress.step(f"loading framework {f}")
@@ -180,9 +222,19 @@ class Suite:
             next((f for f in o.frameworks if not self.unavailable[("framework", f)]), None)
         self.report.reference_framework = ref
         for (kind, name), reason in self.unavailable.items():
+            if kind == "algo" and reason and is_plugin(name):
+                from unirl.errors import UnirlError
+                from unirl.registry import get_algorithm_class
+
+                try:
+                    get_algorithm_class(name)
+                    continue  # it loads, and is unavailable for want of a conformance spec
+                except UnirlError:
+                    pass
             if reason and is_plugin(name):
+                self.load_failed.add(name)
                 # A plugin the user named that cannot be imported is their failure, not a gap of unirl.
-                self.add(1, f"api/{kind}/load", None, name if kind == "framework" else None,
+                self.add(1, f"api/{kind}/load", name if kind == "algo" else None, name if kind == "framework" else None,
                          name if kind == "backend" else None, FAILED, message=reason)
 
     def why_unavailable(self, algo=None, framework=None, backend=None) -> str | None:
@@ -192,34 +244,72 @@ class Suite:
         return None
 
     # planning ---------------------------------------------------------------------------------
+    def iterations(self, algo: str) -> int:
+        return self.mode.iterations or algo_spec(algo).quick_iterations
+
+    def algo_levels(self, algo: str) -> set:
+        """The mode's levels that this algorithm's spec asks for."""
+        return set(self.mode.levels) & set(algo_spec(algo).levels)
+
+    def replayable(self, algo: str) -> bool:
+        from unirl.conformance_spec import REPLAYABLE
+
+        return algo_spec(algo).reproducibility == REPLAYABLE
+
     def planned_runs(self) -> list[RunSpec]:
-        """Every level-2/3 run, reference runs first; combinations that are unavailable are left out."""
-        m, o = self.mode, self.options
-        if not ({2, 3} & set(m.levels)):
-            return []
+        """Every level-2/3 run, reference runs first; combinations that are unavailable are left out.
+
+        BIT_IDENTICAL: the reference (local, 1 worker), its repeat, and every backend x worker count
+        (plus a repeat of each other backend's REPEAT_WORKERS run). REPLAYABLE: one free-running reference
+        per worker count on local, then every backend x worker count replaying the matching reference's
+        schedule (plus a repeat of each backend's replay at the first worker count).
+        """
+        o = self.options
         specs = []
         for a in o.algos:
             if self.why_unavailable(algo=a):
                 continue
-            cfg = ALGORITHMS[a]["run_config"]
+            levels = self.algo_levels(a)
+            if not ({2, 3} & levels):
+                continue
+            cfg, its, counts = algo_spec(a).run_config, self.iterations(a), self.mode.worker_counts
             for f in o.frameworks:
                 if self.why_unavailable(framework=f) or self.why_unavailable(backend=REFERENCE_BACKEND):
                     continue
-                specs.append(RunSpec.make(a, f, REFERENCE_BACKEND, 1, m.iterations, cfg))
-                if 2 in m.levels and REFERENCE_BACKEND in o.backends:
-                    specs.append(RunSpec.make(a, f, REFERENCE_BACKEND, 1, m.iterations, cfg, repeat=1))
-                for b in o.backends:
-                    if self.why_unavailable(backend=b):
-                        continue
-                    counts = m.local_worker_counts if b == REFERENCE_BACKEND else m.other_worker_counts
-                    if 3 in m.levels:
-                        specs += [RunSpec.make(a, f, b, n, m.iterations, cfg) for n in counts
+                backends = [b for b in o.backends if not self.why_unavailable(backend=b)]
+                if self.replayable(a):
+                    specs += [RunSpec.make(a, f, REFERENCE_BACKEND, n, its, cfg) for n in counts]
+                    for b in backends:
+                        mine = [RunSpec.make(a, f, b, n, its, cfg, replay=True) for n in counts] if 3 in levels else \
+                            [RunSpec.make(a, f, b, counts[0], its, cfg, replay=True)]
+                        specs += mine
+                        if 2 in levels:
+                            specs.append(replace(mine[0], repeat=1))
+                    continue
+                specs.append(RunSpec.make(a, f, REFERENCE_BACKEND, 1, its, cfg))
+                if 2 in levels and REFERENCE_BACKEND in o.backends:
+                    specs.append(RunSpec.make(a, f, REFERENCE_BACKEND, 1, its, cfg, repeat=1))
+                for b in backends:
+                    if 3 in levels:
+                        specs += [RunSpec.make(a, f, b, n, its, cfg) for n in counts
                                   if (b, n) != (REFERENCE_BACKEND, 1)]
-                    if 2 in m.levels and b != REFERENCE_BACKEND:
-                        if 3 not in m.levels:
-                            specs.append(RunSpec.make(a, f, b, counts[0], m.iterations, cfg))
-                        specs.append(RunSpec.make(a, f, b, counts[0], m.iterations, cfg, repeat=1))
+                    if 2 in levels and b != REFERENCE_BACKEND:
+                        pair = REPEAT_WORKERS if REPEAT_WORKERS in counts else counts[0]
+                        specs.append(RunSpec.make(a, f, b, pair, its, cfg))
+                        specs.append(RunSpec.make(a, f, b, pair, its, cfg, repeat=1))
         return list(dict.fromkeys(specs))
+
+    def reference_of(self, spec: RunSpec) -> RunSpec:
+        """The run `spec` is compared with at level 3 (and, for a replay, whose schedule it replays)."""
+        n = spec.num_workers if spec.replay else 1
+        return replace(spec, backend=REFERENCE_BACKEND, num_workers=n, repeat=0, replay=False)
+
+    def schedule_for(self, spec: RunSpec):
+        """The arrival schedule a replaying run replays: the one its free-running reference recorded."""
+        if not spec.replay:
+            return None
+        ref = self.records.get(self.reference_of(spec))
+        return None if ref is None else ref.schedule
 
     # running ----------------------------------------------------------------------------------
     def run_all(self, specs: list[RunSpec]) -> None:
@@ -229,11 +319,10 @@ class Suite:
         from unirl.conformance.launch import record_runs_in_child
 
         api = 1 in self.mode.levels
-        for s in specs:
-            if s.backend == REFERENCE_BACKEND:
-                self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
-                self.records[s] = record_run(s)
-                self.progress.advance()
+        for s in sorted((s for s in specs if s.backend == REFERENCE_BACKEND), key=lambda s: s.replay):
+            self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
+            self.records[s] = record_run(s, self.schedule_for(s))
+            self.progress.advance()
         for b in self._backends_to_check():
             if b == REFERENCE_BACKEND:
                 if api:
@@ -251,7 +340,8 @@ class Suite:
                 self.progress.advance()
                 self.progress.step(f"{backend}: recorded {spec.label}" + (" (again)" if spec.repeat else ""))
 
-            records, api_records = record_runs_in_child(b, group, arrived, api_checks=api)
+            schedules = {s: self.schedule_for(s) for s in group if s.replay}
+            records, api_records = record_runs_in_child(b, group, arrived, api_checks=api, schedules=schedules)
             self.records.update(records)
             for r in api_records or []:
                 self.add(**r)
@@ -304,55 +394,79 @@ class Suite:
                      num_workers=other.num_workers)
 
     def levels_2_and_3(self, specs: list[RunSpec]) -> None:
-        m, o = self.mode, self.options
+        o = self.options
         for a in o.algos:
+            unavailable = self.why_unavailable(algo=a)
+            levels = set(self.mode.levels) & {2, 3}
+            if not unavailable:
+                for level in sorted(levels - self.algo_levels(a)):
+                    self.add(level, "repeatability" if level == 2 else "invariance", a, None, None, SKIPPED,
+                             message=f"{a}'s conformance spec leaves out level {level}")
+                levels &= self.algo_levels(a)
             for f in o.frameworks:
                 for b in o.backends:
                     reason = self.why_unavailable(a, f, b)
                     if reason:
                         # A plugin that cannot be loaded has already failed level 1's load check.
-                        if not (is_plugin(f) and self.why_unavailable(framework=f)) and \
-                                not (is_plugin(b) and self.why_unavailable(backend=b)):
-                            for level in sorted(set(m.levels) & {2, 3}):
+                        if not {a, f, b} & self.load_failed:
+                            for level in sorted(levels):
                                 self.add(level, "repeatability" if level == 2 else "invariance", a, f, b,
                                          UNAVAILABLE, message=reason)
                         continue
                     mine = [s for s in specs if (s.algo, s.framework, s.backend) == (a, f, b)]
-                    if 2 in m.levels:
-                        first = next(s for s in mine if s.repeat == 1)
-                        self._compare(2, "repeatability", replace(first, repeat=0), first)
-                    if 3 in m.levels:
-                        ref = next(s for s in specs if (s.algo, s.framework, s.backend, s.num_workers, s.repeat)
-                                   == (a, f, REFERENCE_BACKEND, 1, 0))
+                    if 2 in levels:
+                        second = next(s for s in mine if s.repeat == 1)
+                        self._compare(2, "repeatability", replace(second, repeat=0), second)
+                    if 3 in levels:
                         for s in mine:
+                            ref = self.reference_of(s)
                             if s.repeat == 0 and s != ref:
                                 self._compare(3, "invariance", ref, s)
 
     # level 4 ----------------------------------------------------------------------------------
     def level4(self) -> None:
+        from unirl.conformance import framework_checks as fc
         from unirl.conformance.agreement import gradient_agreement, learning_curve_agreement
 
         ref = self.report.reference_framework
         for a in self.options.algos:
             others = [f for f in self.options.frameworks if f != ref]
             if self.why_unavailable(algo=a) or ref is None:
-                for f in others:
-                    self.add(4, "framework agreement", a, f, None, UNAVAILABLE,
-                             message=self.why_unavailable(algo=a) or "no reference framework is installed")
+                if a not in self.load_failed:
+                    for f in others:
+                        self.add(4, "framework agreement", a, f, None, UNAVAILABLE,
+                                 message=self.why_unavailable(algo=a) or "no reference framework is installed")
+                continue
+            spec = algo_spec(a)
+            if 4 not in spec.levels:
+                self.add(4, "framework agreement", a, None, None, SKIPPED,
+                         message=f"{a}'s conformance spec leaves out level 4")
                 continue
             usable = [f for f in others if not self.why_unavailable(framework=f)]
             for f in others:
                 if f not in usable and not is_plugin(f):
                     self.add(4, "framework agreement", a, f, None, UNAVAILABLE,
                              message=self.why_unavailable(framework=f))
-            for f in usable:
-                self.progress.step(f"{a}: loss and gradients of {f} vs {ref}")
-                self.add(**gradient_agreement(a, ref, f, self.mode.grad_rtol))
-                self.progress.advance()
-            if usable:
-                for r in learning_curve_agreement(a, ref, usable, self.mode, ALGORITHMS[a]["curve_config"],
-                                                  self.progress):
+            if not spec.has_loss:
+                for f in usable:
+                    self.add(4, "loss_and_gradients", a, f, None, SKIPPED,
+                             message=f"{a} declares no loss (has_loss=False): no gradient to compare")
+            elif usable:
+                self.progress.step(f"{a}: capturing a learning call with {ref}")
+                try:
+                    problem = fc.capture_problem(a, config=fc.small_config(a), framework=ref)
+                except Exception as e:
+                    problem = e
+                for f in usable:
+                    self.progress.step(f"{a}: loss and gradients of {f} vs {ref}")
+                    self.add(**gradient_agreement(a, ref, f, self.mode.grad_rtol, problem))
+                    self.progress.advance()
+            if usable and spec.curve_config:
+                for r in learning_curve_agreement(a, ref, usable, self.mode, spec.curve_config, self.progress):
                     self.add(**r)
+            elif usable:
+                for f in usable:
+                    self.add(4, "learning_curves", a, f, None, SKIPPED, message=f"{a} declares no curve_config")
 
     # level 5 ----------------------------------------------------------------------------------
     def level5(self) -> None:
@@ -362,10 +476,14 @@ class Suite:
             for f in self.options.frameworks:
                 reason = self.why_unavailable(algo=a, framework=f)
                 if reason:
-                    if not is_plugin(f):
+                    if not {a, f} & self.load_failed:
                         self.add(5, "learning", a, f, None, UNAVAILABLE, message=reason)
                     continue
-                target = ALGORITHMS[a]["learning"]
+                target = algo_spec(a).learning
+                if target is None or 5 not in algo_spec(a).levels:
+                    self.add(5, "learning", a, f, None, SKIPPED,
+                             message=f"{a}'s conformance spec declares no reference score (level 5)")
+                    continue
                 self.progress.step(f"{a}/{f}: learning {target['config'].get('env', '')} "
                                    f"(>= {target['score']:g} within {target['budget']:,} steps)")
                 self.add(**reaches_reference_score(a, f, target))
@@ -377,7 +495,7 @@ class Suite:
         if 1 in m.levels:
             n += len(o.frameworks) + len(o.backends)
         if 4 in m.levels:
-            n += len(o.frameworks) - 1 + len(o.frameworks) * len(m.curve_seeds) * len(o.algos)
+            n += (len(o.frameworks) - 1 + len(o.frameworks) * len(m.curve_seeds)) * len(o.algos)
         if 5 in m.levels:
             n += len(o.frameworks) * len(o.algos)
         return n

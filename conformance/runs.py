@@ -1,8 +1,17 @@
-"""Recorded training runs (metrics and weights after every iteration) and their bit-for-bit comparison.
+"""Recorded training runs (metrics and all learner state after every iteration) and their bit-for-bit comparison.
 
 Levels 2 and 3 compare runs: a `RunSpec` names one (algorithm, framework, backend, worker count)
-on a fixed config, `record_run` trains it and keeps every iteration's result (time fields
-dropped) and flat weights, and `compare_runs` says where two records first differ.
+on a fixed config, `record_run` trains it and keeps, after every iteration, its result (time
+fields dropped), every array of `Algorithm.get_state()[0]` (all parameter sets, the optimizer
+state, and whatever else the algorithm keeps there: replay buffers, filters, ...) and the
+JSON-able learner state `get_state()[1]` (counters, RNG state, the arrival schedule; `config`
+and `time_total_s` dropped), and `compare_runs` says where two records first differ: which
+metric, array or state key, the first differing index and both values.
+
+Asynchronous (REPLAYABLE) algorithms follow one convention: `get_state()[1]["arrival_schedule"]`
+is the list of worker ids in the order the driver consumed their results, and the config key
+`arrival_schedule` (that list) makes a run consume them in that order. `record_run` keeps the
+schedule of the run's end (`RunRecord.schedule`); `record_run(spec, schedule=...)` replays one.
 """
 from __future__ import annotations
 
@@ -13,6 +22,10 @@ import numpy as np
 
 #: Result fields that measure wall time: never compared.
 TIME_KEYS = frozenset({"time_this_iter_s", "time_total_s", "env_steps_per_s"})
+#: Learner-state keys never compared: the config (backend and worker count differ by design) and wall time.
+IGNORED_STATE_KEYS = frozenset({"config", "time_total_s"})
+#: The learner-state key (a list of worker ids) and config key of the replayable algorithms' arrival schedule.
+SCHEDULE_KEY = "arrival_schedule"
 
 
 @dataclass(frozen=True)
@@ -26,19 +39,23 @@ class RunSpec:
     iterations: int
     config: tuple = ()  # sorted (key, value) pairs, so that a spec is hashable
     repeat: int = 0  # 0 for the first run of this spec, 1 for its second (level 2)
+    #: A REPLAYABLE algorithm's run that replays the arrival schedule recorded by the free-running reference run
+    #: (local backend, the same worker count); the schedule itself is passed to record_run.
+    replay: bool = False
 
     @staticmethod
     def make(algo: str, framework: str, backend: str, num_workers: int, iterations: int, config: dict,
-             repeat: int = 0) -> "RunSpec":
+             repeat: int = 0, replay: bool = False) -> "RunSpec":
         import json
 
         return RunSpec(algo, framework, backend, num_workers, iterations,
-                       tuple(sorted((k, json.dumps(v)) for k, v in config.items())), repeat)
+                       tuple(sorted((k, json.dumps(v)) for k, v in config.items())), repeat, replay)
 
     @property
     def label(self) -> str:
         n = self.num_workers
-        return f"{self.algo}/{self.framework}/{self.backend} with {n} worker{'s' if n != 1 else ''}"
+        return (f"{self.algo}/{self.framework}/{self.backend} with {n} worker{'s' if n != 1 else ''}"
+                + (" (replaying the reference's schedule)" if self.replay else ""))
 
     def algorithm_config(self) -> dict:
         """The config dict for `unirl.build`: total envs split evenly over the workers."""
@@ -55,18 +72,51 @@ class RunSpec:
 
 @dataclass
 class RunRecord:
-    """What a run produced: per iteration, its result (time fields dropped) and the flat weights after it."""
+    """What a run produced, per iteration: its result (time fields dropped), every learner-state array
+    (`get_state()[0]`) and the JSON-able learner state (`get_state()[1]` without IGNORED_STATE_KEYS)."""
 
     spec: RunSpec
     results: list = field(default_factory=list)
-    weights: list = field(default_factory=list)
+    arrays: list = field(default_factory=list)
+    states: list = field(default_factory=list)
     duration_s: float = 0.0
     #: Why the run did not finish (an exception's message with the worker's traceback), or None.
     error: str | None = None
+    #: The arrival schedule at the run's end (REPLAYABLE algorithms), or None.
+    schedule: list | None = None
+
+    @property
+    def weights(self) -> list:
+        """The trained parameters (`params/...` arrays, in state order) after every iteration, flattened."""
+        return [np.concatenate([np.ravel(v) for k, v in a.items() if k.startswith("params/")] or [np.zeros(0)])
+                for a in self.arrays]
 
 
-def record_run(spec: RunSpec) -> RunRecord:
-    """Build the algorithm, train `spec.iterations` iterations, keep results and weights; always stops it."""
+def learner_state(algo) -> tuple[dict, dict]:
+    """(arrays, JSON-able state) of an algorithm after an iteration: copies, ignored keys dropped."""
+    arrays, state = algo.get_state()
+    arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    state = {k: v for k, v in state.items() if k not in IGNORED_STATE_KEYS}
+    return arrays, _plain_tree(state)
+
+
+def _plain_tree(x):
+    if isinstance(x, dict):
+        return {str(k): _plain_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain_tree(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _plain_tree(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def record_run(spec: RunSpec, schedule: list | None = None) -> RunRecord:
+    """Build the algorithm, train `spec.iterations` iterations, keep results and all learner state; always stops it.
+
+    With `schedule`, the run replays that arrival schedule (config key `arrival_schedule`).
+    """
     import traceback
 
     import unirl
@@ -75,11 +125,20 @@ def record_run(spec: RunSpec) -> RunRecord:
     t0 = time.perf_counter()
     algo = None
     try:
-        algo = unirl.build(spec.algo, spec.algorithm_config())
+        config = spec.algorithm_config()
+        if schedule is not None:
+            config[SCHEDULE_KEY] = list(schedule)
+        elif spec.replay:
+            raise ValueError(f"{spec.label} replays a schedule, and none was given (the reference run failed?)")
+        algo = unirl.build(spec.algo, config)
         for _ in range(spec.iterations):
             result = algo.train()
             rec.results.append({k: v for k, v in result.items() if k not in TIME_KEYS})
-            rec.weights.append(algo.policy.get_flat_weights())
+            arrays, state = learner_state(algo)
+            rec.arrays.append(arrays)
+            rec.states.append(state)
+        if rec.states and rec.states[-1].get(SCHEDULE_KEY) is not None:
+            rec.schedule = list(rec.states[-1][SCHEDULE_KEY])
     except Exception as e:
         rec.error = f"{type(e).__name__}: {e}"
         if not isinstance(e, unirl.UnirlError):
@@ -129,36 +188,97 @@ def _as_array(value) -> np.ndarray:
 
 
 def compare_runs(reference: RunRecord, other: RunRecord) -> RunDifference | None:
-    """None if `other` equals `reference` bit for bit (metrics and weights, every iteration), else the first difference."""
-    from unirl.conformance.framework_checks import compare_arrays
-
+    """None if `other` equals `reference` bit for bit (every metric, every learner-state array and every
+    JSON-able learner-state value, every iteration), else the first difference."""
     ref_label, other_label = reference.spec.label, other.spec.label
     if reference.spec.label == other.spec.label:
         ref_label, other_label = f"{ref_label} (run 1)", f"{other_label} (run 2)"
-    for i, (ra, rb, wa, wb) in enumerate(zip(reference.results, other.results, reference.weights, other.weights),
-                                         start=1):
-        findings = []
-        for key in sorted(set(ra) | set(rb)):
-            if key not in ra or key not in rb:
-                missing_in = other_label if key not in rb else ref_label
-                findings.append((key, None, ra.get(key), rb.get(key), 1, 1, f"missing in {missing_in}"))
-                continue
-            f = compare_arrays(f"metric {key}", _as_array(ra[key]), _as_array(rb[key]), check="bitwise")
-            if not f.ok:
-                findings.append((f"metric {key}", f.first_index, f.expected, f.actual,
-                                 _count(f), int(np.asarray(ra[key]).size) or 1, f.message))
-        f = compare_arrays("weights", wa, wb, check="bitwise")
-        if not f.ok:
-            findings.append(("weights", f.first_index, f.expected, f.actual, _count(f), int(wa.size), f.message))
+    n = min(len(reference.results), len(other.results))
+    for i in range(n):
+        findings = compare_iteration(reference, other, i, ref_label, other_label)
         if findings:
-            name, index, expected, actual, count, size, _ = findings[0]
-            return RunDifference(ref_label, other_label, i, name, index, _plain(expected), _plain(actual),
+            name, index, expected, actual, count, size = findings[0]
+            return RunDifference(ref_label, other_label, i + 1, name, index, _plain(expected), _plain(actual),
                                  count, size, [x[0] for x in findings])
     if len(reference.results) != len(other.results):
-        n = min(len(reference.results), len(other.results))
         return RunDifference(ref_label, other_label, n + 1, "iterations", None, len(reference.results),
                              len(other.results), 1, 1, ["iterations"])
     return None
+
+
+def compare_iteration(reference: RunRecord, other: RunRecord, i: int, ref_label: str = "the reference",
+                      other_label: str = "the run") -> list[tuple]:
+    """Every difference after iteration i (0-based): (name, first index, expected, actual, count, size) each,
+    metrics first, then learner-state arrays, then the JSON-able learner state."""
+    findings: list[tuple] = []
+    ra, rb = reference.results[i], other.results[i]
+    for key in sorted(set(ra) | set(rb)):
+        _compare_value(f"metric {key}", key in ra, key in rb, ra.get(key), rb.get(key), ref_label, other_label,
+                       findings, as_array=True)
+    aa = reference.arrays[i] if i < len(reference.arrays) else {}
+    ab = other.arrays[i] if i < len(other.arrays) else {}
+    for key in list(aa) + [k for k in ab if k not in aa]:
+        _compare_value(f"array {key}", key in aa, key in ab, aa.get(key), ab.get(key), ref_label, other_label,
+                       findings, as_array=True)
+    sa = reference.states[i] if i < len(reference.states) else {}
+    sb = other.states[i] if i < len(other.states) else {}
+    _compare_tree("state", sa, sb, ref_label, other_label, findings)
+    return findings
+
+
+def _compare_value(name, in_a, in_b, a, b, ref_label, other_label, findings, as_array=False) -> None:
+    from unirl.conformance.framework_checks import compare_arrays
+
+    if not in_a or not in_b:
+        findings.append((name, None, a, b, 1, 1))
+        return
+    if as_array or _numeric_list(a) and _numeric_list(b):
+        ea, eb = _as_array(a), _as_array(b)
+        if ea.dtype.kind not in "biuf" or eb.dtype.kind not in "biuf":  # strings (a digest), objects
+            if not (ea.shape == eb.shape and ea.tolist() == eb.tolist()):
+                findings.append((name, None, a, b, 1, 1))
+            return
+        f = compare_arrays(name, ea, eb, check="bitwise")
+        if not f.ok:
+            if f.first_index is None:  # a shape difference
+                findings.append((name, None, f"shape {ea.shape}", f"shape {eb.shape}", 1, 1))
+            else:
+                findings.append((name, f.first_index, f.expected, f.actual, _count(f), int(ea.size) or 1))
+        return
+    if not _same(a, b):
+        findings.append((name, None, a, b, 1, 1))
+
+
+def _compare_tree(name, a, b, ref_label, other_label, findings) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            sub = f"{name} {k}" if name == "state" else f"{name}/{k}"
+            if k not in a or k not in b:
+                findings.append((sub, None, a.get(k), b.get(k), 1, 1))
+            else:
+                _compare_tree(sub, a[k], b[k], ref_label, other_label, findings)
+        return
+    if isinstance(a, list) and isinstance(b, list) and not (_numeric_list(a) and _numeric_list(b)):
+        if len(a) != len(b):
+            findings.append((name, None, f"{len(a)} entries", f"{len(b)} entries", 1, 1))
+            return
+        for k, (x, y) in enumerate(zip(a, b)):
+            _compare_tree(f"{name}[{k}]", x, y, ref_label, other_label, findings)
+        return
+    _compare_value(name, True, True, a, b, ref_label, other_label, findings)
+
+
+def _numeric_list(x) -> bool:
+    """A list of floats, bools and ints small enough to be exact in float64."""
+    return isinstance(x, list) and all(isinstance(v, (bool, float)) or isinstance(v, int) and abs(v) < 2 ** 53
+                                       for v in x)
+
+
+def _same(a, b) -> bool:
+    """Exact equality of two JSON values of the same type; floats bit for bit (NaN equals NaN)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return np.float64(a).tobytes() == np.float64(b).tobytes() or (a != a and b != b)
+    return type(a) is type(b) and a == b
 
 
 def _count(finding) -> int:

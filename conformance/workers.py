@@ -11,6 +11,46 @@ import numpy as np
 
 logger = logging.getLogger("unirl.conformance.echo")
 
+#: Elements of the big float32 array that must reach every worker bit-exact (more than a million).
+BIG_FLOAT32_ELEMENTS = (1 << 20) + 4099
+
+
+def special_float32(n: int = BIG_FLOAT32_ELEMENTS, seed: int = 0) -> np.ndarray:
+    """A reproducible float32 array of `n` elements: NaN, -0.0, infinities, a subnormal and the extremes at the
+    front, then normal values with full 24-bit mantissas (a float16 or bfloat16 rounding changes most of them)."""
+    a = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+    f = np.finfo(np.float32)
+    a[:8] = [np.nan, -0.0, np.inf, -np.inf, f.smallest_subnormal, f.max, f.tiny, -f.max]
+    return a
+
+
+def policy_weights(seed: int = 0) -> np.ndarray:
+    """A real flat weight vector: the seeded init of the default actor-critic MLP for CartPole (9,155 float32)."""
+    from unirl.distributions import Categorical
+    from unirl.models import ActorCritic, ModelConfig
+
+    module = ActorCritic(4, Categorical(2), ModelConfig())
+    return module.layout.flatten(module.init_params(seed)).astype(np.float32)
+
+
+#: The arrays a worker can make itself, by name (so both directions can be checked against the same bits).
+MAKERS = {"special_float32": special_float32, "policy_weights": policy_weights}
+
+
+def bit_difference(expected: np.ndarray, actual) -> dict:
+    """{} when bit-identical, else the first differing index, both values and how many elements differ."""
+    actual = np.asarray(actual)
+    if expected.shape != actual.shape or expected.dtype != actual.dtype:
+        return {"expected_shape": list(expected.shape), "actual_shape": list(actual.shape),
+                "expected_dtype": str(expected.dtype), "actual_dtype": str(actual.dtype)}
+    e = np.ascontiguousarray(expected).reshape(-1)
+    a = np.ascontiguousarray(actual).reshape(-1)
+    bad = np.flatnonzero(e.view(f"u{e.itemsize}") != a.view(f"u{a.itemsize}"))
+    if not len(bad):
+        return {}
+    i = int(bad[0])
+    return {"first_index": i, "expected": repr(e[i]), "actual": repr(a[i]), "differing_elements": int(len(bad))}
+
 
 class Echo:
     """A stateful worker for protocol checks: echoes, sleeps, raises, crashes, moves arrays, logs."""
@@ -51,6 +91,14 @@ class Echo:
 
     def array_roundtrip(self, array):
         return array
+
+    def received_difference(self, array, maker, *args):
+        """How `array` (sent by the driver) differs from MAKERS[maker](*args) made here: {} if bit-identical."""
+        return bit_difference(MAKERS[maker](*args), array)
+
+    def make(self, maker, *args):
+        """MAKERS[maker](*args), made in the worker (to check the way back)."""
+        return MAKERS[maker](*args)
 
     def make_array(self, nbytes, seed=0):
         """A reproducible float64 array of about `nbytes` bytes, made in the worker."""
