@@ -290,7 +290,12 @@ class Policy:
         self._refresh_acting_params()
 
     def stats_numpy(self, stats) -> dict[str, float]:
-        return {k: float(self.adapter.numpy(v)) for k, v in stats.items()}
+        """Scalar stats as floats; a per-row stat (e.g. TD errors for replay priorities) as a NumPy array."""
+        out = {}
+        for k, v in stats.items():
+            v = np.asarray(self.adapter.numpy(v))
+            out[k] = float(v) if v.ndim == 0 else v
+        return out
 
 
 def _numpy_ops():

@@ -5,6 +5,7 @@ from unirl.loading import load
 
 ALGORITHMS = {
     "PPO": "unirl.algorithms.ppo:PPO",
+    "DQN": "unirl.algorithms.dqn:DQN",
     "ES": "unirl.algorithms.es:ES",
     "ARS": "unirl.algorithms.ars:ARS",
     "A2C": "unirl.algorithms.a2c:A2C",

@@ -8,6 +8,7 @@ so it runs unchanged on every backend.
 | pattern | module | data flow | reproducibility |
 |---|---|---|---|
 | SyncSamples | sync_samples | broadcast weights, gather fragments in env order | bit-identical |
+| SyncReplay | replay | as above, rows into a replay buffer in env order, learner replays | bit-identical |
 | PopulationEvaluation | population | broadcast weights (and filter stats), hand out perturbation index ranges, gather returns in perturbation order | bit-identical |
 | (family modules add sync replay, async gradients, async samples, population evaluation) | | | |
 
@@ -16,7 +17,8 @@ it records which worker's result the driver consumed at each step; given that re
 any backend consume them in the same order, so an asynchronous run replays bit for bit.
 """
 from unirl.execution.population import PopulationEvaluation
+from unirl.execution.replay import SyncReplay
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.execution.sync_samples import SyncSamples, worker_specs
 
-__all__ = ["ArrivalSchedule", "PopulationEvaluation", "SyncSamples", "worker_specs"]
+__all__ = ["ArrivalSchedule", "PopulationEvaluation", "SyncReplay", "SyncSamples", "worker_specs"]
