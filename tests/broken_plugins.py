@@ -121,3 +121,48 @@ class ScaledGradTorchAdapter(TorchAdapter):
             return value_aux, grad * GRADIENT_FACTOR
 
         return wrapped
+
+
+class CorruptThirdWorkerBackend(LocalBackend):
+    """The local backend, except that arrays coming back from the third worker (worker id 2) have their last
+    element changed: a fault that runs with 1 or 2 workers never meet."""
+
+    name = "corrupt-third-worker"
+
+    def get(self, futures, timeout=None):
+        if isinstance(futures, base.Future):
+            value = super().get(futures, timeout)
+            return corrupt_last_element(value) if futures.worker_id == 2 else value
+        return [self.get(f, timeout) for f in futures]
+
+
+#: RoundBigFloat32Backend rounds float32 arrays with more than this many elements.
+ROUND_ABOVE_ELEMENTS = 1 << 20
+
+
+def round_big_float32(value):
+    """`value` with every float32 array of more than ROUND_ABOVE_ELEMENTS elements rounded to float16 precision
+    (a "compressing" transport; dicts, lists and tuples are walked)."""
+    if isinstance(value, np.ndarray) and value.dtype == np.float32 and value.size > ROUND_ABOVE_ELEMENTS:
+        with np.errstate(over="ignore"):
+            return value.astype(np.float16).astype(np.float32)
+    if isinstance(value, dict):
+        return type(value)({k: round_big_float32(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(round_big_float32(v) for v in value)
+    return value
+
+
+class RoundBigFloat32Backend(LocalBackend):
+    """The local backend, except that float32 arrays of more than a million elements are sent and returned at
+    float16 precision (both directions); small arrays, such as a PPO policy's weights, pass unharmed."""
+
+    name = "round-big-float32"
+
+    def call(self, handle, method, *args, **kwargs):
+        return super().call(handle, method, *round_big_float32(args), **round_big_float32(kwargs))
+
+    def get(self, futures, timeout=None):
+        if isinstance(futures, base.Future):
+            return round_big_float32(super().get(futures, timeout))
+        return [self.get(f, timeout) for f in futures]

@@ -1,28 +1,33 @@
 """The conformance suite's quick mode under pytest: one `unirl conformance --quick --json` run, one test per
-matrix cell (framework x backend x level), plus the suite's own pieces (run comparison, equivalence test)."""
+matrix cell (algorithm x framework x backend x level), plus the suite's own pieces (run comparison of all learner
+state, the registry, the equivalence test).
+
+QUICK_ALGOS are the algorithms checked here (each one's own test may run the suite for it, as
+test_reinforce does for the REINFORCE plugin)."""
 import json
 
 import numpy as np
 import pytest
 
 from conftest import MPI_MISSING, run_cli
-from unirl.conformance.runner import ALL_BACKENDS, ALL_FRAMEWORKS
+from unirl.conformance.runner import ALL_BACKENDS, ALL_FRAMEWORKS, QUICK
 from unirl.conformance.runs import RunRecord, RunSpec, compare_runs
 from unirl.conformance.stats import paired_tost
 
 QUICK_LEVELS = (1, 2, 3, 4)
+QUICK_ALGOS = ("PPO",)
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     path = tmp_path_factory.mktemp("conformance") / "report.json"
-    proc = run_cli("conformance", "--quick", "--json", str(path), timeout=850)
+    proc = run_cli("conformance", "--quick", "--algo", ",".join(QUICK_ALGOS), "--json", str(path), timeout=880)
     assert path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, json.loads(path.read_text())
 
 
-def _applies(record, framework, backend, level):
-    return (record["level"] == level and record["algo"] in (None, "PPO")
+def _applies(record, algo, framework, backend, level):
+    return (record["level"] == level and record["algo"] in (None, algo)
             and record["framework"] in (None, framework) and record["backend"] in (None, backend))
 
 
@@ -30,14 +35,16 @@ def _applies(record, framework, backend, level):
 @pytest.mark.parametrize("level", QUICK_LEVELS)
 @pytest.mark.parametrize("framework", ALL_FRAMEWORKS)
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
-def test_quick_mode_cell_passes(quick_report, framework, backend, level):
+@pytest.mark.parametrize("algo", QUICK_ALGOS)
+def test_quick_mode_cell_passes(quick_report, algo, framework, backend, level):
     if backend == "mpi" and MPI_MISSING:
         pytest.skip(f"MPI tests: {MPI_MISSING}")
     _, data = quick_report
-    mine = [r for r in data["records"] if _applies(r, framework, backend, level)]
+    mine = [r for r in data["records"] if _applies(r, algo, framework, backend, level)]
     failed = [f"{r['check']} {r['combination']}: {r['message']}" for r in mine if r["status"] == "failed"]
     assert not failed, "\n".join(failed)
-    (cell,) = [m[f"level{level}"] for m in data["matrix"] if (m["framework"], m["backend"]) == (framework, backend)]
+    (cell,) = [m[f"level{level}"] for m in data["matrix"]
+               if (m["algo"], m["framework"], m["backend"]) == (algo, framework, backend)]
     if cell == "n/a":
         pytest.skip("unavailable here: " + "; ".join(sorted({r["message"] for r in mine if r["status"] == "unavailable"})))
     assert cell in ("pass", "pass*", "ref"), cell
@@ -56,13 +63,34 @@ def test_quick_mode_exit_code_matrix_and_report(quick_report):
     for r in data["records"]:
         assert {"status", "duration_s", "difference", "message", "level_name"} <= set(r)
     # level 5 is the full mode's: in the quick mode it is reported as skipped, not silently left out
-    assert [r["status"] for r in data["records"] if r["level"] == 5] == ["skipped"]
-    print(f"quick mode: {data['duration_s']:.0f} s")
+    assert [r["status"] for r in data["records"] if r["level"] == 5] == ["skipped"] * len(QUICK_ALGOS)
+    print(f"quick mode: {data['duration_s']:.0f} s, {len(data['records'])} records")
 
 
-def _record(weights, metrics, label_backend="local", workers=1):
-    spec = RunSpec.make("PPO", "torch", label_backend, workers, len(weights), {"total_envs": 4})
-    return RunRecord(spec, results=[dict(m) for m in metrics], weights=[np.asarray(w, np.float32) for w in weights])
+@pytest.mark.timeout(900)
+def test_quick_mode_sweeps_worker_counts_1_to_4_on_every_backend(quick_report):
+    """A fault that shows only at the third (or fourth) worker must be met in the quick mode."""
+    _, data = quick_report
+    assert QUICK.worker_counts == (1, 2, 3, 4)
+    for algo in QUICK_ALGOS:
+        for backend in ALL_BACKENDS:
+            mine = [r for r in data["records"] if r["level"] == 3 and r["algo"] == algo and r["backend"] == backend]
+            if backend == "mpi" and MPI_MISSING or any(r["status"] == "unavailable" for r in mine):
+                continue
+            for framework in ALL_FRAMEWORKS:
+                counts = {r["num_workers"] for r in mine if r["framework"] == framework and r["status"] == "passed"}
+                assert counts == ({2, 3, 4} if backend == "local" else {1, 2, 3, 4}), (algo, backend, framework, counts)
+        transfers = [r for r in data["records"] if r["check"] == "api/backend/float32_every_worker"]
+        assert {r["backend"] for r in transfers if r["status"] == "passed"} >= {"local", "multiprocessing"}
+
+
+def _record(weights, metrics, label_backend="local", workers=1, opt=None, states=None):
+    spec = RunSpec.make("PPO", "torch", label_backend, workers, len(weights), {"total_envs": 12})
+    arrays = [{"params/pi/w": np.asarray(w, np.float32), "opt/1/mu": np.asarray(o if o is not None else w, np.float32)}
+              for w, o in zip(weights, opt or [None] * len(weights))]
+    states = states or [{"iteration": i + 1, "learner_rng": {"state": {"state": 12345678901234567890123 + i}}}
+                        for i in range(len(weights))]
+    return RunRecord(spec, results=[dict(m) for m in metrics], arrays=arrays, states=states)
 
 
 def test_compare_runs_names_iteration_array_index_and_values():
@@ -72,14 +100,59 @@ def test_compare_runs_names_iteration_array_index_and_values():
     assert compare_runs(ref, _record(w, m, "multiprocessing", 2)) is None
     w2 = [w[0], w[1].copy()]
     w2[1][3] = np.nextafter(w2[1][3], np.inf)
-    diff = compare_runs(ref, _record(w2, m, "multiprocessing", 2))
-    assert (diff.iteration, diff.array, diff.index, diff.count, diff.size) == (2, "weights", (3,), 1, 5)
+    diff = compare_runs(ref, _record(w2, m, "multiprocessing", 2, opt=w))
+    assert (diff.iteration, diff.array, diff.index, diff.count, diff.size) == (2, "array params/pi/w", (3,), 1, 5)
     assert diff.expected == 6.0 and diff.actual == float(np.nextafter(np.float32(6), np.float32(np.inf)))
     assert diff.message().startswith("PPO/torch/multiprocessing with 2 workers differs from PPO/torch/local with "
-                                     "1 worker at iteration 2: `weights` first at index [3]: expected 6.0, got ")
+                                     "1 worker at iteration 2: `array params/pi/w` first at index [3]: expected 6.0, got ")
     m2 = [m[0], dict(m[1], **{"learner/total_loss": 0.41})]
     diff = compare_runs(ref, _record(w, m2))
     assert diff.array == "metric learner/total_loss" and diff.iteration == 2 and "(run 2)" in diff.other
+
+
+def test_compare_runs_checks_optimizer_state_and_the_json_learner_state():
+    """Not only the weights: the optimizer state, the RNG state and the counters, every iteration."""
+    w = [np.arange(5, dtype=np.float32)] * 2
+    m = [{"x": 1.0}, {"x": 1.0}]
+    ref = _record(w, m)
+    mu = [w[0], w[1].copy()]
+    mu[1][4] = np.nextafter(mu[1][4], np.inf)
+    diff = compare_runs(ref, _record(w, m, opt=mu))
+    assert (diff.iteration, diff.array, diff.index) == (2, "array opt/1/mu", (4,))
+    states = [dict(s) for s in ref.states]
+    states[0] = {"iteration": 1, "learner_rng": {"state": {"state": 12345678901234567890124}}}  # beyond float64
+    diff = compare_runs(ref, _record(w, m, states=states))
+    assert (diff.iteration, diff.array) == (1, "state learner_rng/state/state")
+    assert diff.expected == 12345678901234567890123 and diff.actual == 12345678901234567890124
+    states = [dict(s) for s in ref.states]
+    states[1] = dict(states[1], arrival_schedule=[0, 1, 2])
+    diff = compare_runs(ref, _record(w, m, states=states))
+    assert diff.array == "state arrival_schedule" and diff.iteration == 2
+    extra = _record(w, m)
+    extra.arrays[0]["replay/obs"] = np.zeros(3, np.float32)  # a new array (a replay buffer) is compared too
+    assert compare_runs(ref, extra).array == "array replay/obs"
+
+
+def test_the_suite_takes_algorithms_from_the_registry_and_reads_their_spec():
+    from unirl.conformance.runner import algo_unavailable, registered_algorithms
+    from unirl.registry import ALGORITHMS, get_algorithm_class
+
+    names = registered_algorithms()
+    assert "PPO" in names and set(names) <= set(ALGORITHMS)
+    assert all(get_algorithm_class(n).conformance is not None for n in names)
+    assert algo_unavailable("PPO") is None
+    assert "declares no conformance spec" in algo_unavailable("unirl.algorithm:Algorithm")
+    assert "unknown algorithm" in algo_unavailable("NoSuchAlgo")
+
+
+def test_an_algorithm_without_a_spec_is_reported_unavailable():
+    from unirl.conformance.runner import SuiteOptions, run_suite
+
+    report = run_suite(SuiteOptions(algos=["unirl.algorithm:Algorithm"], frameworks=["torch"], backends=["local"],
+                                    quick=True, levels=(2, 3, 4)))
+    assert not report.failed, [r.line() for r in report.failed]
+    mine = [r for r in report.results if r.algo == "unirl.algorithm:Algorithm" and r.level in (2, 3)]
+    assert mine and all(r.status == "unavailable" and "declares no conformance spec" in r.message for r in mine)
 
 
 def test_paired_tost_accepts_small_differences_and_rejects_a_shift():
@@ -105,8 +178,8 @@ def test_the_example_backend_in_the_docs_passes_levels_1_to_3(tmp_path, monkeypa
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "class MyBackend" in b]
     (tmp_path / "doc_example_backend.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
-    report = run_suite(SuiteOptions(frameworks=["torch"], backends=["doc_example_backend:MyBackend"], quick=True,
-                                    levels=(1, 2, 3)))
+    report = run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=["doc_example_backend:MyBackend"],
+                                    quick=True, levels=(1, 2, 3)))
     assert not report.failed, [r.line() for r in report.failed]
     checks = {r.check: r.status for r in report.results if r.backend == "doc_example_backend:MyBackend"}
     assert checks["api/backend/ordering"] == "passed" and checks["invariance"] == "passed"

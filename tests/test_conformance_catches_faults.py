@@ -12,6 +12,8 @@ from unirl.conformance.runner import SuiteOptions, run_suite
 ARRIVAL = "broken_plugins:ArrivalOrderBackend"
 CORRUPT = "broken_plugins:CorruptLastElementBackend"
 SCALED = "broken_plugins:ScaledGradTorchAdapter"
+THIRD = "broken_plugins:CorruptThirdWorkerBackend"
+ROUND = "broken_plugins:RoundBigFloat32Backend"
 
 
 def records(report, level=None, check=None, status=None):
@@ -21,19 +23,22 @@ def records(report, level=None, check=None, status=None):
 
 @pytest.fixture(scope="module")
 def corrupt_report():
-    return run_suite(SuiteOptions(frameworks=["torch"], backends=[CORRUPT], quick=True, levels=(1, 2, 3)))
+    return run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=[CORRUPT], quick=True,
+                                  levels=(1, 2, 3)))
 
 
 def test_corrupted_last_element_is_caught_at_level_3_with_iteration_array_index_and_values(corrupt_report):
     (l2,) = records(corrupt_report, level=2)
     assert l2.status == PASSED, l2.message  # the corruption is deterministic: the same run twice agrees
-    (l3,) = records(corrupt_report, level=3)
-    assert l3.status == FAILED
-    assert l3.backend == CORRUPT and l3.framework == "torch" and l3.num_workers == 2
+    l3s = records(corrupt_report, level=3)
+    assert sorted(r.num_workers for r in l3s) == [1, 2, 3, 4] and all(r.status == FAILED for r in l3s)
+    (l3,) = [r for r in l3s if r.num_workers == 2]
+    assert l3.backend == CORRUPT and l3.framework == "torch"
     assert f"PPO/torch/{CORRUPT} with 2 workers differs from PPO/torch/local with 1 worker at iteration 1" in l3.message
     d = l3.difference
     assert d["iteration"] == 1 and d["expected"] != d["actual"]
-    assert "weights" in d["arrays"]  # the corrupted sample changed the learned weights
+    # the corrupted sample changed the learned weights and the optimizer state
+    assert any(a.startswith("array params/") for a in d["arrays"]) and "array opt/1/mu" in d["arrays"]
     assert f"expected {d['expected']!r}, got {d['actual']!r}" in l3.message
 
 
@@ -44,12 +49,15 @@ def test_corrupted_last_element_is_caught_at_level_1_by_the_big_array_check(corr
     n = 100 * (1 << 20) // 8
     assert rt.difference["first_index"] == n - 1  # the last element, and only it
     assert rt.difference["expected"] != rt.difference["actual"]
-    others = [r for r in records(corrupt_report, level=1, check="api/backend") if r is not rt]
+    (every,) = records(corrupt_report, level=1, check="api/backend/float32_every_worker")
+    assert every.status == FAILED and every.difference["direction"] == "worker -> driver"
+    assert every.difference["first_index"] == every.difference["elements"] - 1
+    others = [r for r in records(corrupt_report, level=1, check="api/backend") if r not in (rt, every)]
     assert all(r.status != FAILED for r in others), [r.line() for r in others]
 
 
 def test_arrival_order_backend_is_caught_at_level_1_by_the_ordering_check():
-    report = run_suite(SuiteOptions(frameworks=["torch"], backends=[ARRIVAL], quick=True, levels=(1,)))
+    report = run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=[ARRIVAL], quick=True, levels=(1,)))
     (order,) = records(report, level=1, check="api/backend/ordering")
     assert order.status == FAILED and order.backend == ARRIVAL
     # the slow first task was asked first but arrived last
@@ -59,7 +67,8 @@ def test_arrival_order_backend_is_caught_at_level_1_by_the_ordering_check():
 
 @pytest.fixture(scope="module")
 def scaled_report():
-    return run_suite(SuiteOptions(frameworks=[SCALED], backends=["local"], quick=True, levels=(1, 2, 3, 4)))
+    return run_suite(SuiteOptions(algos=["PPO"], frameworks=[SCALED], backends=["local"], quick=True,
+                                  levels=(1, 2, 3, 4)))
 
 
 def test_scaled_gradient_is_caught_at_level_4_with_the_factor(scaled_report):
@@ -87,19 +96,54 @@ def test_scaled_gradient_is_caught_at_level_1_by_the_hand_derived_gradient(scale
 def test_scaled_gradient_adapter_is_still_repeatable_and_worker_count_invariant(scaled_report):
     for r in records(scaled_report, level=2) + records(scaled_report, level=3):
         assert r.status == PASSED, r.line()
-    assert len(records(scaled_report, level=3)) == 2  # 2 and 4 workers against 1
+    assert sorted(r.num_workers for r in records(scaled_report, level=3)) == [2, 3, 4]  # against 1 worker
 
 
 def test_a_correct_backend_passed_by_import_path_passes(tmp_path):
-    report = run_suite(SuiteOptions(frameworks=["torch"], backends=["unirl.backends.local:Backend"], quick=True,
-                                    levels=(2, 3)))
+    report = run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=["unirl.backends.local:Backend"],
+                                    quick=True, levels=(2, 3)))
     assert not report.failed, [r.line() for r in report.failed]
-    assert [r.status for r in records(report, level=3)] == [PASSED]
+    assert [r.status for r in records(report, level=3)] == [PASSED] * 4  # 1, 2, 3 and 4 workers
+
+
+def test_a_fault_at_the_third_worker_only_is_caught_in_the_quick_mode():
+    """Worker 2's results come back with one ulp changed: runs with 1 or 2 workers never see it."""
+    report = run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=[THIRD], quick=True,
+                                    levels=(1, 2, 3)))
+    by_count = {r.num_workers: r for r in records(report, level=3)}
+    assert sorted(by_count) == [1, 2, 3, 4]
+    assert by_count[1].status == PASSED and by_count[2].status == PASSED
+    assert by_count[3].status == FAILED and by_count[4].status == FAILED
+    assert f"PPO/torch/{THIRD} with 3 workers differs from PPO/torch/local with 1 worker at iteration 1" \
+        in by_count[3].message
+    (l2,) = records(report, level=2)
+    assert l2.status == PASSED  # the 2-worker pair is repeatable (and clean)
+    # level 1 catches it too: the transfer check talks to 4 workers and names the third
+    (every,) = records(report, level=1, check="api/backend/float32_every_worker")
+    assert every.status == FAILED and every.difference["worker"] == 2
+    assert "(worker 2 of 4) is not bit-exact" in every.message
+
+
+def test_a_backend_that_rounds_big_float32_arrays_is_caught_at_level_1():
+    """float32 arrays above a million elements travel at float16 precision: PPO's 9,155 weights never notice,
+    so levels 2 and 3 pass; level 1's transfer of a >1M-element float32 array to every worker does not."""
+    report = run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=[ROUND], quick=True,
+                                    levels=(1, 2, 3)))
+    (every,) = records(report, level=1, check="api/backend/float32_every_worker")
+    assert every.status == FAILED
+    d = every.difference
+    assert (d["direction"], d["worker"], d["array"]) == ("driver -> worker", 0, "special_float32")
+    assert d["elements"] > 1_000_000 and d["expected"] != d["actual"]
+    assert every.message.startswith("the 1,052,675-element float32 array `special_float32`: driver -> worker "
+                                    "(worker 0 of 4) is not bit-exact (first at index ")
+    (rt,) = records(report, level=1, check="api/backend/array_roundtrip")
+    assert rt.status == PASSED  # the 100 MB float64 array is untouched
+    assert all(r.status == PASSED for r in records(report, level=2) + records(report, level=3))
 
 
 def test_an_unloadable_plugin_fails_with_the_reason():
-    report = run_suite(SuiteOptions(frameworks=["torch"], backends=["broken_plugins:NoSuchBackend"], quick=True,
-                                    levels=(1, 2, 3)))
+    report = run_suite(SuiteOptions(algos=["PPO"], frameworks=["torch"], backends=["broken_plugins:NoSuchBackend"],
+                                    quick=True, levels=(1, 2, 3)))
     (load,) = records(report, level=1, check="api/backend/load")
     assert load.status == FAILED and "cannot load backend `broken_plugins:NoSuchBackend`" in load.message
 
