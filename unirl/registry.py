@@ -9,6 +9,7 @@ ALGORITHMS = {
     "ES": "unirl.algorithms.es:ES",
     "ARS": "unirl.algorithms.ars:ARS",
     "A2C": "unirl.algorithms.a2c:A2C",
+    "A3C": "unirl.algorithms.a3c:A3C",
 }
 
 

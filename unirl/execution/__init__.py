@@ -10,6 +10,8 @@ so it runs unchanged on every backend.
 | SyncSamples | sync_samples | broadcast weights, gather fragments in env order | bit-identical |
 | SyncReplay | replay | as above, rows into a replay buffer in env order, learner replays | bit-identical |
 | PopulationEvaluation | population | broadcast weights (and filter stats), hand out perturbation index ranges, gather returns in perturbation order | bit-identical |
+| AsyncGradients | async_gradients | workers sample and compute gradients; driver applies each as it arrives, new weights to that worker | replayable |
+| AsyncSamples | async_samples | actors return fragments with behaviour logits (stale weights); learner consumes as they arrive | replayable |
 | (family modules add sync replay, async gradients, async samples, population evaluation) | | | |
 
 Asynchronous patterns consume results through an `ArrivalSchedule` (schedule.py): free-running
@@ -18,7 +20,9 @@ any backend consume them in the same order, so an asynchronous run replays bit f
 """
 from unirl.execution.population import PopulationEvaluation
 from unirl.execution.replay import SyncReplay
+from unirl.execution.async_gradients import AsyncGradients, GradientWorker
+from unirl.execution.async_samples import AsyncSamples
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.execution.sync_samples import SyncSamples, worker_specs
 
-__all__ = ["ArrivalSchedule", "PopulationEvaluation", "SyncReplay", "SyncSamples", "worker_specs"]
+__all__ = ["ArrivalSchedule", "AsyncGradients", "AsyncSamples", "GradientWorker", "PopulationEvaluation", "SyncReplay", "SyncSamples", "worker_specs"]

@@ -1,0 +1,105 @@
+"""Async gradients (A3C, Mnih et al. 2016): workers sample and compute gradients; the driver applies each as it arrives.
+
+Each worker holds a learning copy of the policy. A task sends it weights; it samples one
+fragment with them, computes the gradient of the algorithm's loss on that fragment locally and
+returns (gradient, stats, the fragment's counters). The driver applies each gradient as it is
+consumed and sends the new weights back to that worker only, so the others keep computing on
+older weights (the policy lag, recorded with every result).
+
+Results are consumed through an ArrivalSchedule: free-running, the driver takes whichever
+worker finished first and records it; replaying a recorded list of worker ids makes any backend
+consume the same results in the same order, and as every worker's own task sequence is
+deterministic given the weights it is sent, the run is bit-identical to the recorded one.
+
+    learner = MyLearner(config)   # picklable: build_policy(policy_spec), gradients(policy, batch, hp)
+    pattern = AsyncGradients(backend, specs, learner, replay=None)
+    pattern.submit(wid, flat_weights, hp, version)  # for every worker, then in a loop:
+    result = pattern.next()                         # AsyncResult(worker_id, value, version)
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from unirl import sample_batch as sb
+from unirl.execution.schedule import ArrivalSchedule
+from unirl.rollout import RolloutWorker, WorkerSpec
+from unirl.sample_batch import SampleBatch
+
+#: The columns of a fragment a gradient worker sends back with its gradient: enough to count
+#: the steps and episodes (Algorithm.record_batch), nothing the size of the observations.
+COUNTER_COLUMNS = (sb.REWARDS, sb.EP_KEYS, sb.EP_RETURNS, sb.EP_LENGTHS)
+
+
+@dataclass
+class AsyncResult:
+    """One consumed result: the worker it came from, its value, and the weights version it was computed with."""
+
+    worker_id: int
+    value: object
+    version: int
+
+
+class GradientWorker:
+    """A rollout worker whose policy can learn: compute_gradients(weights, hp) samples one fragment
+    and returns (flat gradient, stats, counters) computed by `learner.gradients(policy, batch, hp)`."""
+
+    def __init__(self, spec: WorkerSpec, learner):
+        self.learner = learner
+        self.rollout = RolloutWorker(spec)
+        # The learning copy acts too: one policy, built with the algorithm's loss.
+        self.policy = learner.build_policy(spec.policy)
+        self.rollout.policy = self.policy
+
+    @staticmethod
+    def preload_modules(spec: WorkerSpec, learner) -> list[str]:
+        return RolloutWorker.preload_modules(spec)
+
+    def worker_id(self) -> int:
+        return self.rollout.spec.worker_index
+
+    def set_recorder(self, recorder) -> None:
+        """Forward this worker's learning calls to `recorder` (Policy.recorder; in-process backends only)."""
+        self.policy.recorder = recorder
+
+    def compute_gradients(self, flat_weights: np.ndarray, hp: dict, **explore):
+        batch = self.rollout.sample(flat_weights, **explore)
+        grad, stats = self.learner.gradients(self.policy, batch, hp)
+        return grad, stats, SampleBatch({k: batch[k] for k in COUNTER_COLUMNS})
+
+    def close(self) -> None:
+        self.rollout.close()
+
+
+class AsyncGradients:
+    """Gradient workers driven asynchronously; results consumed in arrival order (recorded) or a replayed order."""
+
+    def __init__(self, backend, specs: list[WorkerSpec], learner, replay: list[int] | None = None,
+                 timeout: float | None = None, worker_cls=GradientWorker):
+        self.backend = backend
+        self.workers = backend.spawn(worker_cls, [(s, learner) for s in specs])
+        self.schedule = ArrivalSchedule(backend, replay=replay, timeout=timeout)
+        self.in_flight: dict[int, deque] = {w.worker_id: deque() for w in self.workers}
+        self._submitted = 0  # requests made so far: orders the pending results
+
+    @property
+    def idle_workers(self) -> list[int]:
+        return [wid for wid, q in self.in_flight.items() if not q]
+
+    def submit(self, worker_id: int, flat_weights: np.ndarray, hp: dict, version: int, **explore) -> None:
+        """Ask one worker for a gradient computed with these weights (weights version `version`)."""
+        future = self.backend.call(self.workers[worker_id], "compute_gradients", flat_weights, hp, **explore)
+        self.in_flight[worker_id].append((future, version, self._submitted))
+        self._submitted += 1
+
+    def next(self) -> AsyncResult:
+        """The next result to consume, by the schedule: (worker id, (grad, stats, counters), version)."""
+        # In submission order of each worker's oldest request: the longest waiting first among
+        # those ready (on the local backend, where all are ready, the workers take turns).
+        heads = sorted((q[0][2], wid) for wid, q in self.in_flight.items() if q)
+        pending = {wid: self.in_flight[wid][0][0] for _, wid in heads}
+        wid = self.schedule.next(pending)
+        future, version, _ = self.in_flight[wid].popleft()
+        return AsyncResult(wid, self.backend.get(future), version)
