@@ -91,13 +91,14 @@ class PopulationConfig(AlgorithmConfig):
 def centered_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks of x scaled to [-0.5, 0.5] (ties broken by position), same shape (Salimans et al.'s fitness shaping)."""
     flat = np.asarray(x).ravel()
-    ranks = np.empty(len(flat), np.float64)
-    ranks[np.argsort(flat, kind="stable")] = np.arange(len(flat), dtype=np.float64)
-    if len(flat) > 1:
-        ranks = ranks / (len(flat) - 1) - 0.5
-    else:
-        ranks[:] = 0.0
-    return ranks.reshape(np.shape(x)).astype(np.float32)
+    ranks = np.empty(len(flat), np.float32)
+    ranks[np.argsort(flat, kind="stable")] = np.arange(len(flat), dtype=np.float32)
+    if len(flat) < 2:
+        return np.zeros(np.shape(x), np.float32)
+    # float32 arithmetic, as in the paper's code (es_distributed/es.py): the same bits.
+    ranks /= np.float32(len(flat) - 1)
+    ranks -= np.float32(0.5)
+    return ranks.reshape(np.shape(x))
 
 
 class _FilteredPolicy:

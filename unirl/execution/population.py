@@ -187,6 +187,12 @@ class PopulationWorker:
             out.update(obs_count=counts, obs_mean=np.stack(means), obs_m2=np.stack(m2s))
         return out
 
+    def noise_table_digest(self) -> str:
+        """SHA-256 of this process's noise table: equal in every process of a run (checked by tests)."""
+        import hashlib
+
+        return hashlib.sha256(self.table.tobytes()).hexdigest()
+
     def close(self) -> None:
         self.env.close()
 
