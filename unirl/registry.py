@@ -6,6 +6,7 @@ from unirl.loading import load
 ALGORITHMS = {
     "PPO": "unirl.algorithms.ppo:PPO",
     "DQN": "unirl.algorithms.dqn:DQN",
+    "APEX": "unirl.algorithms.apex:ApeX",
     "ES": "unirl.algorithms.es:ES",
     "ARS": "unirl.algorithms.ars:ARS",
     "A2C": "unirl.algorithms.a2c:A2C",

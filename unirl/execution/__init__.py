@@ -9,6 +9,7 @@ so it runs unchanged on every backend.
 |---|---|---|---|
 | SyncSamples | sync_samples | broadcast weights, gather fragments in env order | bit-identical |
 | SyncReplay | replay | as above, rows into a replay buffer in env order, learner replays | bit-identical |
+| AsyncReplay | async_replay | actors -> replay shards (stateful workers) with initial priorities; learner pulls prioritized batches, priorities back | replayable |
 | PopulationEvaluation | population | broadcast weights (and filter stats), hand out perturbation index ranges, gather returns in perturbation order | bit-identical |
 | AsyncGradients | async_gradients | workers sample and compute gradients; driver applies each as it arrives, new weights to that worker | replayable |
 | AsyncSamples | async_samples | actors return fragments with behaviour logits (stale weights); learner consumes as they arrive | replayable |
@@ -19,10 +20,11 @@ it records which worker's result the driver consumed at each step; given that re
 any backend consume them in the same order, so an asynchronous run replays bit for bit.
 """
 from unirl.execution.population import PopulationEvaluation
+from unirl.execution.async_replay import AsyncReplay
 from unirl.execution.replay import SyncReplay
 from unirl.execution.async_gradients import AsyncGradients, GradientWorker
 from unirl.execution.async_samples import AsyncSamples
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.execution.sync_samples import SyncSamples, worker_specs
 
-__all__ = ["ArrivalSchedule", "AsyncGradients", "AsyncSamples", "GradientWorker", "PopulationEvaluation", "SyncReplay", "SyncSamples", "worker_specs"]
+__all__ = ["ArrivalSchedule", "AsyncReplay", "AsyncGradients", "AsyncSamples", "GradientWorker", "PopulationEvaluation", "SyncReplay", "SyncSamples", "worker_specs"]
