@@ -11,6 +11,7 @@ ALGORITHMS = {
     "ARS": "unirl.algorithms.ars:ARS",
     "A2C": "unirl.algorithms.a2c:A2C",
     "A3C": "unirl.algorithms.a3c:A3C",
+    "IMPALA": "unirl.algorithms.impala:IMPALA",
 }
 
 

@@ -1,0 +1,189 @@
+"""IMPALA (Espeholt et al. 2018) on the async-samples pattern: actors sample with stale weights, the learner corrects with V-trace.
+
+Actors return fragments with the distribution inputs they acted with; the learner consumes
+fragments as they arrive until it has `train_batch_size` steps, computes the current policy's
+log-probabilities and values over them (on the learner, so the numbers depend on the
+trajectories only, never on how envs are split), applies V-trace (rho-bar and c-bar clipping,
+unirl.vtrace) and takes one gradient step on the shared actor-critic loss with the V-trace
+policy-gradient advantages and value targets. Fresh weights then go to the actors that returned.
+
+Free-running runs are replayable: `get_state()[1]["arrival_schedule"]` is the list of actor
+ids in the order their fragments were consumed, and the config key `arrival_schedule` replays
+it on any backend, bit for bit. Each result reports the policy lag: learner steps between the
+weights a fragment was sampled with and the step that learned on it.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+import numpy as np
+
+from unirl import sample_batch as sb
+from unirl.algorithm import Algorithm
+from unirl.algorithms.a2c import actor_critic_loss, loss_hyperparameters
+from unirl.config import AlgorithmConfig
+from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
+from unirl.errors import UnirlError
+from unirl.execution import AsyncSamples
+from unirl.ops import numpy_ops
+from unirl.postprocessing import next_values
+from unirl.vtrace import vtrace
+
+
+@dataclass
+class IMPALAConfig(AlgorithmConfig):
+    """IMPALA's options (plus those of every algorithm)."""
+
+    # Defaults tuned for classic-control tasks: 2 actors x 8 envs x 8 steps, 64 steps per learner step.
+    #: Actors (rollout workers).
+    num_workers: int = 2
+    #: Steps each env takes per fragment (an actor's fragment covers num_envs_per_worker x this).
+    rollout_fragment_length: int = 8
+    #: Env steps per learner step (a multiple of one actor's fragment).
+    train_batch_size: int = 64
+    #: Learner steps per training iteration.
+    learner_steps_per_iteration: int = 2
+    #: Sample requests each actor keeps queued (2: an actor samples while the learner learns).
+    max_requests_in_flight_per_worker: int = 2
+    #: Discount factor.
+    gamma: float = 0.99
+    #: Adam learning rate.
+    lr: float = 1e-3
+    #: V-trace rho-bar: clip of the importance weights in the TD errors and policy gradient.
+    vtrace_clip_rho_threshold: float = 1.0
+    #: V-trace c-bar: clip of the importance weights in the trace.
+    vtrace_clip_c_threshold: float = 1.0
+    #: Weight of the value loss.
+    vf_loss_coeff: float = 0.5
+    #: Weight of the entropy bonus.
+    entropy_coeff: float = 0.0
+    #: Replay a recorded arrival schedule (the actor ids of get_state()[1]["arrival_schedule"]); None: free-running.
+    arrival_schedule: typing.Optional[list] = None
+    #: Seconds to wait for any actor's fragment before failing (0: wait forever).
+    worker_timeout_s: float = 600.0
+
+    def validate(self) -> None:
+        super().validate()
+        fragment = self.num_envs_per_worker * self.rollout_fragment_length
+        for key in ("rollout_fragment_length", "learner_steps_per_iteration", "max_requests_in_flight_per_worker"):
+            if getattr(self, key) < 1:
+                raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
+        if self.train_batch_size % fragment:
+            raise UnirlError(f"train_batch_size {self.train_batch_size} is not a multiple of one actor's fragment "
+                             f"(num_envs_per_worker {self.num_envs_per_worker} x rollout_fragment_length "
+                             f"{self.rollout_fragment_length} = {fragment}).")
+        if self.vtrace_clip_rho_threshold <= 0 or self.vtrace_clip_c_threshold <= 0:
+            raise UnirlError("config keys `vtrace_clip_rho_threshold` and `vtrace_clip_c_threshold` must be positive.")
+        if self.arrival_schedule is not None and not all(isinstance(w, int) and not isinstance(w, bool)
+                                                         for w in self.arrival_schedule):
+            raise UnirlError("config key `arrival_schedule` must be a list of worker ids (integers).")
+
+
+class IMPALA(Algorithm):
+    name = "IMPALA"
+    config_class = IMPALAConfig
+    module_kind = "actor_critic"
+    loss = staticmethod(actor_critic_loss)
+    conformance = ConformanceSpec(
+        run_config={"env": "CartPole-v1", "total_envs": 12, "rollout_fragment_length": 4, "train_batch_size": 48},
+        curve_config={"env": "CartPole-v1", "total_envs": 16, "rollout_fragment_length": 8, "train_batch_size": 128},
+        learning={"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 500_000, "eval_episodes": 20},
+        reproducibility=REPLAYABLE,
+        levels=(1, 3, 4, 5),
+        notes="level 3 replays the local run's arrival schedule at the same worker count",
+    )
+
+    def setup(self) -> None:
+        c = self.config
+        specs = self.worker_specs(record_dist_inputs=True)
+        for s in specs:
+            s.rollout_length = c.rollout_fragment_length
+        self.pattern = AsyncSamples(self.backend, specs, c.max_requests_in_flight_per_worker,
+                                    replay=c.arrival_schedule, timeout=c.worker_timeout_s or None)
+        self.version = 0  # learner steps so far: the weights version
+
+    def hyperparameters(self) -> dict[str, float]:
+        return loss_hyperparameters(self.config, self.current_lr())
+
+    def postprocess(self, fragments: list[sb.SampleBatch]) -> dict[str, np.ndarray]:
+        """Rows (obs, actions, V-trace advantages and targets) for fragments in consumption order.
+
+        One learner forward pass over every fragment's observations, bootstrap observations and
+        truncated episodes' final observations gives the target policy's inputs and the values.
+        """
+        c = self.config
+        parts, sizes = [], []
+        for b in fragments:
+            obs = b[sb.OBS].reshape((b.count,) + b[sb.OBS].shape[2:])
+            parts += [obs, b[sb.BOOTSTRAP_OBS], b[sb.TRUNC_OBS]]
+            sizes.append((b.count, b.num_envs, len(b[sb.TRUNC_INDEX])))
+        out = self.policy.forward(np.concatenate(parts, axis=0))
+        inputs_all, values_all = out["dist_inputs"], out["values"]
+        rows = {sb.OBS: [], sb.ACTIONS: [], sb.ADVANTAGES: [], sb.VALUE_TARGETS: [], "log_rhos": []}
+        offset = 0
+        dist = self.policy.dist
+        for b, (n, envs, k) in zip(fragments, sizes):
+            T = b.num_steps
+            v = values_all[offset:offset + n].reshape(T, envs)
+            nxt = next_values(b, v, values_all[offset + n:offset + n + envs],
+                              values_all[offset + n + envs:offset + n + envs + k])
+            actions = b[sb.ACTIONS].reshape((n,) + b[sb.ACTIONS].shape[2:])
+            target_logp = dist.logp(numpy_ops, inputs_all[offset:offset + n], actions)
+            behaviour = b[sb.BEHAVIOUR_INPUTS].reshape(n, -1)
+            behaviour_logp = dist.logp(numpy_ops, behaviour, actions)
+            log_rhos = (target_logp - behaviour_logp).astype(np.float32).reshape(T, envs)
+            dones = b[sb.TERMINATEDS] | b[sb.TRUNCATEDS]
+            vs, pg_adv = vtrace(log_rhos, b[sb.REWARDS], v, nxt, dones, c.gamma,
+                                c.vtrace_clip_rho_threshold, c.vtrace_clip_c_threshold)
+            rows[sb.OBS].append(b[sb.OBS].reshape((n,) + b[sb.OBS].shape[2:]))
+            rows[sb.ACTIONS].append(actions)
+            rows[sb.ADVANTAGES].append(pg_adv.reshape(-1))
+            rows[sb.VALUE_TARGETS].append(vs.reshape(-1))
+            rows["log_rhos"].append(log_rhos.reshape(-1))
+            offset += n + envs + k
+        return {key: np.concatenate(v, axis=0) for key, v in rows.items()}
+
+    def learner_step(self) -> tuple[dict, list[int]]:
+        """Consume fragments until train_batch_size steps, learn once, re-request the actors that returned."""
+        fragments, returned, lags, steps = [], [], [], 0
+        while steps < self.config.train_batch_size:
+            result = self.pattern.next()
+            batch = result.value
+            self.record_batch(batch)
+            steps += batch.count
+            fragments.append(batch)
+            returned.append(result.worker_id)
+            lags.append(self.version - result.version)
+        rows = self.postprocess(fragments)
+        log_rhos = rows.pop("log_rhos")
+        hp = self.hyperparameters()
+        stats = self.policy.stats_numpy(self.policy.learn_on_batch(rows, hp))
+        self.policy.finish_learning()
+        self.version += 1
+        stats.update(lr=hp["lr"], mean_rho=float(np.mean(np.exp(log_rhos))))
+        weights = self.policy.get_flat_weights()
+        for wid in returned:
+            self.pattern.request(wid, weights, self.version)
+        return stats, lags
+
+    def training_step(self) -> dict:
+        self.pattern.fill(self.policy.get_flat_weights(), self.version)
+        all_stats, lags = [], []
+        for _ in range(self.config.learner_steps_per_iteration):
+            stats, step_lags = self.learner_step()
+            all_stats.append(stats)
+            lags += step_lags
+        out = {k: float(np.mean([s[k] for s in all_stats])) for k in all_stats[0]}
+        out.update(policy_lag_mean=float(np.mean(lags)), policy_lag_max=int(max(lags)), weights_version=self.version)
+        return out
+
+    def get_state(self):
+        arrays, state = super().get_state()
+        state["arrival_schedule"] = list(self.pattern.schedule.recorded)
+        state["weights_version"] = self.version
+        return arrays, state
+
+    def set_state(self, arrays, state) -> None:
+        super().set_state(arrays, state)
+        self.version = state.get("weights_version", 0)
