@@ -22,6 +22,7 @@ def test_sum_tree_updates_equal_a_fresh_build(capacity):
     rng = np.random.default_rng(capacity)
     tree = SumTree(capacity)
     leaves = np.zeros(capacity)
+    seen = np.zeros(0, np.int64)  # leaves set so far: the min tree's minimum is over these
     for _ in range(50):
         idx = rng.integers(0, capacity, size=rng.integers(1, 40))
         vals = rng.random(len(idx)) * 10
@@ -29,6 +30,8 @@ def test_sum_tree_updates_equal_a_fresh_build(capacity):
         for i, v in zip(idx, vals):  # the last write to a repeated index wins
             leaves[i] = v
         assert np.array_equal(tree.tree, fresh_tree_sums(leaves, tree.size))
+        assert tree.min == leaves[np.unique(np.concatenate([seen, idx]))].min()
+        seen = np.unique(np.concatenate([seen, idx]))
     assert np.array_equal(tree.leaves, leaves)
 
 

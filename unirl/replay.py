@@ -24,7 +24,9 @@ import numpy as np
 class SumTree:
     """Leaf values (float64) in a complete binary tree of sums; capacity rounded up to a power of two.
 
-    `tree[1]` is the total, node k has children 2k and 2k+1, and leaf i sits at `size + i`.
+    `tree[1]` is the total, node k has children 2k and 2k+1, and leaf i sits at `size + i`;
+    `min_tree` holds the minimum the same way (leaves never set count as +inf), for the
+    importance weights' normaliser.
     """
 
     def __init__(self, capacity: int):
@@ -32,10 +34,15 @@ class SumTree:
         self.size = 1 << max(0, (self.capacity - 1).bit_length())
         self.depth = self.size.bit_length() - 1
         self.tree = np.zeros(2 * self.size, np.float64)
+        self.min_tree = np.full(2 * self.size, np.inf)
 
     @property
     def total(self) -> float:
         return float(self.tree[1])
+
+    @property
+    def min(self) -> float:
+        return float(self.min_tree[1])
 
     @property
     def leaves(self) -> np.ndarray:
@@ -49,9 +56,11 @@ class SumTree:
             return
         nodes = indices + self.size
         self.tree[nodes] = values  # NumPy assigns repeated indices in order: the last one stays
+        self.min_tree[nodes] = values
         for _ in range(self.depth):
             nodes = np.unique(nodes >> 1)
             self.tree[nodes] = self.tree[2 * nodes] + self.tree[2 * nodes + 1]
+            self.min_tree[nodes] = np.minimum(self.min_tree[2 * nodes], self.min_tree[2 * nodes + 1])
 
     def find(self, mass: np.ndarray) -> np.ndarray:
         """For each prefix-sum value in [0, total): the leaf i with sum(leaves[:i]) <= mass < sum(leaves[:i+1])."""
@@ -70,9 +79,12 @@ class SumTree:
         """Replace every leaf at once and rebuild all sums (restoring a checkpoint)."""
         self.tree[:] = 0.0
         self.tree[self.size:self.size + len(values)] = values
+        self.min_tree[:] = np.inf
+        self.min_tree[self.size:self.size + len(values)] = values
         for level in range(self.depth - 1, -1, -1):
             lo, hi = 1 << level, 2 << level
             self.tree[lo:hi] = self.tree[2 * lo:2 * hi:2] + self.tree[2 * lo + 1:2 * hi:2]
+            self.min_tree[lo:hi] = np.minimum(self.min_tree[2 * lo:2 * hi:2], self.min_tree[2 * lo + 1:2 * hi:2])
 
 
 class ReplayBuffer:
@@ -191,10 +203,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return self.take(idx), idx, self.importance_weights(idx, beta)
 
     def importance_weights(self, idx: np.ndarray, beta: float) -> np.ndarray:
-        leaves = self.tree.leaves[:self.num_rows]
         total = self.tree.total
         p = self.tree.tree[self.tree.size + idx] / total
-        p_min = leaves.min() / total
+        p_min = self.tree.min / total
         w = (self.num_rows * p) ** (-beta)
         w_max = (self.num_rows * p_min) ** (-beta)
         return (w / w_max).astype(np.float32)

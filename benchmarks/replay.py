@@ -1,0 +1,132 @@
+"""Replay and Q-learning numbers: sum-tree samples/s, DQN on CartPole-v1 to a training mean of 475, Ape-X env steps/s per actor count.
+
+    python -m unirl.benchmarks.replay tree                  # sum tree / prioritized buffer throughput
+    python -m unirl.benchmarks.replay dqn --seeds 0 1 2     # DQN learning: steps and wall time to 475
+    python -m unirl.benchmarks.replay apex --backends multiprocessing ray --actors 1 2 4
+
+- tree: a prioritized buffer of 1M rows (and 100k); samples/s of `sample(B)` (prefix-sum descent,
+  gather of rows, importance weights) and of `update_priorities(B)`, B = 64 and 512, the median of 5
+  rounds of 200 calls; plus the bare `SumTree.find` rate.
+- dqn: the default DQN config, torch, local; trains until the mean of the last 20 training episodes
+  reaches 475 or the step budget ends; reports steps, wall time, env steps/s and the greedy mean over
+  20 episodes at the end.
+- apex: env steps/s of Ape-X (2 shards, 2 envs per actor) with each actor count on each backend, over
+  a fixed number of iterations after a warm-up, with the ratio to one actor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def bench_tree(capacities=(100_000, 1_000_000), batch_sizes=(64, 512), rounds=5, calls=200) -> list[dict]:
+    from unirl.replay import PrioritizedReplayBuffer
+
+    out = []
+    for cap in capacities:
+        rng = np.random.default_rng(0)
+        buf = PrioritizedReplayBuffer(cap, alpha=0.6)
+        chunk = 10_000
+        for start in range(0, cap, chunk):
+            buf.add({"obs": rng.random((chunk, 4), dtype=np.float32), "actions": rng.integers(0, 2, chunk)},
+                    priorities=rng.random(chunk) + 0.01)
+        for b in batch_sizes:
+            sample_rates, update_rates, find_rates = [], [], []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                for _ in range(calls):
+                    _, idx, _ = buf.sample(b, rng, beta=0.4)
+                sample_rates.append(calls * b / (time.perf_counter() - t))
+                t = time.perf_counter()
+                for _ in range(calls):
+                    buf.update_priorities(idx, rng.standard_normal(b))
+                update_rates.append(calls * b / (time.perf_counter() - t))
+                t = time.perf_counter()
+                for _ in range(calls):
+                    buf.tree.find(rng.random(b) * buf.tree.total)
+                find_rates.append(calls * b / (time.perf_counter() - t))
+            out.append({"capacity": cap, "batch": b, "sample_rows_per_s": statistics.median(sample_rates),
+                        "update_rows_per_s": statistics.median(update_rates),
+                        "find_per_s": statistics.median(find_rates)})
+    return out
+
+
+def bench_dqn(seed: int, framework: str = "torch", budget: int = 50_000, config: dict | None = None) -> dict:
+    import unirl
+
+    cfg = {"env": "CartPole-v1", "seed": seed, "framework": framework}
+    cfg.update(config or {})
+    algo = unirl.build("DQN", cfg)
+    try:
+        t0 = time.perf_counter()
+        last20: list[float] = []
+        reached = None
+        while algo.timesteps_total < budget:
+            r = algo.train()
+            last20 = (last20 + r["episode_returns_this_iter"])[-20:]
+            if reached is None and len(last20) == 20 and np.mean(last20) >= 475:
+                reached = {"steps": algo.timesteps_total, "wall_s": time.perf_counter() - t0}
+                break
+        wall = time.perf_counter() - t0
+        greedy = algo.evaluate(20)["evaluation/episode_return_mean"]
+        return {"seed": seed, "framework": framework, "reached_475": reached, "steps": algo.timesteps_total,
+                "wall_s": wall, "env_steps_per_s": algo.timesteps_total / wall, "greedy_mean_20": greedy,
+                "last20_mean": float(np.mean(last20)) if last20 else float("nan")}
+    finally:
+        algo.stop()
+
+
+def bench_apex(backend: str, actors: int, iterations: int = 60, warmup: int = 10) -> dict:
+    import unirl
+
+    algo = unirl.build("APEX", {"env": "CartPole-v1", "backend": backend, "num_workers": actors,
+                                "num_envs_per_worker": 2, "train_batch_size": 32 * actors, "num_replay_shards": 2,
+                                "learning_starts": 500})
+    try:
+        for _ in range(warmup):
+            algo.train()
+        s0, t0 = algo.timesteps_total, time.perf_counter()
+        for _ in range(iterations):
+            r = algo.train()
+        dt = time.perf_counter() - t0
+        return {"backend": backend, "actors": actors, "env_steps_per_s": (algo.timesteps_total - s0) / dt,
+                "replay_ratio": r["learner/replay_ratio"], "weight_syncs": r["learner/weight_syncs"],
+                "staleness": r["learner/weight_staleness_mean_total"]}
+    finally:
+        algo.stop()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["tree", "dqn", "apex"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--framework", default="torch")
+    p.add_argument("--budget", type=int, default=50_000)
+    p.add_argument("--config", default="{}", help="DQN config overrides (JSON)")
+    p.add_argument("--backends", nargs="+", default=["local", "multiprocessing"])
+    p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
+    args = p.parse_args(argv)
+    if args.what == "tree":
+        for row in bench_tree():
+            print(json.dumps(row), flush=True)
+    elif args.what == "dqn":
+        for seed in args.seeds:
+            print(json.dumps(bench_dqn(seed, args.framework, args.budget, json.loads(args.config))), flush=True)
+    else:
+        for backend in args.backends:
+            base = None
+            for n in args.actors:
+                row = bench_apex(backend, n)
+                base = base or row["env_steps_per_s"]
+                row["ratio_to_1"] = row["env_steps_per_s"] / base
+                print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
