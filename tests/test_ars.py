@@ -115,3 +115,31 @@ def test_ars_solves_cartpole(version):
         score, episodes, steps, wall = train_until(a, 475.0, 90.0)
     print(f"ARS V{version} CartPole-v1: greedy mean {score:.1f} after {episodes} episodes, {steps} steps, {wall:.1f} s")
     assert score >= 475.0
+
+
+@pytest.mark.timeout(300)
+def test_ars_v2_solves_a_continuous_task():
+    """Box actions (clipped linear outputs): MountainCarContinuous-v0's 'solved' is a mean of 90."""
+    import unirl
+
+    config = {"env": "MountainCarContinuous-v0", "noise_table_size": 100_000, "num_directions": 8,
+              "top_directions": 4, "step_size": 0.1, "delta_std": 0.5}
+    with unirl.build("ARS", config) as a:
+        score, episodes, steps, wall = train_until(a, 90.0, 90.0)
+    print(f"ARS V2 MountainCarContinuous-v0: greedy mean {score:.1f} after {episodes} episodes, {steps} steps, {wall:.1f} s")
+    assert score >= 90.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ars_v1_swimmer_reaches_the_papers_threshold():
+    """Mania et al.'s Swimmer setting (V1, N = b = 1, alpha 0.02, nu 0.01); their threshold is 325."""
+    pytest.importorskip("mujoco", reason="MuJoCo is not installed (pip install 'unirl[mujoco]')")
+    import unirl
+
+    config = {"env": "Swimmer-v5", "version": 1, "noise_table_size": 100_000, "num_directions": 1,
+              "top_directions": 1, "step_size": 0.02, "delta_std": 0.01}
+    with unirl.build("ARS", config) as a:
+        score, episodes, steps, wall = train_until(a, 325.0, 600.0, eval_episodes=20)
+    print(f"ARS V1 Swimmer-v5: greedy mean {score:.1f} after {episodes} episodes, {steps} steps, {wall:.1f} s")
+    assert score >= 325.0

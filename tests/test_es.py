@@ -125,7 +125,7 @@ def test_weighted_noise_sum_matches_reference():
     offs = np.array([0, 17, 4000, 17, 999])
     w = np.array([0.5, -1.0, 2.0, 0.25, 3.0])
     ref = sum(wi * table[o:o + 300].astype(np.float64) for wi, o in zip(w, offs))
-    np.testing.assert_allclose(weighted_noise_sum(table, offs, w, 300, chunk=2), ref, rtol=1e-12)
+    np.testing.assert_allclose(weighted_noise_sum(table, offs, w, 300), ref, rtol=1e-12)
 
 
 # -- fitness shaping -------------------------------------------------------------------------------
