@@ -31,7 +31,8 @@ REPLAY_COLUMNS = (sb.OBS, sb.ACTIONS, sb.REWARDS, NEXT_OBS, sb.TERMINATEDS, DISC
 class DQNConfig(AlgorithmConfig):
     """DQN's options (plus those of every algorithm). `train_batch_size` is the env steps sampled per iteration."""
 
-    # Defaults tuned for CartPole-v1 (solved, greedy 500, in about 20-30k env steps).
+    # Defaults tuned for CartPole-v1: seed 0 (torch) reaches a 20-episode training mean of 475 at
+    # ~47k env steps with a greedy mean of 500 (benchmarks/replay.py dqn).
     #: Envs stepped together in each worker.
     num_envs_per_worker: int = 4
     #: Env steps sampled per iteration, over all envs.
@@ -51,7 +52,7 @@ class DQNConfig(AlgorithmConfig):
     #: Env steps sampled before the first gradient step.
     learning_starts: int = 1000
     #: Gradient steps per sampled env step once learning has started (0.5: one step every 2 env steps).
-    training_intensity: float = 0.25
+    training_intensity: float = 0.5
     #: Copy the online network into the target network every this many env steps.
     target_network_update_freq: int = 500
     #: Steps of the n-step return (1: one-step Q-learning); cut short at episode ends and fragment ends.

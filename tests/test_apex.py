@@ -52,6 +52,7 @@ def assert_same_bits(w0, w1, label):
         pytest.fail(f"{label}: weights differ first at index {i}: {w0[i]!r} vs {w1[i]!r}")
 
 
+@pytest.mark.timeout(120)
 def test_epsilons_follow_the_formula_by_global_env_index():
     eps = apex_epsilons(8, 0.4, 7.0)
     assert eps[0] == 0.4 and np.isclose(eps[-1], 0.4 ** 8)
