@@ -158,8 +158,14 @@ class Policy:
 
     # -- acting --------------------------------------------------------------------------
     def policy_outputs(self, obs: np.ndarray) -> np.ndarray:
-        """`forward_inference` (e.g. logits, Q-values) for a batch of observations, as NumPy."""
-        return self.adapter.numpy(self._policy_out(self._params, self.adapter.call_input(np.asarray(obs, np.float32))))
+        """`forward_inference` (e.g. logits, Q-values) for a batch of observations, as NumPy.
+
+        Rows are zero-padded to a multiple of FORWARD_ROWS_MULTIPLE, as in `forward`: the
+        adapters' products run in blocks of that many rows anyway (a row's bits never depend on
+        its batch), and compiled frameworks then trace one shape per 64 rows, not one per size.
+        """
+        obs, n = _pad_rows(np.asarray(obs, np.float32))
+        return self.adapter.numpy(self._policy_out(self._params, self.adapter.call_input(obs)))[:n]
 
     def forward(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         """`forward_train` (e.g. {"dist_inputs", "values"}) for a batch of observations, as NumPy.
@@ -168,11 +174,7 @@ class Policy:
         size varies with the number of truncated episodes, and compiled frameworks trace once per
         shape. Rows do not depend on the batch they arrive in, so padding changes no number.
         """
-        obs = np.asarray(obs, np.float32)
-        n = len(obs)
-        padded = -(-n // FORWARD_ROWS_MULTIPLE) * FORWARD_ROWS_MULTIPLE
-        if padded != n:
-            obs = np.concatenate([obs, np.zeros((padded - n,) + obs.shape[1:], np.float32)])
+        obs, n = _pad_rows(np.asarray(obs, np.float32))
         out = self._forward(self._params, self.adapter.call_input(obs))
         return {k: self.adapter.numpy(v)[:n] for k, v in out.items()}
 
@@ -296,6 +298,15 @@ class Policy:
             v = np.asarray(self.adapter.numpy(v))
             out[k] = float(v) if v.ndim == 0 else v
         return out
+
+
+def _pad_rows(obs: np.ndarray) -> tuple[np.ndarray, int]:
+    """(obs zero-padded to a multiple of FORWARD_ROWS_MULTIPLE rows, the original row count)."""
+    n = len(obs)
+    padded = -(-n // FORWARD_ROWS_MULTIPLE) * FORWARD_ROWS_MULTIPLE
+    if padded != n:
+        obs = np.concatenate([obs, np.zeros((padded - n,) + obs.shape[1:], obs.dtype)])
+    return obs, n
 
 
 def _numpy_ops():
