@@ -39,15 +39,16 @@ def gradient_agreement(algo: str, reference: str, framework: str, rtol: float, p
         return _record(4, check, algo, framework, FAILED, time.perf_counter() - t0,
                        f"raised {type(e).__name__}: {e}", {"traceback": tb})
     dt = time.perf_counter() - t0
-    summary = {k: {"ok": v["ok"], "scale_rel_diff": v["scale_rel_diff"], "max_abs_diff": v["max_abs_diff"]}
-               for k, v in arrays.items()}
+    summary = {k: {"ok": v["ok"], "scale_rel_diff": v["scale_rel_diff"], "max_abs_diff": v["max_abs_diff"],
+                   "tolerance_rel_diff": v["details"].get("tolerance_rel_diff")} for k, v in arrays.items()}
     bad = [(k, v) for k, v in arrays.items() if not v["ok"]]
-    worst = max(v["scale_rel_diff"] for v in arrays.values())
+    worst = max(v["details"].get("tolerance_rel_diff", v["scale_rel_diff"]) for v in arrays.values())
     where = {"tolerance": rtol, "reference": reference, "problem": problem.describe(), "arrays": summary}
     if not bad:
         return _record(4, check, algo, framework, PASSED, dt,
                        f"{framework} within {rtol:g} (scale-relative) of {reference} on {len(arrays)} arrays of "
-                       f"{algo}'s learning call {problem.call_index}; largest difference {worst:.2e}", where)
+                       f"{algo}'s learning call {problem.call_index}; largest difference {worst:.2e} (relative to each "
+                       f"array's scale, or to max(1, |value|) for a scalar)", where)
     name, v = bad[0]
     message = (f"`{name}` of {framework} differs from {reference} beyond the tolerance {rtol:g} "
                f"(scale-relative {v['scale_rel_diff']:.3g}): first at index {list(v['first_index'] or [])}: "

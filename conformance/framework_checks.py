@@ -577,7 +577,14 @@ def compare_loss_and_grads(adapter_a, adapter_b, problem: LossProblem | None = N
         # A scalar (the loss, a stat) is often a small difference of large terms (a policy loss of
         # normalized advantages is near 0): it is held to rtol x max(1, its magnitude).
         atol = rtol if np.ndim(a[k]) == 0 else 0.0
-        out[k] = compare_arrays(k, a[k], b[k], rtol, atol, check=check, scale_relative=True).as_dict()
+        f = compare_arrays(k, a[k], b[k], rtol, atol, check=check, scale_relative=True)
+        # the difference in units of the tolerance's base (1 for a scalar below 1): what `rtol` bounds
+        if f.max_abs_diff == 0 or not math.isfinite(f.scale_rel_diff):
+            f.details["tolerance_rel_diff"] = 0.0 if f.max_abs_diff == 0 else math.inf
+        else:
+            scale = f.max_abs_diff / f.scale_rel_diff
+            f.details["tolerance_rel_diff"] = f.max_abs_diff / (max(scale, 1.0) if atol else scale)
+        out[k] = f.as_dict()
     return out
 
 
