@@ -69,6 +69,19 @@ class Backend:
         """Stop every worker; leaves no process behind. Safe to call twice."""
         raise NotImplementedError
 
+    # -- optional: worker recovery (unirl.execution.recovery) ------------------------------------
+    #: The backend can replace a failed worker (`restart`).
+    can_restart_workers = False
+
+    def restart(self, handle: WorkerHandle) -> WorkerHandle:
+        """Kill the worker if it still runs (hung), fail its pending calls with WorkerDiedError, and start a
+        new one built from the same class and arguments; returns the handle to use from now on."""
+        raise NotImplementedError(f"the {self.name} backend cannot replace a worker")
+
+    def describe_worker(self, handle: WorkerHandle) -> str:
+        """Where a worker runs, for messages: e.g. "pid 1234 on host-a"."""
+        return ""
+
     def __enter__(self):
         return self
 

@@ -82,6 +82,7 @@ def recv_msg(sock: socket.socket):
 def serve(fd: int) -> None:
     """Main loop of a worker process: build the worker, then run calls in the order received."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a scheduler's SIGTERM is the driver's to handle
     sock = socket.socket(fileno=fd)
     send_lock = threading.Lock()
     inbox: "collections.deque" = collections.deque()
@@ -137,6 +138,7 @@ def template_main(fd: int) -> None:
     import select
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ctrl = socket.socket(fileno=fd)
 
     def reply(obj):
@@ -306,10 +308,13 @@ class Backend(base.Backend):
         self.start_timeout = start_timeout
         self._template: _Template | None = None
         self._procs: list[_Proc] = []
+        self._recipes: list[tuple] = []  # (pickled class, args) per worker id: what `restart` rebuilds
         self._selector = selectors.DefaultSelector()
         self._closed = False
 
     # -- protocol ---------------------------------------------------------------------------
+    can_restart_workers = True
+
     def spawn(self, worker_cls, args_list):
         env = dict(os.environ)
         env.update(base.worker_env(self.num_threads))
@@ -321,24 +326,52 @@ class Backend(base.Backend):
             self._template.preload(_modules_to_preload(worker_cls, args_list))
         for args in args_list:
             wid = len(self._procs)
-            parent, child = socket.socketpair()
-            fd = child.fileno()
-            if self._template is not None:
-                popen = self._template.fork(fd)
-            else:
-                popen = subprocess.Popen(
-                    [sys.executable, "-c", f"from unirl.backends.multiprocessing import serve; serve({fd})"],
-                    pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
-            child.close()
-            proc = _Proc(wid, popen, parent)
+            proc = self._start_proc(wid, env)
             self._procs.append(proc)
-            self._selector.register(parent, selectors.EVENT_READ, proc)
+            self._recipes.append((cls_bytes, tuple(args)))
             new.append(proc)
         log_level = base.driver_log_level()
         for proc, args in zip(new, args_list):
             inits.append(self._submit(proc, ("init", proc.worker_id, cls_bytes, tuple(args), log_level)))
         self.get(inits, timeout=self.start_timeout)
         return [base.WorkerHandle(p.worker_id) for p in new]
+
+    def _start_proc(self, wid, env=None) -> "_Proc":
+        if env is None:
+            env = dict(os.environ)
+            env.update(base.worker_env(self.num_threads))
+        parent, child = socket.socketpair()
+        fd = child.fileno()
+        if self._template is not None:
+            popen = self._template.fork(fd)
+        else:
+            popen = subprocess.Popen(
+                [sys.executable, "-c", f"from unirl.backends.multiprocessing import serve; serve({fd})"],
+                pass_fds=(fd,), env=env, stdin=subprocess.DEVNULL)
+        child.close()
+        proc = _Proc(wid, popen, parent)
+        self._selector.register(parent, selectors.EVENT_READ, proc)
+        return proc
+
+    def restart(self, handle):
+        wid = handle.worker_id
+        old = self._procs[wid]
+        if old.dead is None:
+            old.popen.kill()
+            self._mark_dead(old)
+        try:
+            old.sock.close()
+        except OSError:
+            pass
+        proc = self._start_proc(wid)
+        self._procs[wid] = proc
+        cls_bytes, args = self._recipes[wid]
+        self.get(self._submit(proc, ("init", wid, cls_bytes, args, base.driver_log_level())),
+                 timeout=self.start_timeout)
+        return base.WorkerHandle(wid)
+
+    def describe_worker(self, handle):
+        return f"pid {self._procs[handle.worker_id].popen.pid} on {socket.gethostname()}"
 
     def call(self, handle, method, *args, **kwargs):
         return self._submit(self._procs[handle.worker_id], ("call", method, args, kwargs))

@@ -54,6 +54,11 @@ class _Host:
     def call(self, method, args, kwargs):
         return self._reply(*base.run_task(self.worker, self.worker_id, method, args, kwargs))
 
+    def where(self):
+        import socket
+
+        return f"pid {os.getpid()} on {socket.gethostname()}"
+
     def node_id(self):
         return ray.get_runtime_context().get_node_id()
 
@@ -94,7 +99,11 @@ class Backend(base.Backend):
         self._options = {"num_cpus": num_cpus_per_worker, "scheduling_strategy": placement}
         self._env = base.worker_env(num_threads)
         self._actors: list = []
+        self._recipes: list[tuple] = []  # (pickled class, args) per worker id: what `restart` rebuilds
+        self._where: list[str] = []
         self._closed = False
+
+    can_restart_workers = True
 
     def spawn(self, worker_cls, args_list):
         cls_bytes = cloudpickle.dumps(worker_cls)
@@ -104,9 +113,35 @@ class Backend(base.Backend):
             wid = len(self._actors)
             actor = self._remote.options(name=None, **self._options).remote(wid, cls_bytes, tuple(args), level, self._env)
             self._actors.append(actor)
+            self._recipes.append((cls_bytes, tuple(args)))
+            self._where.append("")
             new.append(wid)
         self.get([RayFuture(wid, self._actors[wid].ready.remote()) for wid in new])
+        self._locate(new)
         return [base.WorkerHandle(wid) for wid in new]
+
+    def _locate(self, wids):
+        try:
+            for wid, w in zip(wids, ray.get([self._actors[w].where.remote() for w in wids], timeout=30)):
+                self._where[wid] = w
+        except Exception:
+            pass
+
+    def restart(self, handle):
+        wid = handle.worker_id
+        try:
+            ray.kill(self._actors[wid], no_restart=True)
+        except Exception:
+            pass
+        cls_bytes, args = self._recipes[wid]
+        self._actors[wid] = self._remote.options(name=None, **self._options).remote(
+            wid, cls_bytes, args, base.driver_log_level(), self._env)
+        self.get(RayFuture(wid, self._actors[wid].ready.remote()))
+        self._locate([wid])
+        return base.WorkerHandle(wid)
+
+    def describe_worker(self, handle):
+        return self._where[handle.worker_id]
 
     def call(self, handle, method, *args, **kwargs):
         wid = handle.worker_id

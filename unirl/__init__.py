@@ -22,12 +22,18 @@ def build(algo: str, config: dict | None = None, **overrides):
     return get_algorithm_class(algo)(config, **overrides)
 
 
-def restore(path: str, **overrides):
-    """An algorithm restored from a checkpoint folder (or a run folder's latest checkpoint)."""
-    from unirl.checkpoint import load_checkpoint
+def restore(path: str, resume: bool = False, trust_checkpoint: bool = False, **overrides):
+    """An algorithm restored from a checkpoint folder (or a run folder's latest whole checkpoint).
 
-    _, state = load_checkpoint(path)
-    return get_algorithm_class(state["algorithm"]).from_checkpoint(path, **overrides)
+    resume=True also restores the workers' env states (exact continuation). A checkpoint naming
+    code outside unirl's registries (an import path as algorithm, backend, framework or env) is
+    refused unless trust_checkpoint=True: loading it would import and run that code."""
+    from unirl.checkpoint import check_trusted, load_latest
+
+    _, _, state = load_latest(path)
+    check_trusted(state, overrides, trust_checkpoint)
+    return get_algorithm_class(state["algorithm"]).from_checkpoint(path, resume=resume,
+                                                                   trust_checkpoint=trust_checkpoint, **overrides)
 
 
 __all__ = ["build", "restore", "get_algorithm_class", "UnirlError", "WorkerError", "WorkerDiedError", "__version__"]

@@ -62,6 +62,10 @@ class Algorithm:
         self.recent_returns = collections.deque(maxlen=self.config.metrics_num_episodes_for_smoothing)
         self.recent_lengths = collections.deque(maxlen=self.config.metrics_num_episodes_for_smoothing)
         self.backend = get_backend(self.config.backend, **self.config.backend_options)
+        from unirl.execution.recovery import Recovery
+
+        # Worker recovery settings and counters, read by every execution pattern on this backend.
+        self.backend.recovery = Recovery.from_config(self.config, self.backend)
         try:
             self.setup()
         except BaseException:
@@ -140,6 +144,9 @@ class Algorithm:
             "env_steps_per_s": self.timesteps_total / max(self.time_total_s, 1e-9),
         }
         result.update({f"learner/{k}": v for k, v in stats.items()})
+        recovery = getattr(self.backend, "recovery", None)
+        if recovery is not None:
+            result["num_worker_restarts"] = recovery.num_worker_restarts
         result["weights_digest"] = self.weights_digest()
         return result
 
@@ -202,23 +209,67 @@ class Algorithm:
         self.recent_lengths.extend(state.get("recent_lengths", []))
         self.learner_rng.bit_generator.state = state["learner_rng"]
 
-    def save(self, path: str) -> str:
-        """Write a checkpoint folder (weights.npz + state.json) and return its path."""
-        arrays, state = self.get_state()
-        return save_checkpoint(path, arrays, state)
+    def _patterns_with_worker_state(self) -> dict:
+        """The execution patterns of this algorithm that can give and take their workers' states
+        (`get_worker_states` / `set_worker_states`, in global env order), by attribute name."""
+        return {k: v for k, v in sorted(vars(self).items())
+                if callable(getattr(v, "get_worker_states", None)) and callable(getattr(v, "set_worker_states", None))}
 
-    def restore(self, path: str) -> None:
-        arrays, state = load_checkpoint(path)
+    def get_worker_states(self) -> dict:
+        """The workers' states (envs, per-env noise, episode accumulators) of every pattern: what exact resume needs."""
+        return {k: p.get_worker_states() for k, p in self._patterns_with_worker_state().items()}
+
+    def set_worker_states(self, states: dict) -> None:
+        patterns = self._patterns_with_worker_state()
+        for k, v in states.items():
+            if k in patterns:
+                patterns[k].set_worker_states(v)
+
+    def save(self, path: str) -> str:
+        """Write a checkpoint folder (weights.npz + state.json, and the workers' states in
+        worker_state.pkl) atomically and return its path."""
+        import cloudpickle
+
+        arrays, state = self.get_state()
+        workers = self.get_worker_states()
+        blob = cloudpickle.dumps(workers) if workers else None
+        return save_checkpoint(path, arrays, state, worker_state=blob)
+
+    def restore(self, path: str, resume: bool = False, trust_checkpoint: bool = False) -> str:
+        """Load a checkpoint (a folder, or a run folder's latest whole one) and return its folder.
+
+        resume=True also restores the workers' env states, so training continues exactly as the
+        run that saved it would have (bit-identical results)."""
+        from unirl.checkpoint import load_latest, read_worker_state
+
+        folder, arrays, state = load_latest(path)
+        workers = read_worker_state(folder, state, trust=trust_checkpoint) if resume else None
         self.set_state(arrays, state)
+        if workers:
+            self.set_worker_states(workers)
+        return folder
 
     @classmethod
-    def from_checkpoint(cls, path: str, **overrides) -> "Algorithm":
-        """A new algorithm from a checkpoint; overrides (e.g. framework="jax") change the saved config."""
-        arrays, state = load_checkpoint(path)
+    def from_checkpoint(cls, path: str, resume: bool = False, trust_checkpoint: bool = False,
+                        **overrides) -> "Algorithm":
+        """A new algorithm from a checkpoint; overrides (e.g. framework="jax") change the saved config.
+
+        A checkpoint naming code outside unirl's registries is refused unless trust_checkpoint=True."""
+        from unirl.checkpoint import check_trusted, load_latest, read_worker_state
+
+        folder, arrays, state = load_latest(path)
+        check_trusted(state, overrides, trust_checkpoint)
+        workers = read_worker_state(folder, state, trust=trust_checkpoint) if resume else None
         config = dict(state["config"])
         config.update(overrides)
         algo = cls(config)
-        algo.set_state(arrays, state)
+        try:
+            algo.set_state(arrays, state)
+            if workers:
+                algo.set_worker_states(workers)
+        except BaseException:
+            algo.stop()
+            raise
         return algo
 
     def stop(self) -> None:

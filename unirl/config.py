@@ -92,6 +92,13 @@ class AlgorithmConfig:
     evaluation_num_episodes: int = 20
     #: Episodes averaged in episode_return_mean.
     metrics_num_episodes_for_smoothing: int = 100
+    #: Replace a worker that dies, raises or hangs, and redo its work (None: on where the backend can,
+    #: i.e. multiprocessing and ray; see docs/faults.md).
+    recreate_failed_workers: typing.Optional[bool] = None
+    #: Seconds a worker may take to answer before it counts as hung and is replaced (None: wait, warning every 60 s).
+    worker_timeout_s: typing.Optional[float] = None
+    #: Replacements allowed within an hour before the run stops.
+    max_worker_restarts: int = 10
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -88,7 +88,7 @@ class RolloutWorker:
             a = self.policy.dist.sample_numpy(out, self.noise.uniforms(), **explore)
             if dist_inputs is not None:
                 dist_inputs[t] = out
-            self.obs, r, term, trunc, info = self.envs.step(a)
+            self.obs, r, term, trunc, info = self.envs.step(self.policy.dist.env_actions(a))
             actions[t] = a
             rewards[t] = r
             terms[t] = term
@@ -119,6 +119,45 @@ class RolloutWorker:
         if dist_inputs is not None:
             batch[sb.BEHAVIOUR_INPUTS] = dist_inputs
         return batch
+
+    # -- state, for exact resume and for replacing a failed worker ---------------------------------
+    def get_state(self) -> list[dict]:
+        """This worker's state, one dict per env in global env order: the env itself (pickled with
+        cloudpickle), its current observation, its noise stream and its episode accumulators.
+
+        Per env, not per worker, so states gathered from one split of envs over workers can be
+        handed to another split (`set_state` takes the entries of its own envs)."""
+        import cloudpickle
+
+        noise = self.noise.get_state()
+        return [{"env_index": g, "env": cloudpickle.dumps(self.envs.envs[n]),
+                 "obs": np.array(self.obs[n], copy=True), "ep_return": float(self.ep_return[n]),
+                 "ep_length": int(self.ep_length[n]), "noise_gen": noise["gens"][n],
+                 "noise_buf": noise["buf"][n].copy(), "noise_pos": noise["pos"]}
+                for n, g in enumerate(self.spec.env_indices)]
+
+    def set_state(self, states: list[dict]) -> None:
+        """Restore what `get_state` returned (the entries of this worker's envs, in env order)."""
+        import pickle
+
+        if [s["env_index"] for s in states] != list(self.spec.env_indices):
+            raise ValueError(f"worker {self.spec.worker_index} hosts envs {list(self.spec.env_indices)}, "
+                             f"got the states of envs {[s['env_index'] for s in states]}")
+        for n, s in enumerate(states):
+            old = self.envs.envs[n]
+            self.envs.envs[n] = pickle.loads(s["env"])
+            try:
+                old.close()
+            except Exception:
+                pass
+            self.ep_return[n] = s["ep_return"]
+            self.ep_length[n] = s["ep_length"]
+        self.obs = np.stack([np.asarray(s["obs"]) for s in states])
+        pos = {s["noise_pos"] for s in states}
+        if len(pos) != 1:
+            raise ValueError("the envs of one worker must be at the same noise position")
+        self.noise.set_state({"gens": [s["noise_gen"] for s in states],
+                              "buf": np.stack([s["noise_buf"] for s in states]), "pos": pos.pop()})
 
     def close(self) -> None:
         self.envs.close()

@@ -1,8 +1,14 @@
-"""Sync samples (PPO, A2C): broadcast weights, every worker samples, batches joined in global env order."""
+"""Sync samples (PPO, A2C): broadcast weights, every worker samples, batches joined in global env order.
+
+Failed workers are replaced and their sampling redone with the state they had at the start of
+the iteration (`unirl.execution.recovery`), so a faulted iteration gives the same batch as an
+unfaulted one.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from unirl.execution.recovery import WorkerGroup
 from unirl.policy import PolicySpec
 from unirl.rollout import RolloutWorker, WorkerSpec
 from unirl.sample_batch import SampleBatch
@@ -21,8 +27,19 @@ class SyncSamples:
 
     def __init__(self, backend, specs: list[WorkerSpec], worker_cls=RolloutWorker):
         self.backend = backend
-        self.workers = backend.spawn(worker_cls, [(s,) for s in specs])
+        self.specs = list(specs)
+        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs])
+
+    @property
+    def workers(self):
+        return self.group.handles
 
     def sample(self, flat_weights: np.ndarray, **explore) -> SampleBatch:
-        futures = [self.backend.call(w, "sample", flat_weights, **explore) for w in self.workers]
-        return SampleBatch.concat_envs(self.backend.get(futures))
+        return SampleBatch.concat_envs(self.group.call_all("sample", flat_weights, **explore))
+
+    # -- worker state in global env order (checkpoints, exact resume) -------------------------------
+    def get_worker_states(self) -> list:
+        return self.group.get_states()
+
+    def set_worker_states(self, states: list) -> None:
+        self.group.set_states(states, ranges=[s.env_indices for s in self.specs])
