@@ -25,6 +25,11 @@ class Distribution:
     #: Uniforms each env draws per step for exploration.
     noise_per_step = 1
 
+    @property
+    def num_outputs(self) -> int:
+        """Width of the module's head output (`inputs` turns it into `num_inputs` columns)."""
+        return self.num_inputs
+
     def extra_param_shapes(self) -> dict:
         return {}
 
@@ -41,6 +46,11 @@ class Distribution:
     def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What the env receives for sampled `actions` (a Gaussian's clipped to the Box); the
+        batch and the loss keep the actions as sampled."""
+        return actions
+
 
 class Categorical(Distribution):
     """A categorical distribution over `n` actions, parameterised by logits."""
@@ -55,6 +65,11 @@ class Categorical(Distribution):
     def entropy(self, ops, inputs):
         logp = ops.log_softmax(inputs)
         return -ops.sum(ops.exp(logp) * logp, axis=-1)
+
+    def kl(self, ops, inputs, other_inputs):
+        """KL(self(inputs) || self(other_inputs)) per row."""
+        logp = ops.log_softmax(inputs)
+        return ops.sum(ops.exp(logp) * (logp - ops.log_softmax(other_inputs)), axis=-1)
 
     def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, **explore) -> np.ndarray:
         """Inverse-CDF sampling: the action whose CDF interval holds the env's uniform."""
@@ -112,12 +127,175 @@ class Deterministic(Distribution):
         return np.clip(x, self.low, self.high)
 
 
-def for_action_space(space: gym.Space, kind: str = "actor_critic") -> Distribution:
-    """The distribution for a Gymnasium action space and a module kind ("q" modules act epsilon-greedily)."""
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+# Wichura's AS241 (PPND16): the standard normal quantile to about 1e-16, from +, *, /, log and
+# sqrt only (no library call whose last bits vary by version), vectorised in float64.
+_AS241_A = (3.387132872796366608, 133.14166789178437745, 1971.5909503065514427, 13731.693765509461125,
+            45921.953931549871457, 67265.770927008700853, 33430.575583588128105, 2509.0809287301226727)
+_AS241_B = (1.0, 42.313330701600911252, 687.1870074920579083, 5394.1960214247511077,
+            21213.794301586595867, 39307.89580009271061, 28729.085735721942674, 5226.495278852545925)
+_AS241_C = (1.42343711074968357734, 4.6303378461565452959, 5.7694972214606914055, 3.64784832476320460504,
+            1.27045825245236838258, 0.24178072517745061177, 0.0227238449892691845833, 7.7454501427834140764e-4)
+_AS241_D = (1.0, 2.05319162663775882187, 1.6763848301838038494, 0.68976733498510000455,
+            0.14810397642748007459, 0.0151986665636164571966, 5.475938084995344946e-4, 1.05075007164441684324e-9)
+_AS241_E = (6.6579046435011037772, 5.4637849111641143699, 1.7848265399172913358, 0.29656057182850489123,
+            0.026532189526576123093, 0.0012426609473880784386, 2.71155556874348757815e-5, 2.01033439929228813265e-7)
+_AS241_F = (1.0, 0.59983220655588793769, 0.13692988092273580531, 0.0148753612908506148525,
+            7.868691311456132591e-4, 1.8463183175100546818e-5, 1.4215117583164458887e-7, 2.04426310338993978564e-15)
+
+
+def _poly(coeffs, x):
+    out = np.full_like(x, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        out = out * x + c
+    return out
+
+
+def normal_quantile(u: np.ndarray) -> np.ndarray:
+    """Standard normal quantiles of uniforms in [0, 1) (float64; u is moved by 2**-54 into (0, 1), exactly).
+
+    A monotone, exact-arithmetic transform (AS241): one uniform per normal, so an env's k-th
+    normal depends only on its k-th uniform, and the same uniforms give the same normals on every
+    framework and backend."""
+    q = (np.asarray(u, np.float64) - 0.5) + 2.0 ** -54  # exact: u - 0.5 and the shift need 53 bits
+    out = np.empty_like(q)
+    central = np.abs(q) <= 0.425
+    r = 0.180625 - q[central] * q[central]
+    out[central] = q[central] * _poly(_AS241_A, r) / _poly(_AS241_B, r)
+    tail = ~central
+    r = np.sqrt(-np.log(0.5 - np.abs(q[tail])))  # min(p, 1 - p) >= 2**-54
+    near = r <= 5.0
+    val = np.where(near, _poly(_AS241_C, r - 1.6) / _poly(_AS241_D, r - 1.6),
+                   _poly(_AS241_E, r - 5.0) / _poly(_AS241_F, r - 5.0))
+    out[tail] = np.where(q[tail] < 0, -val, val)
+    return out
+
+
+class DiagGaussian(Distribution):
+    """A diagonal Gaussian over a Box: means from the head, a state-independent log-std the
+    distribution owns (parameter `pi/log_std`, trained with the rest).
+
+    Inputs are [B, 2d] (means, then log-stds). Sampling draws d normals per env and step from the
+    env's uniforms by the normal quantile (AS241), in float64 NumPy. The sample is what the batch
+    and the loss see; the env receives it clipped to the Box (`env_actions`); greedy actions are
+    the means, clipped.
+    """
+
+    action_dtype = np.float32
+
+    def __init__(self, low, high, log_std_init: float = 0.0):
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
+        self.action_shape = tuple(self.low.shape)
+        self.dim = int(np.prod(self.action_shape, dtype=np.int64))
+        self.num_inputs = 2 * self.dim
+        self.noise_per_step = self.dim
+        self.log_std_init = float(log_std_init)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.dim
+
+    def extra_param_shapes(self) -> dict:
+        return {"pi/log_std": (self.dim,)}
+
+    def extra_param_init(self) -> dict:
+        return {"pi/log_std": np.full((self.dim,), self.log_std_init, np.float32)}
+
+    def inputs(self, ops, params, head_out):
+        return ops.concat([head_out, head_out * 0.0 + params["pi/log_std"]], axis=-1)
+
+    def _split(self, inputs):
+        return inputs[:, :self.dim], inputs[:, self.dim:]
+
+    def logp(self, ops, inputs, actions):
+        mean, log_std = self._split(inputs)
+        z = (ops.reshape(actions, (-1, self.dim)) - mean) * ops.exp(-log_std)
+        return -0.5 * ops.sum(ops.square(z), axis=-1) - ops.sum(log_std, axis=-1) - 0.5 * self.dim * LOG_2PI
+
+    def entropy(self, ops, inputs):
+        _, log_std = self._split(inputs)
+        return ops.sum(log_std, axis=-1) + 0.5 * self.dim * (1.0 + LOG_2PI)
+
+    def kl(self, ops, inputs, other_inputs):
+        mean, log_std = self._split(inputs)
+        mean_q, log_std_q = self._split(other_inputs)
+        var_ratio = ops.exp(2.0 * (log_std - log_std_q))
+        t = ops.square((mean - mean_q) * ops.exp(-log_std_q))
+        return ops.sum(log_std_q - log_std + 0.5 * (var_ratio + t) - 0.5, axis=-1)
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, **explore) -> np.ndarray:
+        x = np.asarray(inputs, np.float64)
+        mean, log_std = x[:, :self.dim], x[:, self.dim:]
+        z = normal_quantile(noise[:, :self.dim])
+        return (mean + np.exp(log_std) * z).astype(np.float32).reshape((-1,) + self.action_shape)
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        mean = np.asarray(inputs, np.float32)[:, :self.dim].reshape((-1,) + self.action_shape)
+        return np.clip(mean, self.low, self.high)
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        return np.clip(actions, self.low, self.high)
+
+
+class MultiCategorical(Distribution):
+    """Independent categoricals over a MultiDiscrete space: logits concatenated, one uniform per component."""
+
+    def __init__(self, nvec):
+        self.nvec = [int(n) for n in np.asarray(nvec).ravel()]
+        self.num_inputs = int(sum(self.nvec))
+        self.noise_per_step = len(self.nvec)
+        self.action_shape = (len(self.nvec),)
+        self.offsets = np.concatenate([[0], np.cumsum(self.nvec)]).astype(int).tolist()
+
+    def _logits(self, inputs):
+        return [inputs[:, a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def logp(self, ops, inputs, actions):
+        total = 0.0
+        for i, logits in enumerate(self._logits(inputs)):
+            total = total + ops.take_along_last(ops.log_softmax(logits), actions[:, i])
+        return total
+
+    def entropy(self, ops, inputs):
+        total = 0.0
+        for logits in self._logits(inputs):
+            logp = ops.log_softmax(logits)
+            total = total - ops.sum(ops.exp(logp) * logp, axis=-1)
+        return total
+
+    def kl(self, ops, inputs, other_inputs):
+        total = 0.0
+        for logits, other in zip(self._logits(inputs), self._logits(other_inputs)):
+            logp = ops.log_softmax(logits)
+            total = total + ops.sum(ops.exp(logp) * (logp - ops.log_softmax(other)), axis=-1)
+        return total
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, **explore) -> np.ndarray:
+        x = np.asarray(inputs)
+        cols = [Categorical(n).sample_numpy(logits, noise[:, i:i + 1])
+                for i, (n, logits) in enumerate(zip(self.nvec, self._logits(x)))]
+        return np.stack(cols, axis=-1).astype(np.int64)
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs)
+        return np.stack([np.argmax(l, axis=-1) for l in self._logits(x)], axis=-1).astype(np.int64)
+
+
+def for_action_space(space: gym.Space, kind: str = "actor_critic", log_std_init: float = 0.0) -> Distribution:
+    """The distribution for a Gymnasium action space and a module kind ("q" modules act
+    epsilon-greedily, "policy" modules act deterministically on a Box; actor-critic modules
+    sample: Categorical, MultiCategorical or a diagonal Gaussian)."""
     if isinstance(space, gym.spaces.Discrete):
         return EpsilonGreedy(space.n) if kind == "q" else Categorical(space.n)
     if isinstance(space, gym.spaces.Box) and kind == "policy":
         return Deterministic(space.low, space.high)
+    if isinstance(space, gym.spaces.Box) and kind == "actor_critic":
+        return DiagGaussian(space.low, space.high, log_std_init)
+    if isinstance(space, gym.spaces.MultiDiscrete) and kind == "actor_critic":
+        return MultiCategorical(space.nvec)
     raise UnirlError(
-        f"action space {space} is not supported yet for a `{kind}` module; unirl handles Discrete action spaces."
+        f"action space {space} is not supported for a `{kind}` module; unirl handles Discrete actions "
+        "(every module), Box (actor-critic: diagonal Gaussian; policy: deterministic) and MultiDiscrete (actor-critic)."
     )

@@ -90,6 +90,8 @@ class ModelConfig:
     dueling: bool = False
     #: Gain of the orthogonal init of the policy output layer (small: near-uniform initial actions).
     pi_out_gain: float = 0.01
+    #: Initial log standard deviation of a diagonal Gaussian (Box actions on actor-critic modules).
+    log_std_init: float = 0.0
     #: A module of your own: "pkg.module:factory", called as factory(obs_space, action_space, model_config, kind).
     custom_module: str = ""
 
@@ -134,8 +136,8 @@ class Module:
         params = {}
         for name in self.layout.names:
             shape = self.layout.shapes[name]
-            if name.endswith("/b"):
-                params[name] = np.zeros(shape, np.float32)
+            if name.endswith("/b") or len(shape) != 2:
+                params[name] = np.zeros(shape, np.float32)  # biases; a distribution's own parameters are set below
             else:
                 params[name] = orthogonal(rng, shape, self.gains.get(name, np.sqrt(2.0)))
         return params
@@ -171,7 +173,7 @@ class ActorCritic(Module):
         shapes: dict[str, tuple[int, ...]] = {}
         for tower in (["shared"] if config.vf_share_layers else ["pi", "vf"]):
             shapes.update(mlp_shapes(tower, [int(obs_dim)] + hidden))
-        shapes.update({"pi/out/w": (hidden[-1], dist.num_inputs), "pi/out/b": (dist.num_inputs,),
+        shapes.update({"pi/out/w": (hidden[-1], dist.num_outputs), "pi/out/b": (dist.num_outputs,),
                        "vf/out/w": (hidden[-1], 1), "vf/out/b": (1,)})
         shapes.update(dist.extra_param_shapes())
         super().__init__(obs_dim, dist, config, shapes, {"pi/out/w": config.pi_out_gain, "vf/out/w": 1.0})
@@ -245,7 +247,7 @@ class PolicyNetwork(Module):
         hidden = [int(h) for h in config.hidden_sizes]
         shapes = mlp_shapes("pi", [int(obs_dim)] + hidden)
         last = hidden[-1] if hidden else int(obs_dim)
-        shapes.update({"pi/out/w": (last, dist.num_inputs), "pi/out/b": (dist.num_inputs,)})
+        shapes.update({"pi/out/w": (last, dist.num_outputs), "pi/out/b": (dist.num_outputs,)})
         shapes.update(dist.extra_param_shapes())
         super().__init__(obs_dim, dist, config, shapes, {"pi/out/w": config.pi_out_gain})
 
@@ -280,4 +282,4 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
                          + did_you_mean(kind, MODULE_KINDS))
     if len(obs_space.shape or ()) != 1:
         raise UnirlError(f"observation space {obs_space} is not supported yet; unirl's MLP takes flat Box observations.")
-    return MODULE_KINDS[kind](obs_space.shape[0], for_action_space(action_space, kind), config)
+    return MODULE_KINDS[kind](obs_space.shape[0], for_action_space(action_space, kind, config.log_std_init), config)

@@ -1,0 +1,74 @@
+"""Learning benchmarks on real environments: PPO on Pendulum, LunarLander and MinAtar Breakout.
+
+    python -m benchmarks.envs pendulum          # PPO, 200k steps (about 2 minutes here)
+    python -m benchmarks.envs lunarlander       # PPO, 1M steps
+    python -m benchmarks.envs breakout --steps 5000000
+
+Prints one line per iteration (steps, mean return of the last 100 episodes, wall time) and a
+final greedy evaluation. The configs below are the ones the numbers in docs/envs.md come from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+#: rl-zoo's PPO hyperparameters for Pendulum-v1 (gamma 0.9, lambda 0.95, 4 envs x 1024 steps,
+#: 10 epochs of minibatch 64, lr 1e-3), without gSDE.
+PENDULUM_PPO = {"env": "Pendulum-v1", "num_envs_per_worker": 4, "train_batch_size": 4096, "minibatch_size": 64,
+                "num_epochs": 10, "gamma": 0.9, "gae_lambda": 0.95, "lr": 1e-3, "lr_decay_timesteps": 0,
+                "entropy_coeff": 0.0, "clip_param": 0.2, "grad_clip": 0.5,
+                "model": {"hidden_sizes": [64, 64], "activation": "tanh"}}
+
+#: rl-zoo's PPO for LunarLander (16 envs x 1024 steps, 4 epochs of minibatch 64, gamma 0.999, lambda 0.98, ent 0.01).
+LUNARLANDER_PPO = {"env": "LunarLander-v3", "num_envs_per_worker": 16, "train_batch_size": 16384,
+                   "minibatch_size": 64, "num_epochs": 4, "gamma": 0.999, "gae_lambda": 0.98, "lr": 3e-4,
+                   "lr_decay_timesteps": 0, "entropy_coeff": 0.01, "clip_param": 0.2, "grad_clip": 0.5,
+                   "model": {"hidden_sizes": [64, 64], "activation": "tanh"}}
+
+#: PPO on MinAtar Breakout (the small CNN): 8 envs x 128 steps, 4 epochs of minibatch 256.
+BREAKOUT_PPO = {"env": "MinAtar/Breakout-v1", "num_envs_per_worker": 8, "train_batch_size": 1024,
+                "minibatch_size": 256, "num_epochs": 4, "gamma": 0.99, "gae_lambda": 0.95, "lr": 2.5e-4,
+                "lr_decay_timesteps": 0, "entropy_coeff": 0.01, "clip_param": 0.2, "grad_clip": 0.5,
+                "model": {"activation": "relu"}}
+
+CONFIGS = {"pendulum": (PENDULUM_PPO, 200_000), "lunarlander": (LUNARLANDER_PPO, 1_000_000),
+           "breakout": (BREAKOUT_PPO, 5_000_000)}
+
+
+def run(name: str, steps: int | None = None, overrides: dict | None = None, log=print) -> dict:
+    import unirl
+
+    config, budget = CONFIGS[name]
+    config = dict(config, **(overrides or {}))
+    steps = steps or budget
+    algo = unirl.build("PPO", config)
+    t0 = time.perf_counter()
+    best = float("-inf")
+    curve = []
+    try:
+        while algo.timesteps_total < steps:
+            r = algo.train()
+            best = max(best, r["episode_return_mean"])
+            curve.append((r["timesteps_total"], r["episode_return_mean"], time.perf_counter() - t0))
+            log(f"{r['timesteps_total']:>9d}  return {r['episode_return_mean']:9.1f}  {time.perf_counter() - t0:7.1f} s")
+        evaluation = algo.evaluate(20)["evaluation/episode_return_mean"]
+    finally:
+        algo.stop()
+    out = {"env": config["env"], "steps": algo.timesteps_total, "wall_s": time.perf_counter() - t0,
+           "final_return_mean": curve[-1][1], "best_return_mean": best, "greedy_eval_20": evaluation, "curve": curve}
+    log(json.dumps({k: v for k, v in out.items() if k != "curve"}))
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(CONFIGS))
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--config", default="{}", help="JSON overrides of the benchmark's config")
+    args = p.parse_args(argv)
+    run(args.name, args.steps, json.loads(args.config))
+
+
+if __name__ == "__main__":
+    main()
