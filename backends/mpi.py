@@ -88,31 +88,147 @@ def launch_command(mpiexec: str, num_ranks: int, argv: list[str]) -> list[str]:
     return cmd + ["-n", str(num_ranks)] + list(argv)
 
 
-def run_launched(cmd: list[str], env: dict | None = None) -> int:
-    """Run mpiexec to completion; Ctrl-C is passed on to it (and so to the ranks) and waited out."""
-    proc = subprocess.Popen(cmd, env=env)
-    interrupted = []
+def _die_with_parent() -> None:
+    """preexec_fn: the kernel SIGKILLs this child (mpiexec) when the launching process dies, however it dies."""
+    try:
+        import ctypes
 
-    def forward(signum, frame):
-        interrupted.append(time.monotonic())
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+    os.setsid()  # its own process group: a terminal's Ctrl-C reaches only the launcher, which relays it
+
+
+def _shm_files() -> set[str]:
+    try:
+        return {f for f in os.listdir("/dev/shm") if f.startswith("mpich")}
+    except OSError:
+        return set()
+
+
+def _mapped_shm() -> set[str]:
+    """Names of /dev/shm files some process still maps (so they are not ours to remove)."""
+    used = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
         try:
-            proc.send_signal(signum)
-        except ProcessLookupError:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        used.add(line[i + 9:].split()[0])
+        except OSError:
             pass
+    return used
 
-    old = signal.signal(signal.SIGINT, forward)
+
+def clean_shm(before: set[str]) -> list[str]:
+    """Remove the MPICH shared-memory files this job left in /dev/shm (new since `before`, mapped by no process)."""
+    new = _shm_files() - before
+    if not new:
+        return []
+    used = _mapped_shm()
+    removed = []
+    for name in sorted(new - used):
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def run_launched(cmd: list[str], env: dict | None = None) -> int:
+    """Run mpiexec to completion as the job's launcher.
+
+    - Ctrl-C / SIGTERM: rank 0 is asked (through a stop file it watches) to finish its iteration,
+      checkpoint and exit; a second Ctrl-C (or SIGTERM) kills the job at once.
+    - If this process dies (even by SIGKILL), the kernel kills mpiexec (PR_SET_PDEATHSIG), and the
+      ranks, which watch this process's pid and their parent, end themselves within a second.
+    - Afterwards MPICH's /dev/shm files that the job left behind are removed.
+    """
+    import tempfile
+
+    env = dict(os.environ if env is None else env)
+    fd, stop_file = tempfile.mkstemp(prefix="unirl-stop-")
+    os.close(fd)
+    os.unlink(stop_file)
+    env.update({"UNIRL_LAUNCHER_PID": str(os.getpid()), "UNIRL_LAUNCHER_HOST": socket.gethostname(),
+                "UNIRL_STOP_FILE": stop_file})
+    before = _shm_files()
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+    signals = []
+
+    def relay(signum, frame):
+        signals.append(signum)
+        if len(signals) == 1:
+            with open(stop_file, "w") as f:
+                f.write(str(int(signum)))
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    old = {s: signal.signal(s, relay) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             try:
-                return proc.wait(timeout=0.5)
+                code = proc.wait(timeout=0.5)
+                break
             except subprocess.TimeoutExpired:
-                if interrupted and time.monotonic() - interrupted[0] > 30:
-                    proc.kill()
+                pass
+        if len(signals) > 1:
+            print(f"unirl: stopped at once by a second {signal.Signals(signals[-1]).name}; no checkpoint written",
+                  file=sys.stderr, flush=True)
+            return 128 + int(signals[-1])
+        return code
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
         if proc.poll() is None:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
             proc.wait()
+        try:
+            os.unlink(stop_file)
+        except OSError:
+            pass
+        time.sleep(0.2)
+        clean_shm(before)
+
+
+def start_watchdog() -> None:
+    """In a rank: end this process when the launcher (`UNIRL_LAUNCHER_PID`, same host) or this rank's
+    parent (the process manager's proxy) is gone; on rank 0, turn the launcher's stop file into the
+    signal it stands for (the CLI then finishes the iteration and checkpoints)."""
+    import threading
+
+    launcher = os.environ.get("UNIRL_LAUNCHER_PID")
+    same_host = os.environ.get("UNIRL_LAUNCHER_HOST") == socket.gethostname()
+    stop_file = os.environ.get("UNIRL_STOP_FILE")
+    parent = os.getppid()
+    rank0 = os.environ.get("PMI_RANK", os.environ.get("PMIX_RANK", "")) == "0"
+
+    def watch():
+        delivered = False
+        while True:
+            time.sleep(0.25)
+            if (launcher and same_host and not base.pid_alive(int(launcher))) or os.getppid() != parent:
+                os._exit(1)  # the job lost its launcher: no orphan ranks
+            if rank0 and stop_file and not delivered and os.path.exists(stop_file):
+                try:
+                    with open(stop_file) as f:
+                        signum = int(f.read().strip() or signal.SIGINT)
+                except (OSError, ValueError):
+                    continue
+                delivered = True
+                os.kill(os.getpid(), signum)
+
+    threading.Thread(target=watch, daemon=True, name="unirl-mpi-watchdog").start()
 
 
 class _Backoff:
@@ -342,12 +458,16 @@ class Backend(base.Backend):
     def prepare_cli(cls, config, argv):
         """Relaunch `unirl train` under mpiexec, or, inside a job, turn ranks > 0 into worker hosts."""
         if in_mpi_job():
+            start_watchdog()
             if _mpi().COMM_WORLD.Get_rank() > 0:
                 return _end_worker_rank(serve())
             return None
         mpiexec = find_mpiexec()
         n = config.num_workers + 1
-        cmd = launch_command(mpiexec, n, [sys.executable, "-m", "unirl.cli", *argv[1:]])
+        # Not `python -m unirl.cli`: that puts the current directory first on sys.path, and a folder
+        # named `unirl` there would shadow the installed package.
+        entry = "import sys; sys.path.pop(0); from unirl.cli import main; sys.exit(main(sys.argv[1:]))"
+        cmd = launch_command(mpiexec, n, [sys.executable, "-c", entry, *argv[1:]])
         print(f"unirl: starting {n} MPI ranks (rank 0 drives, {n - 1} host workers): {' '.join(cmd)}", flush=True)
         env = dict(os.environ)
         env.update(base.worker_env(config.num_threads))

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 
-from unirl.errors import UnirlError, did_you_mean
+from unirl.errors import UnirlError, WorkerDiedError, WorkerError, did_you_mean
 
 STOP_KEYS = ("timesteps_total", "training_iteration", "episodes_total", "time_total_s", "episode_return_mean")
 
@@ -65,57 +65,203 @@ def iteration_line(r: dict) -> str:
             f"{r['time_total_s']:.1f} s")
 
 
+#: Default time between periodic checkpoints when --checkpoint-freq is not given: at most this much work is lost.
+CHECKPOINT_INTERVAL_S = 600.0
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM while training: the first finishes the iteration, checkpoints and exits 130/143;
+    a second exits at once."""
+
+    def __init__(self, say):
+        self.signum = None
+        self.say = say
+        self.old = {}
+
+    def __enter__(self):
+        import signal
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self.old[s] = signal.signal(s, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        import signal
+
+        if self.signum is not None:
+            raise KeyboardInterrupt  # the second signal: leave now
+        self.signum = signum
+        self.say(f"unirl: {signal.Signals(signum).name} received: finishing this iteration, then checkpointing "
+                 "(press Ctrl-C again to exit at once)")
+
+    def __exit__(self, *exc):
+        import signal
+
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
+
+
+def _truncate_run_files(logdir: str, iteration: int) -> None:
+    """Drop result.json / progress.csv rows after `iteration` (a resumed run redoes those iterations)."""
+    import csv
+    import io
+
+    path = os.path.join(logdir, "result.json")
+    if os.path.exists(path):
+        kept = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    if json.loads(line)["iteration"] <= iteration:
+                        kept.append(line)
+                except (ValueError, KeyError):
+                    pass
+        with open(path, "w") as f:
+            f.writelines(kept)
+    path = os.path.join(logdir, "progress.csv")
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if rows:
+            header, body = rows[0], rows[1:]
+            col = header.index("iteration") if "iteration" in header else None
+            keep = [r for r in body if col is None or (len(r) > col and r[col].isdigit() and int(r[col]) <= iteration)]
+            out = io.StringIO()
+            w = csv.writer(out)
+            w.writerow(header)
+            w.writerows(keep)
+            with open(path, "w", newline="") as f:
+                f.write(out.getvalue())
+
+
+def _worker_failure_line(e, logdir: str, last_checkpoint: str | None) -> str:
+    where = (f"its last checkpoint is {last_checkpoint}; resume with `unirl train --resume {logdir}`"
+             if last_checkpoint else "it has no checkpoint yet")
+    return f"unirl: error: {str(e).splitlines()[0]}; the run stopped ({where})."
+
+
 def cmd_train(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     import unirl
+    from unirl.checkpoint import (check_trusted, checkpoint_name, list_checkpoints, load_latest,
+                                  prune_checkpoints)
+    from unirl.errors import WorkerDiedError, WorkerError
+    from unirl.execution.recovery import TooManyWorkerFailures
     from unirl.results import RunLogger
 
-    config = build_config(args)
-    stop = check_stop(parse_json_flag("--stop", args.stop))
-    algo_cls = unirl.get_algorithm_class(args.run)
+    resume = getattr(args, "resume", None)
+    if resume:
+        params_file = os.path.join(resume, "params.json")
+        try:
+            with open(params_file) as f:
+                params = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UnirlError(f"cannot resume `{resume}`: {params_file} is missing or damaged ({e}).") from None
+        run_name = params["run"]
+        config = dict(params["config"])
+        check_trusted({"algorithm": run_name, "config": config}, trust=args.trust_checkpoint)
+        # The backend may change on resume (synchronous algorithms give the same bits on every backend).
+        config.update({k: v for k, v in build_config(args).items() if k in ("backend", "backend_options")})
+        stop = check_stop(parse_json_flag("--stop", args.stop)) if args.stop else params.get("stop", {})
+    else:
+        run_name = args.run
+        config = build_config(args)
+        stop = check_stop(parse_json_flag("--stop", args.stop or '{"timesteps_total": 100000}'))
+    algo_cls = unirl.get_algorithm_class(run_name)
     full_config = algo_cls.config_class.from_dict(config)
     from unirl.backends import get_backend_class
 
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    logdir = (resume or os.environ.get("UNIRL_RUN_DIR") or args.output
+              or os.path.join("runs", f"{run_name}_{full_config.env}_{full_config.framework}_"
+                                      f"{full_config.backend}_seed{full_config.seed}_{stamp}"))
     # A backend may need to set up the processes first (MPI relaunches the command under mpiexec
     # and turns ranks > 0 into workers); it returns an exit code to end with, or None to go on
     # as the driver. It runs before anything is printed or written, so only the driver does that.
     prepare = getattr(get_backend_class(full_config.backend), "prepare_cli", None)
     if prepare is not None:
+        os.environ.setdefault("UNIRL_RUN_DIR", logdir)
         code = prepare(full_config, sys.argv)
         if code is not None:
+            if code not in (0, 2, 130, 143):
+                done = list_checkpoints(logdir)
+                print(f"unirl: the run ended with exit code {code}; "
+                      + (f"its last checkpoint is {done[-1][1]}; resume with `unirl train --resume {logdir}`"
+                         if done else "it has no checkpoint") + ".", file=sys.stderr)
             return code
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    logdir = args.output or os.path.join("runs", f"{args.run}_{full_config.env}_{full_config.framework}_"
-                                                  f"{full_config.backend}_seed{full_config.seed}_{stamp}")
     console = Console(stderr=False, quiet=args.quiet)
-    console.print(f"[bold]unirl train[/bold] {args.run} on {full_config.env} with {full_config.framework} "
+    err = Console(stderr=True)
+    start_iteration = 0
+    folder = None
+    if resume:
+        folder, _, ck_state = load_latest(logdir, say=lambda m: err.print(m, highlight=False, markup=False))
+        start_iteration = int(ck_state["iteration"])
+        _truncate_run_files(logdir, start_iteration)
+    console.print(f"[bold]unirl train[/bold] {run_name} on {full_config.env} with {full_config.framework} "
                   f"on the {full_config.backend} backend, {full_config.num_workers} worker(s) x "
-                  f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}")
-    logger = RunLogger(logdir, {"run": args.run, "config": full_config.to_dict(), "stop": stop})
+                  f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}"
+                  + (f"; resuming from {folder} (iteration {start_iteration})" if resume else ""))
+    logger = RunLogger(logdir, {"run": run_name, "config": full_config.to_dict(), "stop": stop})
+    if resume:
+        _continue_csv(logger)
     algo = algo_cls(full_config)
+    if resume:
+        try:
+            algo.restore(folder, resume=True, trust_checkpoint=args.trust_checkpoint)
+        except BaseException:
+            algo.stop()
+            logger.close()
+            raise
     from unirl.kernels import settings
 
     with open(os.path.join(logdir, "kernels.json"), "w") as f:
         json.dump(settings(), f, indent=1, sort_keys=True)  # the kernel pins in effect (see docs/determinism.md)
     primary = next((k for k in ("timesteps_total", "training_iteration") if k in stop), None)
+    ckdir = os.path.join(logdir, "checkpoints")
+    last_checkpoint = [folder]
+
+    def checkpoint():
+        path = algo.save(os.path.join(ckdir, checkpoint_name(algo.iteration)))
+        last_checkpoint[0] = path
+        prune_checkpoints(logdir, args.keep_checkpoints_num)
+        return path
+
+    import time
+
+    last_save = time.monotonic()
+    stopper = StopRequest(lambda m: err.print(m, highlight=False, markup=False))
     try:
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                      TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console, transient=True, disable=args.quiet) as progress:
+        with stopper, Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                               TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeElapsedColumn(),
+                               TimeRemainingColumn(), console=console, transient=True,
+                               disable=args.quiet) as progress:
             task = progress.add_task(primary or "iterations", total=stop.get(primary, None))
-            while True:
+            done = bool(resume) and should_stop({"iteration": algo.iteration, "timesteps_total": algo.timesteps_total,
+                                                 "episodes_total": algo.episodes_total,
+                                                 "time_total_s": algo.time_total_s}, stop)
+            while not done and stopper.signum is None:
                 result = algo.train()
                 logger.log(result)
                 progress.console.print(iteration_line(result), soft_wrap=True, highlight=False)
                 progress.update(task, completed=result["timesteps_total"] if primary == "timesteps_total"
                                 else result["iteration"])
-                if args.checkpoint_freq and result["iteration"] % args.checkpoint_freq == 0:
-                    algo.save(os.path.join(logdir, "checkpoints", f"checkpoint_{result['iteration']:06d}"))
-                if should_stop(result, stop):
-                    break
-        path = algo.save(os.path.join(logdir, "checkpoints", f"checkpoint_{algo.iteration:06d}"))
+                done = should_stop(result, stop)
+                periodic = (result["iteration"] % args.checkpoint_freq == 0 if args.checkpoint_freq
+                            else time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S)
+                if periodic and not done and stopper.signum is None:
+                    checkpoint()
+                    last_save = time.monotonic()
+            path = checkpoint()
+        if stopper.signum is not None:
+            import signal
+
+            name = signal.Signals(stopper.signum).name
+            print(f"unirl: stopped by {name} after iteration {algo.iteration}; checkpoint {path}; "
+                  f"resume with `unirl train --resume {logdir}`", file=sys.stderr, flush=True)
+            return 128 + int(stopper.signum)
         console.print(f"checkpoint: {path}")
         if args.evaluation_episodes != 0:
             ev = algo.evaluate(args.evaluation_episodes)
@@ -124,32 +270,61 @@ def cmd_train(args) -> int:
             console.print(f"evaluation: greedy mean return {ev['evaluation/episode_return_mean']:.1f} over "
                           f"{ev['evaluation/episodes']} episodes; weights digest {ev['weights_digest']}")
     except KeyboardInterrupt:
-        console.print("interrupted; shutting down workers")
+        print("unirl: interrupted again; exiting at once without a checkpoint"
+              + (f" (the last one is {last_checkpoint[0]})" if last_checkpoint[0] else ""), file=sys.stderr, flush=True)
         return 130
+    except TooManyWorkerFailures as e:
+        # The failing call was the iteration's sampling, before any learning: the state is whole.
+        try:
+            checkpoint()
+        except Exception:
+            pass
+        print(f"unirl: error: {e}; checkpoint {last_checkpoint[0]}; resume with `unirl train --resume {logdir}`",
+              file=sys.stderr, flush=True)
+        return 1
+    except (WorkerError, WorkerDiedError) as e:
+        print(str(e), file=sys.stderr)
+        print(_worker_failure_line(e, logdir, last_checkpoint[0]), file=sys.stderr, flush=True)
+        return 1
     finally:
         algo.stop()
         logger.close()
     return 0
 
 
+def _continue_csv(logger) -> None:
+    """A resumed run appends to progress.csv under its existing header (not a second header)."""
+    import csv
+
+    path = os.path.join(logger.logdir, "progress.csv")
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), None)
+    except OSError:
+        header = None
+    if header:
+        logger._csv = csv.DictWriter(logger._csv_file, fieldnames=header, extrasaction="ignore")
+
+
 def cmd_evaluate(args) -> int:
     import numpy as np
 
-    from unirl.checkpoint import load_checkpoint
+    from unirl.checkpoint import check_trusted, load_latest
     from unirl.evaluation import evaluate_policy
     from unirl.registry import get_algorithm_class
 
-    arrays, state = load_checkpoint(args.checkpoint)
+    folder, arrays, state = load_latest(args.checkpoint, say=lambda m: print(m, file=sys.stderr))
+    overrides = {"framework": args.framework} if args.framework else {}
+    check_trusted(state, overrides, args.trust_checkpoint)
     algo_cls = get_algorithm_class(state["algorithm"])
     config = dict(state["config"])
-    if args.framework:
-        config["framework"] = args.framework
+    config.update(overrides)
     config = algo_cls.config_class.from_dict(config)
     policy = algo_cls.build_policy(config, for_learning=False)
     policy.set_state(arrays)
     seed = config.seed if args.seed is None else args.seed
     returns = evaluate_policy(policy, config.env, config.env_config, args.episodes, seed)
-    out = {"checkpoint": args.checkpoint, "framework": config.framework, "episodes": args.episodes,
+    out = {"checkpoint": folder, "framework": config.framework, "episodes": args.episodes,
            "episode_return_mean": float(np.mean(returns)), "episode_return_std": float(np.std(returns)),
            "episode_returns": returns.tolist()}
     if args.json:
@@ -171,11 +346,22 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", help="local | multiprocessing | ray | mpi (default local)")
     t.add_argument("--config", default="{}", help="algorithm config as a JSON object")
     t.add_argument("--address", help="Ray: join the cluster at this address (backend_options.address), e.g. auto or HOST:6379")
-    t.add_argument("--stop", default='{"timesteps_total": 100000}',
-                   help=f"stop when any metric reaches its value, JSON; keys: {', '.join(STOP_KEYS)}")
+    t.add_argument("--stop", default=None,
+                   help=f"stop when any metric reaches its value, JSON; keys: {', '.join(STOP_KEYS)} "
+                        "(default {\"timesteps_total\": 100000}; with --resume, the run's own)")
     t.add_argument("--seed", type=int, help="run seed (default 0)")
     t.add_argument("--output", help="run directory (default runs/<algo>_<env>_<framework>_<backend>_seed<s>_<time>)")
-    t.add_argument("--checkpoint-freq", type=int, default=0, help="checkpoint every N iterations (0: only at the end)")
+    t.add_argument("--checkpoint-freq", type=int, default=0,
+                   help="checkpoint every N iterations (default 0: every 10 minutes); always at the end, "
+                        "and on Ctrl-C / SIGTERM")
+    t.add_argument("--keep-checkpoints-num", type=int, default=None,
+                   help="keep only the newest N checkpoints (default: all)")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its latest whole checkpoint, exactly (same results "
+                        "as if it had not stopped); appends to its result.json and progress.csv")
+    t.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a resumed checkpoint to name code outside unirl's registries (import paths) and "
+                        "to unpickle a worker state this user did not write")
     t.add_argument("--evaluation-episodes", type=int, default=None,
                    help="greedy episodes evaluated at the end (default: the config's evaluation_num_episodes; 0 skips)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-iteration lines")
@@ -187,6 +373,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--framework", help="load the weights into this framework (default: the one that trained)")
     e.add_argument("--seed", type=int, help="evaluation seed (default: the run's)")
     e.add_argument("--json", help="also write the returns to this JSON file")
+    e.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a checkpoint that names code outside unirl's registries (import paths)")
     e.set_defaults(func=cmd_evaluate)
 
     from unirl import benchmarks
@@ -210,6 +398,11 @@ def main(argv=None) -> int:
     except UnirlError as e:
         print(f"unirl: error: {e}", file=sys.stderr)
         return 2
+    except (WorkerError, WorkerDiedError) as e:
+        # The worker's traceback (in the message) and one unirl line; not the driver's internals.
+        print(str(e), file=sys.stderr)
+        print(f"unirl: error: {str(e).splitlines()[0]}.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
