@@ -25,6 +25,7 @@ class SyncReplay:
         self.buffer = buffer
         self.postprocess = postprocess
         self.workers = backend.spawn(worker_cls, [(s,) for s in specs])
+        self.specs = list(specs)
 
     def sample(self, flat_weights: np.ndarray, **explore) -> SampleBatch:
         """Every worker samples with `flat_weights` and `explore` (e.g. epsilon); the rows go into the buffer."""
@@ -39,3 +40,12 @@ class SyncReplay:
 
     def update_priorities(self, idx: np.ndarray, td_errors: np.ndarray) -> None:
         self.buffer.update_priorities(idx, td_errors)
+
+    # -- worker state in global env order (checkpoints, exact resume; see unirl.execution.recovery) --
+    def get_worker_states(self) -> list:
+        return [e for s in self.backend.get([self.backend.call(w, "get_state") for w in self.workers]) for e in s]
+
+    def set_worker_states(self, states: list) -> None:
+        by_index = {e["env_index"]: e for e in states}
+        self.backend.get([self.backend.call(w, "set_state", [by_index[g] for g in s.env_indices])
+                          for w, s in zip(self.workers, self.specs)])
