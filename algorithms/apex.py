@@ -137,7 +137,7 @@ class ApeX(DQN):
     name = "APEX"
     config_class = ApeXConfig
     conformance = ConformanceSpec(
-        run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 48, "learning_starts": 96,
+        run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 48, "learning_starts": 0, "actor_batches_per_iteration": 2,
                     "replay_batch_size": 32, "training_intensity": 0.25, "target_network_update_freq": 96,
                     "num_replay_shards": 2, "weight_sync_period": 4,
                     "model": {"hidden_sizes": [32, 32], "activation": "relu"}},

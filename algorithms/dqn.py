@@ -194,7 +194,7 @@ class DQN(Algorithm):
     loss = staticmethod(dqn_loss)
     param_sets = ("params", "target_params")
     conformance = ConformanceSpec(
-        run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 48, "learning_starts": 48,
+        run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 48, "learning_starts": 0,
                     "replay_batch_size": 32, "training_intensity": 0.25, "target_network_update_freq": 96,
                     "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
         curve_config={"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 32},
