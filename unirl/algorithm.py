@@ -54,6 +54,10 @@ class Algorithm:
         self.acting_policy = self.policy_spec(self.config)
         self.policy = self.build_policy(self.config, for_learning=True, spec=self.acting_policy)
         # PCG64: its state is plain integers, so it round-trips through the checkpoint's JSON.
+        from unirl.normalization import Normalizers
+
+        #: Observation and reward statistics (config keys normalize_*), kept here on the learner.
+        self.normalizers = Normalizers(self.config, self.policy)
         self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(self.config.seed, seeding.LEARNER)))
         self.iteration = 0
         self.timesteps_total = 0
@@ -109,8 +113,13 @@ class Algorithm:
 
     # -- the loop -------------------------------------------------------------------------
     def record_batch(self, batch) -> None:
-        """Count a sampled batch's steps and episodes (every batch of an iteration adds up)."""
+        """Count a sampled batch's steps and episodes (every batch of an iteration adds up); with
+        normalisation on, update the learner's statistics from it and scale its rewards in place
+        (call it before postprocessing)."""
         from unirl import sample_batch as sb
+
+        if self.normalizers.active and isinstance(batch, dict):
+            self.normalizers.process(batch)
 
         self.timesteps_total += batch.count
         self.episodes_total += len(batch[sb.EP_RETURNS])
@@ -125,6 +134,7 @@ class Algorithm:
         self._episodes_this_iter = 0
         self._returns_this_iter = np.zeros(0)
         stats = self.training_step()
+        self.normalizers.sync()  # new observation statistics reach the workers with the next weights
         self.iteration += 1
         dt = time.perf_counter() - t0
         self.time_total_s += dt
@@ -184,6 +194,8 @@ class Algorithm:
     # -- checkpoints ---------------------------------------------------------------------------
     def get_state(self) -> tuple[dict, dict]:
         arrays = self.policy.get_state()
+        if self.normalizers.active:
+            arrays.update(self.normalizers.get_state())
         state = {
             "algorithm": self.name,
             "config": self.config.to_dict(),
@@ -201,6 +213,7 @@ class Algorithm:
 
     def set_state(self, arrays: dict, state: dict) -> None:
         self.policy.set_state(arrays)
+        self.normalizers.set_state(arrays)
         self.iteration = state["iteration"]
         self.timesteps_total = state["timesteps_total"]
         self.episodes_total = state["episodes_total"]

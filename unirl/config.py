@@ -84,6 +84,12 @@ class AlgorithmConfig:
     grad_clip: float = 0.5
     #: The neutral model (see unirl.models.ModelConfig): hidden_sizes, activation, vf_share_layers.
     model: dict = field(default_factory=dict)
+    #: Normalise observations with running mean/std kept by the learner (see unirl.normalization).
+    normalize_observations: bool = False
+    #: Scale rewards by the running std of the discounted return (synchronous algorithms).
+    normalize_rewards: bool = False
+    #: Clip normalised observations and rewards to +- this.
+    normalize_clip: float = 10.0
     #: Reproducible mode: framework deterministic algorithms and pinned threads.
     deterministic: bool = True
     #: Threads per process for the framework's intra-op pool.
@@ -141,6 +147,9 @@ class AlgorithmConfig:
             if key not in valid:
                 raise unknown_key_error(key, valid, where="model config")
         m = ModelConfig(**self.model)
+        if getattr(self, "normalize_observations", False):
+            m.normalize_observations = True
+            m.normalize_clip = float(self.normalize_clip)
         m.validate()
         return m
 

@@ -15,6 +15,8 @@ vector; `ParamLayout` maps between that vector and the named arrays checkpoints 
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -92,6 +94,20 @@ class ModelConfig:
     pi_out_gain: float = 0.01
     #: Initial log standard deviation of a diagonal Gaussian (Box actions on actor-critic modules).
     log_std_init: float = 0.0
+    #: Normalise observations inside the module with running statistics (parameters
+    #: obs_norm/mean, obs_norm/std, set by the learner; see unirl.normalization). The config key
+    #: `normalize_observations` sets it.
+    normalize_observations: bool = False
+    #: Clip normalised observations to +- this.
+    normalize_clip: float = 10.0
+    #: Convolutional torso for image observations: [[out_channels, kernel, stride], ...] (relu after
+    #: each, NHWC). None: chosen from the observation space (3-D Box: the Nature CNN of Mnih et al.
+    #: 2015 for frames of at least 36x36, the small MinAtar CNN below that; otherwise none); []: none.
+    conv_filters: typing.Optional[list] = None
+    #: Padding of every convolution: "VALID" or "SAME".
+    conv_padding: str = "VALID"
+    #: Observations are multiplied by this inside the module (0: 1/255 for uint8 observations, else 1).
+    obs_scale: float = 0.0
     #: A module of your own: "pkg.module:factory", called as factory(obs_space, action_space, model_config, kind).
     custom_module: str = ""
 
@@ -101,8 +117,50 @@ class ModelConfig:
                 f"model activation `{self.activation}` is unknown; choose one of {list(ACTIVATIONS)}."
                 + did_you_mean(self.activation, ACTIVATIONS)
             )
+        if self.conv_padding not in ("VALID", "SAME"):
+            raise UnirlError(f"model conv_padding must be \"VALID\" or \"SAME\", got {self.conv_padding!r}.")
+        if self.conv_filters is not None and not all(
+                isinstance(f, (list, tuple)) and len(f) == 3 and all(isinstance(v, int) and v > 0 for v in f)
+                for f in self.conv_filters):
+            raise UnirlError(f"model conv_filters must be [[out_channels, kernel, stride], ...], got {self.conv_filters!r}.")
         if (not self.hidden_sizes and not allow_linear) or any(int(h) <= 0 for h in self.hidden_sizes):
             raise UnirlError(f"model hidden_sizes must be positive integers, got {list(self.hidden_sizes)}.")
+
+
+#: The Nature CNN's convolutions (Mnih et al. 2015): 32 8x8/4, 64 4x4/2, 64 3x3/1; with hidden_sizes [512].
+NATURE_CNN = [[32, 8, 4], [64, 4, 2], [64, 3, 1]]
+#: MinAtar's network (Young and Tian 2019): one 16-filter 3x3/1 convolution; with hidden_sizes [128].
+MINATAR_CNN = [[16, 3, 1]]
+
+
+def default_conv_filters(obs_shape) -> list:
+    """The convolutional torso for an observation shape: none for flat observations."""
+    if len(obs_shape) != 3:
+        return []
+    return NATURE_CNN if min(obs_shape[0], obs_shape[1]) >= 36 else MINATAR_CNN
+
+
+def torso_shapes(prefix: str, obs_shape: tuple, config) -> tuple[dict, int]:
+    """Parameter shapes of a tower (convolutions `prefix/conv{i}`, then the MLP `prefix/{i}`) and its input width."""
+    from unirl.ops import conv_output_size
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    filters = config.conv_filters or []
+    if filters:
+        h, w, c = obs_shape
+        for i, (out, k, stride) in enumerate(filters):
+            shapes[f"{prefix}/conv{i}/w"] = (int(k), int(k), int(c), int(out))
+            shapes[f"{prefix}/conv{i}/b"] = (int(out),)
+            h = conv_output_size(h, int(k), int(stride), config.conv_padding)[0]
+            w = conv_output_size(w, int(k), int(stride), config.conv_padding)[0]
+            c = int(out)
+            if h < 1 or w < 1:
+                raise UnirlError(f"model conv_filters {filters} shrink the {obs_shape} observation to nothing.")
+        flat = int(h * w * c)
+    else:
+        flat = int(np.prod(obs_shape, dtype=np.int64))
+    shapes.update(mlp_shapes(prefix, [flat] + [int(x) for x in config.hidden_sizes]))
+    return shapes, flat
 
 
 def mlp_shapes(prefix: str, sizes: list[int]) -> dict[str, tuple[int, ...]]:
@@ -122,11 +180,14 @@ class Module:
 
     kind = "base"
 
-    def __init__(self, obs_dim: int, dist, config: ModelConfig, shapes: dict, gains: dict):
-        self.obs_dim = int(obs_dim)
+    def __init__(self, obs_dim, dist, config: ModelConfig, shapes: dict, gains: dict):
+        self.obs_shape = tuple(int(d) for d in np.atleast_1d(obs_dim))
+        self.obs_dim = int(np.prod(self.obs_shape, dtype=np.int64))
         self.dist = dist
         self.config = config
         self.hidden = [int(h) for h in config.hidden_sizes]
+        if config.normalize_observations:
+            shapes = {"obs_norm/mean": self.obs_shape, "obs_norm/std": self.obs_shape, **shapes}
         self.layout = ParamLayout(shapes)
         self.gains = gains
 
@@ -136,16 +197,39 @@ class Module:
         params = {}
         for name in self.layout.names:
             shape = self.layout.shapes[name]
-            if name.endswith("/b") or len(shape) != 2:
+            if name.endswith("/b") or len(shape) not in (2, 4):
                 params[name] = np.zeros(shape, np.float32)  # biases; a distribution's own parameters are set below
+            elif len(shape) == 4:  # a convolution [kh, kw, C, O]: orthogonal over its [kh * kw * C, O] matrix
+                flat = (shape[0] * shape[1] * shape[2], shape[3])
+                params[name] = orthogonal(rng, flat, self.gains.get(name, np.sqrt(2.0))).reshape(shape)
             else:
                 params[name] = orthogonal(rng, shape, self.gains.get(name, np.sqrt(2.0)))
+        if "obs_norm/std" in params:
+            params["obs_norm/std"] = np.ones_like(params["obs_norm/std"])
         return params
 
     def _act(self, ops):
         return ops.tanh if self.config.activation == "tanh" else ops.relu
 
+    def preprocess(self, ops, params, obs):
+        """Observations as the torso takes them: normalised with the frozen running statistics if enabled."""
+        scale = float(self.config.obs_scale or 1.0)
+        if scale != 1.0:
+            obs = obs * scale
+        if not self.config.normalize_observations:
+            return obs
+        c = float(self.config.normalize_clip)
+        z = (obs - ops.stop_gradient(params["obs_norm/mean"])) / ops.stop_gradient(params["obs_norm/std"])
+        return ops.clip(z, -c, c)
+
     def tower(self, ops, params, prefix: str, x):
+        x = self.preprocess(ops, params, x)
+        filters = self.config.conv_filters or []
+        for i, (_, _, stride) in enumerate(filters):
+            x = ops.relu(ops.conv2d(x, params[f"{prefix}/conv{i}/w"], int(stride), self.config.conv_padding)
+                         + params[f"{prefix}/conv{i}/b"])
+        if filters or len(self.obs_shape) != 1:
+            x = ops.reshape(x, (-1, self.torso_width))
         act = self._act(ops)
         for i in range(len(self.hidden)):
             x = act(ops.matmul(x, params[f"{prefix}/{i}/w"]) + params[f"{prefix}/{i}/b"])
@@ -172,7 +256,8 @@ class ActorCritic(Module):
         hidden = [int(h) for h in config.hidden_sizes]
         shapes: dict[str, tuple[int, ...]] = {}
         for tower in (["shared"] if config.vf_share_layers else ["pi", "vf"]):
-            shapes.update(mlp_shapes(tower, [int(obs_dim)] + hidden))
+            tower_shapes, self.torso_width = torso_shapes(tower, tuple(np.atleast_1d(obs_dim)), config)
+            shapes.update(tower_shapes)
         shapes.update({"pi/out/w": (hidden[-1], dist.num_outputs), "pi/out/b": (dist.num_outputs,),
                        "vf/out/w": (hidden[-1], 1), "vf/out/b": (1,)})
         shapes.update(dist.extra_param_shapes())
@@ -213,7 +298,7 @@ class QNetwork(Module):
         config.validate()
         hidden = [int(h) for h in config.hidden_sizes]
         n = dist.num_inputs
-        shapes = mlp_shapes("q", [int(obs_dim)] + hidden)
+        shapes, self.torso_width = torso_shapes("q", tuple(np.atleast_1d(obs_dim)), config)
         if config.dueling:
             shapes.update({"adv/out/w": (hidden[-1], n), "adv/out/b": (n,),
                            "value/out/w": (hidden[-1], 1), "value/out/b": (1,)})
@@ -244,8 +329,12 @@ class PolicyNetwork(Module):
 
     def __init__(self, obs_dim: int, dist, config: ModelConfig):
         config.validate(allow_linear=True)
+        if config.normalize_observations:
+            raise UnirlError("normalize_observations is for actor-critic and Q modules; ES and ARS keep their own "
+                             "observation filter.")
         hidden = [int(h) for h in config.hidden_sizes]
-        shapes = mlp_shapes("pi", [int(obs_dim)] + hidden)
+        shapes = mlp_shapes("pi", [int(np.prod(obs_dim))] + hidden)
+        self.torso_width = int(np.prod(obs_dim))
         last = hidden[-1] if hidden else int(obs_dim)
         shapes.update({"pi/out/w": (last, dist.num_outputs), "pi/out/b": (dist.num_outputs,)})
         shapes.update(dist.extra_param_shapes())
@@ -280,6 +369,17 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     if kind not in MODULE_KINDS:
         raise UnirlError(f"unknown module kind `{kind}`; unirl has {sorted(MODULE_KINDS)}."
                          + did_you_mean(kind, MODULE_KINDS))
-    if len(obs_space.shape or ()) != 1:
-        raise UnirlError(f"observation space {obs_space} is not supported yet; unirl's MLP takes flat Box observations.")
-    return MODULE_KINDS[kind](obs_space.shape[0], for_action_space(action_space, kind, config.log_std_init), config)
+    shape = tuple(obs_space.shape or ())
+    if not shape or len(shape) > 3:
+        raise UnirlError(f"observation space {obs_space} is not supported; unirl's modules take Box observations "
+                         "of 1 (MLP), 2 (flattened) or 3 (HWC image: CNN) dimensions.")
+    changes = {}
+    if config.conv_filters is None:
+        changes["conv_filters"] = default_conv_filters(shape) if kind != "policy" else []
+    if not config.obs_scale:
+        uint8 = np.dtype(obs_space.dtype) == np.uint8 and np.all(np.asarray(obs_space.high) == 255)
+        changes["obs_scale"] = 1.0 / 255.0 if uint8 else 1.0
+    if changes:
+        config = dataclasses.replace(config, **changes)
+    obs_dim = shape[0] if len(shape) == 1 else shape
+    return MODULE_KINDS[kind](obs_dim, for_action_space(action_space, kind, config.log_std_init), config)
