@@ -13,8 +13,53 @@ OPS_NAMES = (
     "constant", "matmul", "tanh", "relu", "exp", "log", "sqrt", "square", "abs",
     "log_softmax", "softmax", "sum", "mean", "maximum", "minimum", "clip", "where",
     "one_hot", "take_along_last", "stop_gradient", "reshape", "concat", "zeros_like",
-    "argmax", "cast_float", "sigmoid", "take_rows", "split",
+    "argmax", "cast_float", "sigmoid", "take_rows", "split", "conv2d",
 )
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int, int]:
+    """(output size, padding before, padding after) along one spatial axis (TensorFlow's convention)."""
+    if padding == "VALID":
+        return (size - kernel) // stride + 1, 0, 0
+    if padding == "SAME":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return out, total // 2, total - total // 2
+    raise ValueError(f"conv2d padding must be 'VALID' or 'SAME', got {padding!r}")
+
+
+def conv2d_im2col(ops, x, w, stride: int, padding: str, pad):
+    """NHWC convolution as patches times a matrix, with the adapter's row-blocked matmul.
+
+    x [B, H, W, C], w [kh, kw, C, O] -> [B, Ho, Wo, O]. The patches are gathered by strided
+    slicing (data movement only, exact) into rows of kh * kw * C values, one row per output
+    position, and multiplied by w viewed as [kh * kw * C, O] with `ops.matmul`, which runs every
+    row through the same fixed 64-row GEMM: an output position's bits depend neither on the batch
+    size nor on where its image sits in the batch. `pad(x, top, bottom, left, right)` zero-pads H, W.
+    """
+    kh, kw, c, o = (int(d) for d in w.shape)
+    h, wd = int(x.shape[1]), int(x.shape[2])
+    oh, top, bottom = conv_output_size(h, kh, stride, padding)
+    ow, left, right = conv_output_size(wd, kw, stride, padding)
+    if top or bottom or left or right:
+        x = pad(x, top, bottom, left, right)
+    if kh == 1 and kw == 1 and stride == 1:
+        patches = x
+    else:
+        cols = [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+                for i in range(kh) for j in range(kw)]
+        patches = ops.concat(cols, axis=-1)
+    y = ops.matmul(ops.reshape(patches, (-1, kh * kw * c)), ops.reshape(w, (kh * kw * c, o)))
+    return ops.reshape(y, (-1, oh, ow, o))
+
+
+def row_blocked_matmul_numpy(a, b, block: int = 64):
+    """a @ b in zero-padded blocks of `block` rows (NumPy), as the adapters' matmul."""
+    rows, k = a.shape
+    blocks = -(-rows // block)
+    if blocks * block != rows:
+        a = np.concatenate([a, np.zeros((blocks * block - rows, k), a.dtype)])
+    return np.matmul(a.reshape(blocks, block, k), b).reshape(blocks * block, -1)[:rows]
 
 
 def _log_softmax_np(x, axis=-1):
@@ -112,6 +157,18 @@ class NumpyOps:
     def split(self, x, sizes):
         """Consecutive pieces of a 1-D array with the given sizes."""
         return np.split(x, np.cumsum(sizes)[:-1])
+
+    def conv2d(self, x, w, stride: int = 1, padding: str = "VALID"):
+        """NHWC 2-D convolution of x [B, H, W, C] with w [kh, kw, C, O] (im2col, 64-row blocks)."""
+
+        class _Blocked(NumpyOps):
+            def matmul(self, a, b):
+                return row_blocked_matmul_numpy(a, b)
+
+        def pad(x, t, b, l, r):
+            return np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+
+        return conv2d_im2col(_Blocked(), np.asarray(x), np.asarray(w), int(stride), padding, pad)
 
 
 numpy_ops = NumpyOps()

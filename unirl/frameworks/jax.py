@@ -117,6 +117,13 @@ class JaxOps:
     def split(self, x, sizes):
         return jnp.split(x, np.cumsum([int(s) for s in sizes])[:-1].tolist())
 
+    def conv2d(self, x, w, stride=1, padding="VALID"):
+        """NHWC convolution as im2col + the row-blocked matmul (unirl.ops.conv2d_im2col): row-invariant."""
+        from unirl.ops import conv2d_im2col
+
+        return conv2d_im2col(self, x, w, int(stride), padding,
+                             lambda x, t, b, l, r: jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0))))
+
 
 class Adapter(FrameworkAdapter):
     """JAX on CPU: jax.jit for compiled functions; 64-bit integers arrive as int32 (x64 stays off).

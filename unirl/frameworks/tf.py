@@ -116,6 +116,13 @@ class TFOps:
     def split(self, x, sizes):
         return tf.split(x, [int(s) for s in sizes])
 
+    def conv2d(self, x, w, stride=1, padding="VALID"):
+        """NHWC convolution as im2col + the row-blocked matmul (unirl.ops.conv2d_im2col): row-invariant."""
+        from unirl.ops import conv2d_im2col
+
+        return conv2d_im2col(self, x, w, int(stride), padding,
+                             lambda x, t, b, l, r: tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]]))
+
 
 def _pin_threads(num_threads: int) -> None:
     """Pin TF's thread pools; TF refuses once its runtime has started, which is fine if they already match."""

@@ -129,6 +129,12 @@ class TorchOps:
     def split(self, x, sizes):
         return torch.split(x, list(sizes))
 
+    def conv2d(self, x, w, stride=1, padding="VALID"):
+        """NHWC convolution as im2col + the row-blocked matmul (unirl.ops.conv2d_im2col): row-invariant."""
+        from unirl.ops import conv2d_im2col
+
+        return conv2d_im2col(self, x, w, int(stride), padding, lambda x, t, b, l, r: F.pad(x, (0, 0, l, r, t, b)))
+
 
 class Adapter(FrameworkAdapter):
     name = "torch"
