@@ -318,7 +318,8 @@ def check_float32_every_worker(backend, num_workers=TRANSFER_WORKERS, elements=B
         # there and back
         round_trip = backend.get([backend.call(w, "array_roundtrip", array) for w in workers], timeout=300)
         for i in range(num_workers):
-            for direction, diff in (("driver -> worker", there[i]), ("worker -> driver", bit_difference(array, back[i])),
+            for direction, diff in (("driver -> worker", there[i]),
+                                    ("worker -> driver", bit_difference(array, back[i])),
                                     ("round trip", bit_difference(array, round_trip[i]))):
                 checked += 1
                 if diff:

@@ -43,7 +43,8 @@ def options_from_args(args):
             raise UnirlError(f"--levels takes numbers 1 to 5, got {args.levels!r}.") from None
         if not set(levels) <= {1, 2, 3, 4, 5}:
             raise UnirlError(f"--levels takes numbers 1 to 5, got {args.levels!r}.")
-    return SuiteOptions(algos=None if args.algo is None else _split(args.algo, ()), frameworks=_split(args.framework, ALL_FRAMEWORKS),
+    return SuiteOptions(algos=None if args.algo is None else _split(args.algo, ()),
+                        frameworks=_split(args.framework, ALL_FRAMEWORKS),
                         backends=_split(args.backend, ALL_BACKENDS), quick=bool(args.quick), levels=levels)
 
 

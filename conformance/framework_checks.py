@@ -492,8 +492,8 @@ def capture_problem(algo="PPO", config: dict | None = None, framework="torch", c
         algo_obj.policy.recorder = None
         algo_obj.stop()
     if not captured:
-        raise ValueError(f"{algorithm_label(algo)} made {count[0]} learning calls (learn_on_batch or compute_gradients) "
-                         f"in {iterations} iteration(s); nothing to capture (call {call})")
+        raise ValueError(f"{algorithm_label(algo)} made {count[0]} learning calls (learn_on_batch or "
+                         f"compute_gradients) in {iterations} iteration(s); nothing to capture (call {call})")
     return LossProblem(algo, cfg, captured["kind"], captured["index"], captured["state"], captured["batch"],
                        captured["hp"], framework_spec(framework))
 

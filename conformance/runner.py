@@ -163,8 +163,8 @@ def algo_unavailable(name: str) -> str | None:
         return str(e)
     spec = getattr(cls, "conformance", None)
     if spec is None:
-        return (f"the algorithm `{name}` declares no conformance spec: set `conformance = ConformanceSpec(run_config=..., "
-                f"...)` on its class (see docs/conformance.md) for the suite to check it.")
+        return (f"the algorithm `{name}` declares no conformance spec: set "
+                f"`conformance = ConformanceSpec(run_config=..., ...)` on its class (see docs/conformance.md) for the suite to check it.")
     if not isinstance(spec, ConformanceSpec):
         return f"the algorithm `{name}`'s `conformance` is a {type(spec).__name__}, not a unirl ConformanceSpec."
     total = spec.run_config.get("total_envs")

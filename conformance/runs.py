@@ -2,7 +2,7 @@
 
 Levels 2 and 3 compare runs: a `RunSpec` names one (algorithm, framework, backend, worker count)
 on a fixed config, `record_run` trains it and keeps, after every iteration, its result (time
-fields dropped), every array of `Algorithm.get_state()[0]` (all parameter sets, the optimizer
+fields and `num_worker_restarts` dropped), every array of `Algorithm.get_state()[0]` (all parameter sets, the optimizer
 state, and whatever else the algorithm keeps there: replay buffers, filters, ...) and the
 JSON-able learner state `get_state()[1]` (counters, RNG state, the arrival schedule; `config`
 and `time_total_s` dropped), and `compare_runs` says where two records first differ: which
@@ -22,6 +22,10 @@ import numpy as np
 
 #: Result fields that measure wall time: never compared.
 TIME_KEYS = frozenset({"time_this_iter_s", "time_total_s", "env_steps_per_s"})
+#: Result fields that count the machine's faults, not the algorithm's numbers (a backend with worker recovery
+#: reports its restarts; a recovered run promises the same bits): never compared either.
+OPERATIONAL_KEYS = frozenset({"num_worker_restarts"})
+UNCOMPARED_KEYS = TIME_KEYS | OPERATIONAL_KEYS
 #: Learner-state keys never compared: the config (backend and worker count differ by design) and wall time.
 IGNORED_STATE_KEYS = frozenset({"config", "time_total_s"})
 #: The learner-state key (a list of worker ids) and config key of the replayable algorithms' arrival schedule.
@@ -133,7 +137,7 @@ def record_run(spec: RunSpec, schedule: list | None = None) -> RunRecord:
         algo = unirl.build(spec.algo, config)
         for _ in range(spec.iterations):
             result = algo.train()
-            rec.results.append({k: v for k, v in result.items() if k not in TIME_KEYS})
+            rec.results.append({k: v for k, v in result.items() if k not in UNCOMPARED_KEYS})
             arrays, state = learner_state(algo)
             rec.arrays.append(arrays)
             rec.states.append(state)

@@ -95,7 +95,8 @@ def _record(weights, metrics, label_backend="local", workers=1, opt=None, states
 
 def test_compare_runs_names_iteration_array_index_and_values():
     w = [np.arange(5, dtype=np.float32), np.arange(5, dtype=np.float32) * 2]
-    m = [{"episode_return_mean": 10.0, "learner/total_loss": 0.5}, {"episode_return_mean": 11.0, "learner/total_loss": 0.4}]
+    m = [{"episode_return_mean": 10.0, "learner/total_loss": 0.5},
+         {"episode_return_mean": 11.0, "learner/total_loss": 0.4}]
     ref = _record(w, m)
     assert compare_runs(ref, _record(w, m, "multiprocessing", 2)) is None
     w2 = [w[0], w[1].copy()]
@@ -103,8 +104,8 @@ def test_compare_runs_names_iteration_array_index_and_values():
     diff = compare_runs(ref, _record(w2, m, "multiprocessing", 2, opt=w))
     assert (diff.iteration, diff.array, diff.index, diff.count, diff.size) == (2, "array params/pi/w", (3,), 1, 5)
     assert diff.expected == 6.0 and diff.actual == float(np.nextafter(np.float32(6), np.float32(np.inf)))
-    assert diff.message().startswith("PPO/torch/multiprocessing with 2 workers differs from PPO/torch/local with "
-                                     "1 worker at iteration 2: `array params/pi/w` first at index [3]: expected 6.0, got ")
+    assert diff.message().startswith("PPO/torch/multiprocessing with 2 workers differs from PPO/torch/local with 1 "
+                                     "worker at iteration 2: `array params/pi/w` first at index [3]: expected 6.0, got ")
     m2 = [m[0], dict(m[1], **{"learner/total_loss": 0.41})]
     diff = compare_runs(ref, _record(w, m2))
     assert diff.array == "metric learner/total_loss" and diff.iteration == 2 and "(run 2)" in diff.other
