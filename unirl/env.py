@@ -2,28 +2,123 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 
 from unirl.errors import UnirlError, did_you_mean
 from unirl.loading import import_module
 
 
+#: Env id prefixes (or ids) that come from an optional package: (import that registers them, the unirl extra).
+ENV_FAMILIES = (
+    ("ALE/", "ale_py", "atari"),
+    ("MinAtar/", "minatar.gym", "minatar"),
+)
+#: Env ids whose Gymnasium module needs an extra's package: (id prefix, module to import, extra).
+EXTRA_DEPENDENCIES = (
+    ("LunarLander", "Box2D", "box2d"), ("BipedalWalker", "Box2D", "box2d"), ("CarRacing", "Box2D", "box2d"),
+    ("Hopper", "mujoco", "mujoco"), ("HalfCheetah", "mujoco", "mujoco"), ("Walker2d", "mujoco", "mujoco"),
+    ("Ant", "mujoco", "mujoco"), ("Humanoid", "mujoco", "mujoco"), ("Swimmer", "mujoco", "mujoco"),
+    ("Reacher", "mujoco", "mujoco"), ("InvertedPendulum", "mujoco", "mujoco"),
+    ("InvertedDoublePendulum", "mujoco", "mujoco"), ("Pusher", "mujoco", "mujoco"),
+)
+
+#: unirl's own env_config keys for Atari (ALE/...) envs, with their defaults: the standard
+#: preprocessing (Mnih et al. 2015; Machado et al. 2018): no-op reset, frame skip 4 (max over the
+#: last two frames), 84x84 grey, frame stack 4 (HWC, uint8), rewards clipped to their sign,
+#: episodic life off. Every other key goes to gymnasium.make.
+ATARI_DEFAULTS = {"atari_preprocessing": True, "noop_max": 30, "frame_skip": 4, "screen_size": 84,
+                  "frame_stack": 4, "clip_rewards": True, "episodic_life": False}
+
+
+def _missing_extra(package: str, extra: str, env_id: str) -> UnirlError:
+    return UnirlError(f"environment `{env_id}` needs the `{package}` package: install it with "
+                      f"`pip install 'unirl[{extra}]'`.")
+
+
+def _load_family(env_id: str) -> None:
+    """Import the package that registers `env_id`'s family, or say which extra installs it."""
+    import importlib
+
+    for prefix, module, extra in ENV_FAMILIES:
+        if env_id.startswith(prefix):
+            try:
+                mod = importlib.import_module(module)
+            except ImportError:
+                raise _missing_extra(module.split(".")[0], extra, env_id) from None
+            if module == "ale_py":
+                gym.register_envs(mod)
+            elif module == "minatar.gym" and env_id not in gym.registry:
+                mod.register_envs()
+    for prefix, module, extra in EXTRA_DEPENDENCIES:
+        if env_id.startswith(prefix):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise _missing_extra(module, extra, env_id) from None
+
+
 def check_env_id(env_id: str) -> None:
     """Raise a one-sentence error if Gymnasium does not know `env_id` ("EnvId", or "module:EnvId"
-    whose module registers the env on import)."""
+    whose module registers the env on import); envs of an optional family name the extra to install."""
     name = env_id
     if ":" in env_id:
         module, _, name = env_id.partition(":")
         import_module(module, "environment", env_id)
+    _load_family(name)
     if name in gym.registry:
         return
     raise UnirlError(f"unknown environment `{env_id}`: Gymnasium has no env with that id."
                      + did_you_mean(name, gym.registry.keys()))
 
 
+class ChannelsLast(gym.ObservationWrapper):
+    """Stacked frames [k, H, W] as [H, W, k] (the NHWC layout of unirl's conv2d), uint8 kept."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(0, 255, space.shape[1:] + space.shape[:1], np.uint8)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(np.moveaxis(np.asarray(obs), 0, -1))
+
+
+class ClipRewardSign(gym.RewardWrapper):
+    def reward(self, reward):
+        return float(np.sign(reward))
+
+
+def _make_one(env_id: str, config: dict) -> gym.Env:
+    name = env_id.partition(":")[2] if ":" in env_id else env_id
+    config = dict(config)
+    if name.startswith("ALE/"):
+        opts = {k: config.pop(k, v) for k, v in ATARI_DEFAULTS.items()}
+        if opts["atari_preprocessing"]:
+            from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+            config.setdefault("frameskip", 1)  # AtariPreprocessing skips (and max-pools) itself
+            try:
+                env = gym.make(env_id, **config)
+                env = AtariPreprocessing(env, noop_max=opts["noop_max"], frame_skip=opts["frame_skip"],
+                                         screen_size=opts["screen_size"], terminal_on_life_loss=opts["episodic_life"],
+                                         grayscale_obs=True, scale_obs=False)
+            except gym.error.DependencyNotInstalled:
+                raise _missing_extra("opencv-python-headless", "atari", env_id) from None
+            if opts["clip_rewards"]:
+                env = ClipRewardSign(env)
+            if opts["frame_stack"] > 1:
+                env = ChannelsLast(FrameStackObservation(env, opts["frame_stack"]))
+            return env
+    try:
+        return gym.make(env_id, **config)
+    except gym.error.DependencyNotInstalled as e:
+        raise UnirlError(f"cannot make environment `{env_id}`: {e}") from None
+
+
 def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:
     check_env_id(env_id)
     try:
-        return gym.make(env_id, **(env_config or {}))
+        return _make_one(env_id, env_config or {})
     except gym.error.Error as e:
         raise UnirlError(f"cannot make environment `{env_id}`: {e}") from None
 
@@ -33,7 +128,7 @@ def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None) 
     check_env_id(env_id)
     config = dict(env_config or {})
     return gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id, **config) for _ in range(num_envs)],
+        [lambda: _make_one(env_id, config) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
 

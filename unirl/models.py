@@ -211,8 +211,16 @@ class Module:
     def _act(self, ops):
         return ops.tanh if self.config.activation == "tanh" else ops.relu
 
+    @property
+    def forward_rows_multiple(self) -> int:
+        """Policy pads acting and learner batches to a multiple of this many rows (bounding the
+        shapes compiled frameworks trace): 64 for MLPs, 8 for CNNs, whose products already run
+        over every image position in 64-row blocks (padding to 64 images would cost 64 images)."""
+        return 8 if self.config.conv_filters else 64
+
     def preprocess(self, ops, params, obs):
         """Observations as the torso takes them: normalised with the frozen running statistics if enabled."""
+        obs = ops.cast_float(obs)  # frames arrive as uint8
         scale = float(self.config.obs_scale or 1.0)
         if scale != 1.0:
             obs = obs * scale

@@ -67,6 +67,9 @@ class Policy:
         self.module = module
         self.dist = module.dist
         self.layout = module.layout
+        #: Rows are padded to a multiple of this (a module may ask for fewer: a CNN's products
+        #: run over image positions, already in 64-row blocks, and 64 padded images cost 64 images).
+        self._rows_multiple = int(getattr(module, "forward_rows_multiple", FORWARD_ROWS_MULTIPLE))
         self.loss = loss
         self.optimizer = optimizer
         self.param_sets = tuple(param_sets)
@@ -164,7 +167,7 @@ class Policy:
         adapters' products run in blocks of that many rows anyway (a row's bits never depend on
         its batch), and compiled frameworks then trace one shape per 64 rows, not one per size.
         """
-        obs, n = _pad_rows(np.asarray(obs, np.float32))
+        obs, n = _pad_rows(np.asarray(obs, np.float32), self._rows_multiple)
         return self.adapter.numpy(self._policy_out(self._params, self.adapter.call_input(obs)))[:n]
 
     def forward(self, obs: np.ndarray) -> dict[str, np.ndarray]:
@@ -174,7 +177,7 @@ class Policy:
         size varies with the number of truncated episodes, and compiled frameworks trace once per
         shape. Rows do not depend on the batch they arrive in, so padding changes no number.
         """
-        obs, n = _pad_rows(np.asarray(obs, np.float32))
+        obs, n = _pad_rows(np.asarray(obs, np.float32), self._rows_multiple)
         out = self._forward(self._params, self.adapter.call_input(obs))
         return {k: self.adapter.numpy(v)[:n] for k, v in out.items()}
 
@@ -300,10 +303,10 @@ class Policy:
         return out
 
 
-def _pad_rows(obs: np.ndarray) -> tuple[np.ndarray, int]:
-    """(obs zero-padded to a multiple of FORWARD_ROWS_MULTIPLE rows, the original row count)."""
+def _pad_rows(obs: np.ndarray, multiple: int = FORWARD_ROWS_MULTIPLE) -> tuple[np.ndarray, int]:
+    """(obs zero-padded to a multiple of `multiple` rows, the original row count)."""
     n = len(obs)
-    padded = -(-n // FORWARD_ROWS_MULTIPLE) * FORWARD_ROWS_MULTIPLE
+    padded = -(-n // multiple) * multiple
     if padded != n:
         obs = np.concatenate([obs, np.zeros((padded - n,) + obs.shape[1:], obs.dtype)])
     return obs, n

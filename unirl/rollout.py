@@ -52,6 +52,9 @@ class RolloutWorker:
         self.ep_return = np.zeros(spec.num_envs, np.float64)
         self.ep_length = np.zeros(spec.num_envs, np.int64)
         self.obs_shape = self.envs.single_observation_space.shape
+        # Frames (uint8, bool) travel as uint8, a quarter of float32; the module casts them to float.
+        self.obs_dtype = (np.uint8 if np.dtype(self.envs.single_observation_space.dtype) in (np.uint8, np.bool_)
+                          else np.float32)
         self.act_shape = self.policy.dist.action_shape
         self.act_dtype = self.policy.dist.action_dtype
         logger.debug("worker %d hosts envs %d..%d", spec.worker_index, spec.env_start,
@@ -75,7 +78,7 @@ class RolloutWorker:
         if flat_weights is not None:
             self.policy.set_flat_weights(flat_weights)
         T, N = self.spec.rollout_length, self.spec.num_envs
-        obs = np.empty((T, N) + self.obs_shape, np.float32)
+        obs = np.empty((T, N) + self.obs_shape, self.obs_dtype)
         actions = np.empty((T, N) + self.act_shape, self.act_dtype)
         rewards = np.empty((T, N), np.float32)
         terms = np.empty((T, N), bool)
@@ -104,14 +107,14 @@ class RolloutWorker:
                     ep_lengths.append(self.ep_length[n])
                     if trunc[n] and not term[n]:
                         trunc_index.append(t * N + n)
-                        trunc_obs.append(np.asarray(final_obs[n], np.float32))
+                        trunc_obs.append(np.asarray(final_obs[n], self.obs_dtype))
                 self.ep_return[done] = 0.0
                 self.ep_length[done] = 0
         batch = SampleBatch({
             sb.OBS: obs, sb.ACTIONS: actions, sb.REWARDS: rewards, sb.TERMINATEDS: terms, sb.TRUNCATEDS: truncs,
-            sb.BOOTSTRAP_OBS: np.asarray(self.obs, np.float32).copy(),
+            sb.BOOTSTRAP_OBS: np.asarray(self.obs, self.obs_dtype).copy(),
             sb.TRUNC_INDEX: np.asarray(trunc_index, np.int64),
-            sb.TRUNC_OBS: np.asarray(trunc_obs, np.float32).reshape((-1,) + self.obs_shape),
+            sb.TRUNC_OBS: np.asarray(trunc_obs, self.obs_dtype).reshape((-1,) + self.obs_shape),
             sb.EP_KEYS: np.asarray(ep_keys, np.int64),
             sb.EP_RETURNS: np.asarray(ep_returns, np.float64),
             sb.EP_LENGTHS: np.asarray(ep_lengths, np.int64),
