@@ -12,28 +12,25 @@ gradients were applied, and the config key `arrival_schedule` replays it on any 
 """
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 
 import numpy as np
 
 from unirl.algorithm import Algorithm
 from unirl.algorithms.a2c import actor_critic_loss, advantages, loss_hyperparameters
-from unirl.config import AlgorithmConfig
+from unirl.config import FragmentConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import AsyncGradients
 
 
 @dataclass
-class A3CConfig(AlgorithmConfig):
-    """A3C's options (plus those of every algorithm)."""
+class A3CConfig(FragmentConfig):
+    """A3C's options (plus those of every asynchronous algorithm)."""
 
     # Defaults tuned for classic-control tasks: 2 workers x 8 envs x 8 steps per gradient.
     #: Rollout workers, each a learner on its own envs.
     num_workers: int = 2
-    #: Steps each env takes per gradient (a worker's gradient covers num_envs_per_worker x this).
-    rollout_fragment_length: int = 8
     #: Env steps per training iteration, over all workers' gradients (a multiple of one worker's fragment).
     train_batch_size: int = 128
     #: Discount factor.
@@ -48,25 +45,11 @@ class A3CConfig(AlgorithmConfig):
     entropy_coeff: float = 0.0
     #: Normalize advantages within each worker's fragment.
     normalize_advantages: bool = False
-    #: Replay a recorded arrival schedule (the worker ids of get_state()[1]["arrival_schedule"]); None: free-running.
-    arrival_schedule: typing.Optional[list] = None
-    #: Seconds to wait for any worker's gradient before failing (0: wait forever).
-    worker_timeout_s: float = 600.0
 
     def validate(self) -> None:
         super().validate()
-        fragment = self.num_envs_per_worker * self.rollout_fragment_length
-        if self.rollout_fragment_length < 1:
-            raise UnirlError(f"config key `rollout_fragment_length` must be at least 1, got {self.rollout_fragment_length}.")
-        if self.train_batch_size % fragment:
-            raise UnirlError(f"train_batch_size {self.train_batch_size} is not a multiple of one worker's fragment "
-                             f"(num_envs_per_worker {self.num_envs_per_worker} x rollout_fragment_length "
-                             f"{self.rollout_fragment_length} = {fragment}).")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise UnirlError(f"config key `gae_lambda` must lie in [0, 1], got {self.gae_lambda}.")
-        if self.arrival_schedule is not None and not all(isinstance(w, int) and not isinstance(w, bool)
-                                                         for w in self.arrival_schedule):
-            raise UnirlError("config key `arrival_schedule` must be a list of worker ids (integers).")
 
 
 @dataclass

@@ -13,7 +13,6 @@ is the list of actor ids in the order their results were consumed, and the confi
 """
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from unirl import sample_batch as sb
 from unirl import seeding
 from unirl.algorithm import Algorithm
 from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS, WEIGHTS, DQN, DQNConfig, n_step_rows
+from unirl.config import AsyncConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution.async_replay import AsyncReplay
@@ -33,7 +33,7 @@ REPLAY_SHARD_STREAM = 1011
 
 
 @dataclass
-class ApeXConfig(DQNConfig):
+class ApeXConfig(DQNConfig, AsyncConfig):
     """Ape-X's options (plus DQN's). `num_workers` is the number of actors; replay is always prioritized."""
 
     #: Actors (rollout workers), each hosting num_envs_per_worker envs.
@@ -52,10 +52,6 @@ class ApeXConfig(DQNConfig):
     weight_sync_period: int = 16
     #: Actor results consumed per iteration (0: one per actor).
     actor_batches_per_iteration: int = 0
-    #: Replay a recorded arrival schedule (the list of actor ids from a run's state) instead of free-running.
-    arrival_schedule: typing.Optional[list] = None
-    #: Seconds to wait for any actor before giving up (0: wait forever).
-    actor_timeout_s: float = 600.0
 
     def validate(self) -> None:
         super().validate()
@@ -63,8 +59,6 @@ class ApeXConfig(DQNConfig):
             raise UnirlError("config keys `num_replay_shards` and `weight_sync_period` must be at least 1.")
         if not 0.0 <= self.apex_epsilon <= 1.0:
             raise UnirlError(f"config key `apex_epsilon` must lie in [0, 1], got {self.apex_epsilon}.")
-        if self.arrival_schedule is not None and not isinstance(self.arrival_schedule, list):
-            raise UnirlError("config key `arrival_schedule` must be a list of actor ids.")
 
 
 def apex_epsilons(num_envs: int, eps: float, alpha: float) -> np.ndarray:
@@ -154,7 +148,7 @@ class ApeX(DQN):
         shard_args = [(j, c.seed, c.replay_buffer_capacity, c.prioritized_replay_alpha, c.prioritized_replay_eps)
                       for j in range(c.num_replay_shards)]
         self.pattern = AsyncReplay(self.backend, ApeXActor, actor_args, ReplayShard, shard_args,
-                                   replay_schedule=c.arrival_schedule, timeout=c.actor_timeout_s or None)
+                                   replay_schedule=c.arrival_schedule, timeout=c.worker_timeout_s or None)
         self.grad_steps = 0
         self.last_target_update = 0
         self.target_updates = 0

@@ -14,7 +14,6 @@ weights a fragment was sampled with and the step that learned on it.
 """
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
 from unirl.algorithms.a2c import actor_critic_loss, loss_hyperparameters
-from unirl.config import AlgorithmConfig
+from unirl.config import FragmentConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import AsyncSamples
@@ -32,14 +31,12 @@ from unirl.vtrace import vtrace
 
 
 @dataclass
-class IMPALAConfig(AlgorithmConfig):
-    """IMPALA's options (plus those of every algorithm)."""
+class IMPALAConfig(FragmentConfig):
+    """IMPALA's options (plus those of every asynchronous algorithm)."""
 
     # Defaults tuned for classic-control tasks: 2 actors x 8 envs x 8 steps, 64 steps per learner step.
     #: Actors (rollout workers).
     num_workers: int = 2
-    #: Steps each env takes per fragment (an actor's fragment covers num_envs_per_worker x this).
-    rollout_fragment_length: int = 8
     #: Env steps per learner step (a multiple of one actor's fragment).
     train_batch_size: int = 64
     #: Learner steps per training iteration.
@@ -58,26 +55,14 @@ class IMPALAConfig(AlgorithmConfig):
     vf_loss_coeff: float = 0.5
     #: Weight of the entropy bonus.
     entropy_coeff: float = 0.0
-    #: Replay a recorded arrival schedule (the actor ids of get_state()[1]["arrival_schedule"]); None: free-running.
-    arrival_schedule: typing.Optional[list] = None
-    #: Seconds to wait for any actor's fragment before failing (0: wait forever).
-    worker_timeout_s: float = 600.0
 
     def validate(self) -> None:
         super().validate()
-        fragment = self.num_envs_per_worker * self.rollout_fragment_length
-        for key in ("rollout_fragment_length", "learner_steps_per_iteration", "max_requests_in_flight_per_worker"):
+        for key in ("learner_steps_per_iteration", "max_requests_in_flight_per_worker"):
             if getattr(self, key) < 1:
                 raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
-        if self.train_batch_size % fragment:
-            raise UnirlError(f"train_batch_size {self.train_batch_size} is not a multiple of one actor's fragment "
-                             f"(num_envs_per_worker {self.num_envs_per_worker} x rollout_fragment_length "
-                             f"{self.rollout_fragment_length} = {fragment}).")
         if self.vtrace_clip_rho_threshold <= 0 or self.vtrace_clip_c_threshold <= 0:
             raise UnirlError("config keys `vtrace_clip_rho_threshold` and `vtrace_clip_c_threshold` must be positive.")
-        if self.arrival_schedule is not None and not all(isinstance(w, int) and not isinstance(w, bool)
-                                                         for w in self.arrival_schedule):
-            raise UnirlError("config key `arrival_schedule` must be a list of worker ids (integers).")
 
 
 class IMPALA(Algorithm):

@@ -177,3 +177,40 @@ class AlgorithmConfig:
                 raise UnirlError(f"config key `lr_schedule` must be a list of [timestep, lr] pairs, got {self.lr_schedule!r}.")
         self.model_config()
         check_env_id(self.env)
+
+
+@dataclass
+class AsyncConfig(AlgorithmConfig):
+    """Options every asynchronous algorithm shares (A3C, IMPALA, Ape-X): a replayable arrival schedule."""
+
+    #: Replay a recorded arrival schedule (the worker ids of a run's get_state()[1]["arrival_schedule"])
+    #: instead of consuming results as they arrive; None: free-running.
+    arrival_schedule: typing.Optional[list] = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.arrival_schedule is not None and not (
+                isinstance(self.arrival_schedule, list)
+                and all(isinstance(w, int) and not isinstance(w, bool) for w in self.arrival_schedule)):
+            raise UnirlError("config key `arrival_schedule` must be a list of worker ids (integers).")
+
+
+@dataclass
+class FragmentConfig(AsyncConfig):
+    """Asynchronous algorithms whose workers return fixed-length fragments (A3C, IMPALA)."""
+
+    #: Steps each env takes per fragment (a worker's fragment covers num_envs_per_worker x this).
+    rollout_fragment_length: int = 8
+
+    @property
+    def fragment_size(self) -> int:
+        return self.num_envs_per_worker * self.rollout_fragment_length
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rollout_fragment_length < 1:
+            raise UnirlError(f"config key `rollout_fragment_length` must be at least 1, got {self.rollout_fragment_length}.")
+        if self.train_batch_size % self.fragment_size:
+            raise UnirlError(f"train_batch_size {self.train_batch_size} is not a multiple of one worker's fragment "
+                             f"(num_envs_per_worker {self.num_envs_per_worker} x rollout_fragment_length "
+                             f"{self.rollout_fragment_length} = {self.fragment_size}).")

@@ -15,7 +15,14 @@ deterministic; only the interleaving was free).
 """
 from __future__ import annotations
 
+import logging
+
 from unirl.errors import UnirlError
+
+logger = logging.getLogger("unirl.execution")
+
+#: Seconds between warnings while waiting without a limit for a result.
+HANG_WARNING_S = 60.0
 
 
 class ArrivalSchedule:
@@ -54,6 +61,16 @@ class ArrivalSchedule:
         return wid
 
     def _wait(self, futures: list) -> list:
+        if self.timeout is None:
+            # No limit: wait, but say so every HANG_WARNING_S, so a hung worker never passes silently.
+            waited = 0.0
+            while True:
+                ready, _ = self.backend.wait(futures, num_returns=1, timeout=HANG_WARNING_S)
+                if ready:
+                    return ready
+                waited += HANG_WARNING_S
+                logger.warning("no worker has returned a result for %.0f s (workers %s); set worker_timeout_s "
+                               "to fail instead of waiting", waited, sorted({f.worker_id for f in futures}))
         ready, _ = self.backend.wait(futures, num_returns=1, timeout=self.timeout)
         if not ready:
             raise UnirlError(f"no worker returned a result within {self.timeout:g} s; a worker may hang "
