@@ -18,7 +18,7 @@ from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import SyncSamples
-from unirl.postprocessing import compute_gae, next_values
+from unirl.postprocessing import actor_critic_rows
 
 
 @dataclass
@@ -72,21 +72,9 @@ def actor_critic_loss(ops, module, params, batch, hp):
 
 
 def advantages(policy, batch: sb.SampleBatch, gamma: float, lam: float) -> dict[str, np.ndarray]:
-    """Flat rows [T * N] of obs, actions, advantages and value targets for a time-major batch.
-
-    Values come from one forward pass over the batch's observations, its bootstrap observations
-    and the final observations of truncated episodes (bootstrapped, not treated as terminal).
-    """
-    T, N = batch.num_steps, batch.num_envs
-    obs = batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:])
-    k = len(batch[sb.TRUNC_INDEX])
-    values = policy.forward(np.concatenate([obs, batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0))["values"]
-    v = values[:T * N].reshape(T, N)
-    nxt = next_values(batch, v, values[T * N:T * N + N], values[T * N + N:T * N + N + k])
-    dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]
-    adv, targets = compute_gae(batch[sb.REWARDS], v, nxt, batch[sb.TERMINATEDS], dones, gamma, lam)
-    actions = batch[sb.ACTIONS].reshape((T * N,) + batch[sb.ACTIONS].shape[2:])
-    return {sb.OBS: obs, sb.ACTIONS: actions, sb.ADVANTAGES: adv.reshape(-1), sb.VALUE_TARGETS: targets.reshape(-1)}
+    """Flat rows [T * N] of obs, actions, advantages and value targets (see actor_critic_rows)."""
+    rows = actor_critic_rows(policy, batch, gamma, lam)
+    return {k: rows[k] for k in (sb.OBS, sb.ACTIONS, sb.ADVANTAGES, sb.VALUE_TARGETS)}
 
 
 def loss_hyperparameters(config, lr: float) -> dict[str, float]:

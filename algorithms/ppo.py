@@ -12,7 +12,7 @@ from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import SyncSamples
 from unirl.ops import numpy_ops
-from unirl.postprocessing import compute_gae, next_values
+from unirl.postprocessing import actor_critic_rows
 
 
 @dataclass
@@ -106,21 +106,10 @@ class PPO(Algorithm):
         Computed here, on the learner, over the joined batch: the result is a function of the
         trajectories only, whatever the split of envs over workers.
         """
-        T, N = batch.num_steps, batch.num_envs
-        obs = batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:])
-        k = len(batch[sb.TRUNC_INDEX])
-        all_obs = np.concatenate([obs, batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0)
-        out = self.policy.forward(all_obs)
-        inputs, values = out["dist_inputs"], out["values"]
-        v = values[:T * N].reshape(T, N)
-        nxt = next_values(batch, v, values[T * N:T * N + N], values[T * N + N:T * N + N + k])
-        dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]
-        adv, targets = compute_gae(batch[sb.REWARDS], v, nxt, batch[sb.TERMINATEDS], dones,
-                                   self.config.gamma, self.config.gae_lambda)
-        actions = batch[sb.ACTIONS].reshape((T * N,) + batch[sb.ACTIONS].shape[2:])
-        logp = self.policy.dist.logp(numpy_ops, inputs[:T * N], actions).astype(np.float32)
-        return {sb.OBS: obs, sb.ACTIONS: actions, sb.LOGP: logp, sb.VF_PREDS: v.reshape(-1),
-                sb.ADVANTAGES: adv.reshape(-1), sb.VALUE_TARGETS: targets.reshape(-1)}
+        rows = actor_critic_rows(self.policy, batch, self.config.gamma, self.config.gae_lambda)
+        inputs = rows.pop("dist_inputs")
+        rows[sb.LOGP] = self.policy.dist.logp(numpy_ops, inputs, rows[sb.ACTIONS]).astype(np.float32)
+        return rows
 
     def hyperparameters(self) -> dict[str, float]:
         c = self.config
