@@ -204,6 +204,9 @@ class PopulationAlgorithm(Algorithm):
         self.recent_lengths.extend(lengths.tolist())
         self._episodes_this_iter += len(returns)
         self._returns_this_iter = np.concatenate([self._returns_this_iter, returns])
+        if self._episode_callbacks:  # each perturbation's rollout is an episode
+            for ret, length in zip(returns.tolist(), lengths.tolist()):
+                self.callbacks.on_episode_end(self, ret, int(length))
 
     # -- acting and evaluation (through the filter) -----------------------------------------------
     def acting(self):

@@ -8,6 +8,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from unirl.errors import UnirlError, WorkerDiedError, WorkerError
+from unirl.callbacks import Callbacks
 
 
 def get_algorithm_class(name: str):
@@ -18,7 +19,8 @@ def get_algorithm_class(name: str):
 
 
 def build(algo: str, config: dict | None = None, **overrides):
-    """Build an algorithm from its name and a config dict: `unirl.build("PPO", {"num_workers": 2})`."""
+    """Build an algorithm from its name and a config dict: `unirl.build("PPO", {"num_workers": 2})`;
+    `callbacks=` takes a unirl.Callbacks (hooks run on the driver), other keywords are config keys."""
     return get_algorithm_class(algo)(config, **overrides)
 
 
@@ -36,4 +38,4 @@ def restore(path: str, resume: bool = False, trust_checkpoint: bool = False, **o
                                                                    trust_checkpoint=trust_checkpoint, **overrides)
 
 
-__all__ = ["build", "restore", "get_algorithm_class", "UnirlError", "WorkerError", "WorkerDiedError", "__version__"]
+__all__ = ["build", "Callbacks", "restore", "get_algorithm_class", "UnirlError", "WorkerError", "WorkerDiedError", "__version__"]

@@ -44,10 +44,15 @@ class Algorithm:
     #: What the conformance suite runs for this algorithm (unirl.conformance.spec.ConformanceSpec).
     conformance = None
 
-    def __init__(self, config: AlgorithmConfig | dict | None = None, **overrides):
+    def __init__(self, config: AlgorithmConfig | dict | None = None, callbacks=None, **overrides):
         if isinstance(config, AlgorithmConfig):
             config = config.to_dict()
         self.config = self.config_class.from_dict(config, **overrides)
+        from unirl.callbacks import make_callbacks, overrides_episode_end
+
+        #: User hooks run on the driver (unirl.callbacks.Callbacks): results, episodes, checkpoints.
+        self.callbacks = make_callbacks(callbacks)
+        self._episode_callbacks = overrides_episode_end(self.callbacks)
         from unirl.backends import get_backend
 
         #: The acting policy as plain data: what workers build theirs from.
@@ -127,6 +132,9 @@ class Algorithm:
         self.recent_lengths.extend(batch[sb.EP_LENGTHS].tolist())
         self._episodes_this_iter += len(batch[sb.EP_RETURNS])
         self._returns_this_iter = np.concatenate([self._returns_this_iter, batch[sb.EP_RETURNS]])
+        if self._episode_callbacks:
+            for ret, length in zip(batch[sb.EP_RETURNS].tolist(), batch[sb.EP_LENGTHS].tolist()):
+                self.callbacks.on_episode_end(self, ret, int(length))
 
     def train(self) -> dict:
         """Run one training iteration and return its result (metrics, counters, learner stats)."""
@@ -158,6 +166,7 @@ class Algorithm:
         if recovery is not None:
             result["num_worker_restarts"] = recovery.num_worker_restarts
         result["weights_digest"] = self.weights_digest()
+        self.callbacks.on_train_result(self, result)
         return result
 
     def weights_digest(self) -> str:
@@ -246,7 +255,9 @@ class Algorithm:
         arrays, state = self.get_state()
         workers = self.get_worker_states()
         blob = cloudpickle.dumps(workers) if workers else None
-        return save_checkpoint(path, arrays, state, worker_state=blob)
+        path = save_checkpoint(path, arrays, state, worker_state=blob)
+        self.callbacks.on_checkpoint(self, path)
+        return path
 
     def restore(self, path: str, resume: bool = False, trust_checkpoint: bool = False) -> str:
         """Load a checkpoint (a folder, or a run folder's latest whole one) and return its folder.
@@ -273,9 +284,10 @@ class Algorithm:
         folder, arrays, state = load_latest(path)
         check_trusted(state, overrides, trust_checkpoint)
         workers = read_worker_state(folder, state, trust=trust_checkpoint) if resume else None
+        callbacks = overrides.pop("callbacks", None)
         config = dict(state["config"])
         config.update(overrides)
-        algo = cls(config)
+        algo = cls(config, callbacks=callbacks)
         try:
             algo.set_state(arrays, state)
             if workers:
