@@ -18,6 +18,7 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default=None,
                    help="comma-separated backends: runs the backend section (local is always measured as the reference)")
     p.add_argument("--json", help="write the records to this JSON file")
+    p.add_argument("--plot", metavar="PNG", help="also draw the results to this PNG (needs matplotlib: unirl[plot])")
 
 
 def _split(value: str | None, default: list[str]) -> list[str]:
@@ -29,6 +30,10 @@ def run(args) -> int:
 
     console = Console()
     report: dict = {}
+    if getattr(args, "plot", None):  # before measuring: a missing matplotlib or folder fails at once
+        from unirl.benchmarks.plot import check_output
+
+        check_output(args.plot)
     if args.backend:
         from unirl.benchmarks.backends import bench_backends, print_backend_table
 
@@ -45,6 +50,11 @@ def run(args) -> int:
         records = bench_frameworks(frameworks, console=console)
         print_framework_table(records, console)
         report["frameworks"] = records
+    if getattr(args, "plot", None):
+        from unirl.benchmarks.plot import plot_report
+
+        plot_report(report, args.plot)
+        console.print(f"wrote {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -383,6 +383,12 @@ def make_parser() -> argparse.ArgumentParser:
     benchmarks.add_arguments(b)
     b.set_defaults(func=benchmarks.run)
 
+    from unirl import plot as plot_cli
+
+    pl = sub.add_parser("plot", help="learning curves of run directories to a PNG (mean and min-max band over seeds)")
+    plot_cli.add_arguments(pl)
+    pl.set_defaults(func=plot_cli.run)
+
     from unirl.conformance import cli as conformance_cli
 
     c = sub.add_parser("conformance", help="prove reproducibility across frameworks, backends and worker counts")
