@@ -49,24 +49,37 @@ def test_a_rows_output_does_not_depend_on_its_batch_size(adapters, framework):
                                                 batch_sizes=(1, 2, 3, 5, 8, 11, 17, 32, 63, 64, 65, 100, 256)))
 
 
+@pytest.fixture(scope="module")
+def clipping_problem():
+    """PPO's own captured learning call, with the behaviour log-probs moved so that some ratios
+    clip and some do not: the agreement below then covers both branches of the surrogate."""
+    import dataclasses
+
+    problem = fc.default_problem("PPO")
+    batch = dict(problem.batch)
+    rng = np.random.default_rng(0)
+    batch["action_logp"] = (batch["action_logp"] + rng.uniform(-0.5, 0.5, len(batch["action_logp"]))).astype(np.float32)
+    return dataclasses.replace(problem, batch=batch)
+
+
 @pytest.mark.parametrize("pair", list(itertools.combinations(FRAMEWORKS, 2)), ids="-".join)
-def test_frameworks_agree_on_ppo_loss_gradient_and_step(adapters, pair):
-    """Same NumPy weights and batch: loss, gradient and weights after one learn step agree to 1e-5."""
+def test_frameworks_agree_on_ppo_loss_gradient_and_step(adapters, clipping_problem, pair):
+    """PPO's own batch and weights: loss, gradient and weights after one learn step agree to 1e-5
+    (each array relative to its scale: a near-zero element's own relative error is large by nature)."""
     a, b = pair
-    result = fc.compare_loss_and_grads(adapters[a], adapters[b], rtol=1e-5)
+    result = fc.compare_loss_and_grads(adapters[a], adapters[b], clipping_problem, rtol=1e-5)
     assert {"loss", "grad", "weights_after_step", "stats/kl", "stats/clip_fraction"} <= set(result)
     _assert_no_failures(result)
-    # the loss and every weight also element by element (the gradient's tiny entries are only
-    # held to the array's scale: their relative error is large by nature)
-    for name in ("loss", "weights_after_step", "stats/policy_loss", "stats/vf_loss", "stats/entropy"):
-        assert result[name]["max_rel_diff"] <= 1e-5, (name, result[name])
-    assert result["stats/clip_fraction"]["max_abs_diff"] == 0  # the same ratios were clipped
+    # the same ratios were clipped: the fractions differ by less than one row (the mean itself may
+    # round differently in each framework's reduction)
+    rows = len(clipping_problem.batch["action_logp"])
+    assert result["stats/clip_fraction"]["max_abs_diff"] < 0.5 / rows
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_ppo_gradient_is_not_zero_and_some_ratios_clip(adapters, framework):
+def test_ppo_gradient_is_not_zero_and_some_ratios_clip(adapters, clipping_problem, framework):
     """The agreement above means something only if there is a gradient to agree on and the clip is exercised."""
-    out = fc.loss_and_grads(adapters[framework])
+    out = fc.loss_and_grads(adapters[framework], clipping_problem)
     grad = out["grad"]
     assert np.all(np.isfinite(grad)) and np.linalg.norm(grad) > 1e-3, np.linalg.norm(grad)
     assert np.count_nonzero(grad) > grad.size // 2  # not one layer's gradient only
