@@ -389,6 +389,12 @@ def make_parser() -> argparse.ArgumentParser:
     plot_cli.add_arguments(pl)
     pl.set_defaults(func=plot_cli.run)
 
+    from unirl import tune as tune_cli
+
+    tu = sub.add_parser("tune", help="hyperparameter search on Ray Tune: random/grid, Optuna, PBT, ASHA (unirl[tune])")
+    tune_cli.add_arguments(tu)
+    tu.set_defaults(func=tune_cli.run)
+
     from unirl.conformance import cli as conformance_cli
 
     c = sub.add_parser("conformance", help="prove reproducibility across frameworks, backends and worker counts")

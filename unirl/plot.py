@@ -105,7 +105,7 @@ def _short(v) -> str:
 
 def _label(params: dict, differing: list[str]) -> str:
     config = _config(params)
-    parts = [str(params.get("run", "?")), str(config.get("env", ""))]
+    parts = [str(params.get("run", "")), str(config.get("env", ""))]
     parts += [f"{k}={_short(config.get(k))}" for k in differing]
     return " ".join(p for p in parts if p)
 
