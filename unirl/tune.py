@@ -394,9 +394,18 @@ def add_arguments(p) -> None:
     p.add_argument("--verbose", type=int, default=0, help="Tune's own progress output: 0 (default), 1, 2")
 
 
-def run(args) -> int:
-    from unirl.cli import parse_json_flag
+def parse_json_flag(flag: str, text: str) -> dict:
+    """A JSON object from a flag, or a one-line error pointing at the position (as `unirl train` does)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UnirlError(f"{flag} is not valid JSON: {e.msg} at position {e.pos}: {text}") from None
+    if not isinstance(value, dict):
+        raise UnirlError(f"{flag} must be a JSON object like '{{\"key\": value}}', got {text}.")
+    return value
 
+
+def run(args) -> int:
     config = parse_json_flag("--config", args.config)
     for key in ("env", "framework", "backend"):
         if getattr(args, key, None) is not None:
