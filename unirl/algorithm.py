@@ -189,10 +189,17 @@ class Algorithm:
     def compute_actions(self, obs: np.ndarray, explore: bool = False, seed: int = 0) -> np.ndarray:
         """Actions for a batch of observations: greedy, or sampled with noise from `seed` if explore."""
         obs = np.asarray(obs, np.float32)
+        if not hasattr(self, "_action_offset"):
+            from unirl.env import action_offset
+
+            # an env's Discrete(n, start=s) actions: the policy's are 0-based, the env's start at s
+            self._action_offset = action_offset(self.config.env, self.config.env_config)
         if not explore:
-            return self.policy.compute_actions(obs)
-        noise = seeding.generator(seed, seeding.ACTION_NOISE).random((len(obs), self.policy.dist.noise_per_step))
-        return self.policy.compute_actions(obs, noise)
+            actions = self.policy.compute_actions(obs)
+        else:
+            noise = seeding.generator(seed, seeding.ACTION_NOISE).random((len(obs), self.policy.dist.noise_per_step))
+            actions = self.policy.compute_actions(obs, noise)
+        return actions if self._action_offset is None else actions + self._action_offset
 
     def evaluate(self, num_episodes: int | None = None) -> dict:
         n = num_episodes or self.config.evaluation_num_episodes

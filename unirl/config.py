@@ -114,6 +114,10 @@ class AlgorithmConfig:
     def from_dict(cls, d: dict | None = None, **overrides) -> "AlgorithmConfig":
         d = dict(d or {})
         d.update(overrides)
+        if "env" in d and not isinstance(d["env"], str):
+            from unirl.env import register_custom_env  # a gym.Env class or a creator function
+
+            d["env"] = register_custom_env(d["env"])
         hints = typing.get_type_hints(cls)
         valid = cls.field_names()
         kwargs = {}

@@ -63,7 +63,12 @@ def check_env_id(env_id: str) -> None:
     name = env_id
     if ":" in env_id:
         module, _, name = env_id.partition(":")
-        import_module(module, "environment", env_id)
+        mod = import_module(module, "environment", env_id)
+        creator = getattr(mod, name, None)
+        if name not in gym.registry and callable(creator):
+            # "module:Class" or "module:creator": registered under its name, made with env_config as kwargs
+            gym.register(name, entry_point=creator)
+            return
     _load_family(name)
     if name in gym.registry:
         return
@@ -88,7 +93,55 @@ class ClipRewardSign(gym.RewardWrapper):
         return float(np.sign(reward))
 
 
+class ZeroBasedActions(gym.ActionWrapper):
+    """A Discrete or MultiDiscrete action space with a nonzero `start` (e.g. Discrete(3, start=-1)),
+    shown to unirl as starting at 0; the env receives action + start, i.e. exactly its own values."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        space = env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            self.offset = int(space.start)
+            self.action_space = gym.spaces.Discrete(int(space.n), seed=None)
+        else:
+            self.offset = np.asarray(space.start)
+            self.action_space = gym.spaces.MultiDiscrete(space.nvec)
+
+    def action(self, action):
+        if isinstance(self.offset, int):
+            return int(action) + self.offset
+        return np.asarray(action) + self.offset
+
+
+def action_start(space):
+    """The start of a Discrete / MultiDiscrete action space when it is not 0 (else None)."""
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) != 0:
+        return int(space.start)
+    if isinstance(space, gym.spaces.MultiDiscrete) and np.any(np.asarray(getattr(space, "start", 0)) != 0):
+        return np.asarray(space.start)
+    return None
+
+
+def action_offset(env_id: str, env_config: dict | None = None):
+    """What to add to the policy's 0-based actions to get this env's own (Discrete / MultiDiscrete
+    `start`), or None."""
+    check_env_id(env_id)
+    env = _make_one_raw(env_id, dict(env_config or {}))
+    try:
+        return action_start(env.action_space)
+    finally:
+        env.close()
+
+
+def _offset_actions(env: gym.Env) -> gym.Env:
+    return ZeroBasedActions(env) if action_start(env.action_space) is not None else env
+
+
 def _make_one(env_id: str, config: dict) -> gym.Env:
+    return _offset_actions(_make_one_raw(env_id, config))
+
+
+def _make_one_raw(env_id: str, config: dict) -> gym.Env:
     name = env_id.partition(":")[2] if ":" in env_id else env_id
     config = dict(config)
     if name.startswith("ALE/"):
@@ -140,3 +193,64 @@ def spaces(env_id: str, env_config: dict | None = None):
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+# -- custom environments in worker processes ------------------------------------------------------
+#: Gymnasium id namespace for envs given to unirl as a class or a creator function.
+CUSTOM_NAMESPACE = "unirl-custom"
+
+
+def register_custom_env(creator) -> str:
+    """Register a gym.Env subclass or a creator function (called with env_config as keyword
+    arguments) with Gymnasium and return its id, `unirl-custom/<module>.<name>-v0`. Worker
+    processes get it with their specs (see env_payload), whatever the backend."""
+    import re
+
+    if not callable(creator):
+        raise UnirlError(f"an environment must be a Gymnasium id, \"module:Class\", a gym.Env class or a "
+                         f"function returning an env, got {creator!r}.")
+    name = re.sub(r"[^\w.]", "_", f"{getattr(creator, '__module__', 'env')}.{getattr(creator, '__qualname__', 'env')}")
+    env_id = f"{CUSTOM_NAMESPACE}/{name}-v0"
+    if env_id not in gym.registry or gym.registry[env_id].entry_point is not creator:
+        if env_id in gym.registry:
+            del gym.registry[env_id]
+        gym.register(env_id, entry_point=creator)
+    return env_id
+
+
+def env_payload(env_id: str) -> bytes | None:
+    """The EnvSpec of a registered env id, cloudpickled, for worker processes whose Gymnasium
+    registry lacks it (an env registered in the user's script). An entry point in `__main__` travels
+    by value; one in an importable module by reference. None for "module:EnvId" ids (each worker
+    imports the module) and ids Gymnasium does not know here."""
+    import dataclasses
+    import sys
+
+    if ":" in env_id or env_id not in gym.registry:
+        return None
+    import cloudpickle
+
+    spec = gym.registry[env_id]
+    entry = spec.entry_point
+    if isinstance(entry, str) and entry.partition(":")[0] in ("__main__", "__mp_main__"):
+        entry = getattr(sys.modules[entry.partition(":")[0]], entry.partition(":")[2], entry)
+    try:
+        return cloudpickle.dumps(dataclasses.replace(spec, entry_point=entry))
+    except Exception as e:  # an entry point that cannot travel: say so where the run is started
+        raise UnirlError(f"environment `{env_id}` cannot be sent to worker processes: its entry point "
+                         f"{entry!r} does not pickle ({e}).") from None
+
+
+def ensure_env_registered(payload: bytes | None) -> None:
+    """In a worker: register the env the driver sent (env_payload) unless this process knows its id."""
+    if payload is None:
+        return
+    import cloudpickle
+
+    try:
+        spec = cloudpickle.loads(payload)
+    except Exception as e:
+        raise UnirlError(f"a worker process cannot rebuild the environment sent by the driver: {e} "
+                         "(its module must be importable in the workers, e.g. on PYTHONPATH).") from None
+    if spec.id not in gym.registry:
+        gym.registry[spec.id] = spec

@@ -33,6 +33,15 @@ class WorkerSpec:
     rollout_length: int
     #: Also return each step's distribution inputs (column BEHAVIOUR_INPUTS), for off-policy correction.
     record_dist_inputs: bool = False
+    #: The env's Gymnasium registration, cloudpickled on the driver (unirl.env.env_payload), so an env
+    #: registered in the user's script (or given as a class or function) exists in worker processes too.
+    env_spec: bytes | None = None
+
+    def __post_init__(self):
+        if self.env_spec is None:
+            from unirl.env import env_payload
+
+            self.env_spec = env_payload(self.env)
 
     @property
     def env_indices(self) -> range:
@@ -45,6 +54,9 @@ class RolloutWorker:
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.policy = spec.policy.build()
+        from unirl.env import ensure_env_registered
+
+        ensure_env_registered(getattr(spec, "env_spec", None))
         self.envs = make_vector_env(spec.env, spec.num_envs, spec.env_config)
         seeds = [seeding.env_reset_seed(spec.seed, i) for i in spec.env_indices]
         self.obs, _ = self.envs.reset(seed=seeds)

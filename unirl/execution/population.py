@@ -98,6 +98,14 @@ class PopulationSpec:
     forward: str = "numpy"
     #: Cut episodes after this many steps (0: the env's own limit).
     max_episode_steps: int = 0
+    #: The env's Gymnasium registration for worker processes (see unirl.rollout.WorkerSpec.env_spec).
+    env_spec: bytes | None = None
+
+    def __post_init__(self):
+        if self.env_spec is None:
+            from unirl.env import env_payload
+
+            self.env_spec = env_payload(self.env)
 
 
 class PopulationWorker:
@@ -113,6 +121,9 @@ class PopulationWorker:
         self.dist = self.module.dist
         self.layout = self.module.layout
         self.policy = spec.policy.build() if spec.forward == "framework" else None
+        from unirl.env import ensure_env_registered
+
+        ensure_env_registered(getattr(spec, "env_spec", None))
         self.env = make_env(spec.env, spec.env_config)
         self.table = noise_table(spec.seed, spec.noise_table_size)
         self.weights = None
