@@ -91,3 +91,27 @@ def test_unirl_train_writes_events_tensorboard_can_read(tmp_path):
     acc.Reload()
     assert "episode_return_mean" in acc.Tags()["scalars"]
     assert [e.step for e in acc.Scalars("episode_return_mean")] == [128, 256, 384, 512]
+
+
+def test_resumed_run_purges_redone_steps_in_tensorboard(tmp_path):
+    """A resumed run redoes the iterations after its checkpoint: TensorBoard shows each step once."""
+    pytest.importorskip("tensorboard")
+    import time
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from unirl.results import RunLogger
+
+    first = RunLogger(str(tmp_path), {})
+    for i in (1, 2, 3):
+        first.log({"iteration": i, "timesteps_total": 100 * i, "episode_return_mean": float(i)})
+    first.close()
+    time.sleep(1.1)  # event files are named by the second they were opened
+    resumed = RunLogger(str(tmp_path), {})  # resumed from the iteration-1 checkpoint
+    for i in (2, 3, 4):
+        resumed.log({"iteration": i, "timesteps_total": 100 * i, "episode_return_mean": 10.0 * i})
+    resumed.close()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("episode_return_mean")] == [(100, 1.0), (200, 20.0), (300, 30.0),
+                                                                              (400, 40.0)]
