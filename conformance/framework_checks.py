@@ -172,6 +172,8 @@ def _op_cases(rng):
     rows = np.array([4, 0, 0, 2], np.int64)
     flat = rng.standard_normal(12).astype(np.float32)
     big = (x * 30).astype(np.float32)  # softmax with large logits: tests the max-subtraction
+    image = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)  # NHWC
+    kernel = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)  # HWIO
 
     def c(f, *arrays):
         return lambda ops, t: f(ops, *[t(v) for v in arrays])
@@ -214,6 +216,8 @@ def _op_cases(rng):
         ("cast_float", c(lambda o, i: o.cast_float(i), idx), True),
         ("cast_float/bool", c(lambda o, a, b: o.cast_float(a > b), x, y), True),
         ("take_rows", c(lambda o, a, r: o.take_rows(a, r), x, rows), True),
+        ("conv2d", c(lambda o, a, k: o.conv2d(a, k, stride=1, padding="VALID"), image, kernel), False),
+        ("conv2d/same_stride2", c(lambda o, a, k: o.conv2d(a, k, stride=2, padding="SAME"), image, kernel), False),
         ("split", lambda o, t: o.concat([o.reshape(p, (-1,)) * (k + 1.0) for k, p in enumerate(o.split(t(flat), [3, 4, 5]))]), True),
         ("operators/+-*/", c(lambda o, a, b: (a + b) * a - b / (o.abs(a) + 1.0), x, y), False),
         ("operators/scalar", c(lambda o, a: 2.0 - a * 0.5 + 1.0 / (o.abs(a) + 1.0), x), False),
