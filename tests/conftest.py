@@ -60,3 +60,34 @@ def ray_session():
     yield
     ray.shutdown()
 
+
+
+_MPI_RUNS_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from {module} import {function}
+out = {{}}
+for n in {counts!r}:
+    w, results = {function}("mpi", n)
+    np.save(f"{{sys.argv[1]}}/weights_{{n}}.npy", w)
+    out[n] = results
+with open(f"{{sys.argv[1]}}/results.json", "w") as f:
+    json.dump(out, f)
+"""
+
+
+def mpi_runs_in_one_job(folder, module: str, function: str, worker_counts, timeout: int = 400) -> dict:
+    """{n: (weights, results)} of `module.function("mpi", n)` for each worker count, all in one
+    `mpiexec -n max+1` job (each backend instance places its workers on ranks 1..n)."""
+    import json
+
+    import numpy as np
+
+    script = _MPI_RUNS_SCRIPT.format(tests=os.path.join(REPO, "tests"), module=module, function=function,
+                                     counts=list(worker_counts))
+    out = subprocess.run([MPIEXEC, "-n", str(max(worker_counts) + 1), sys.executable, "-c", script, str(folder)],
+                         capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    results = json.loads((folder / "results.json").read_text())
+    return {n: (np.load(folder / f"weights_{n}.npy"), results[str(n)]) for n in worker_counts}

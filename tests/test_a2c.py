@@ -5,14 +5,11 @@ and mpi with 1, 2 and 4 workers is compared with local/1 worker: final weights b
 and every per-iteration metric except the time fields.
 """
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import MPIEXEC, REPO, requires_mpi
+from conftest import mpi_runs_in_one_job, requires_mpi
 
 import unirl
 
@@ -77,30 +74,9 @@ def test_ray(reference, ray_session, num_workers):
     assert_same(reference, run_a2c("ray", num_workers), f"ray/{num_workers}")
 
 
-MPI_SCRIPT = """
-import json, sys
-import numpy as np
-sys.path.insert(0, {tests!r})
-from test_a2c import run_a2c, WORKER_COUNTS
-out = {{}}
-for n in WORKER_COUNTS:
-    w, results = run_a2c("mpi", n)
-    np.save(f"{{sys.argv[1]}}/weights_{{n}}.npy", w)
-    out[n] = results
-with open(f"{{sys.argv[1]}}/results.json", "w") as f:
-    json.dump(out, f)
-"""
-
-
 @pytest.fixture(scope="module")
 def mpi_runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("a2c_mpi")
-    script = MPI_SCRIPT.format(tests=os.path.join(REPO, "tests"))
-    out = subprocess.run([MPIEXEC, "-n", str(max(WORKER_COUNTS) + 1), sys.executable, "-c", script, str(folder)],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    results = json.loads((folder / "results.json").read_text())
-    return {n: (np.load(folder / f"weights_{n}.npy"), results[str(n)]) for n in WORKER_COUNTS}
+    return mpi_runs_in_one_job(tmp_path_factory.mktemp("a2c_mpi"), "test_a2c", "run_a2c", WORKER_COUNTS, timeout=300)
 
 
 @requires_mpi

@@ -5,14 +5,11 @@ ray and mpi with num_workers 1, 2 and 4 is compared with local/1 worker: the fin
 weights byte for byte, and every per-iteration metric except the time fields.
 """
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import MPIEXEC, REPO, requires_mpi
+from conftest import mpi_runs_in_one_job, requires_mpi
 
 TOTAL_ENVS = 16
 WORKER_COUNTS = (1, 2, 4)
@@ -81,31 +78,9 @@ def test_ray(reference, ray_session, num_workers):
     assert_same(reference, run_ppo("ray", num_workers), f"ray/{num_workers}")
 
 
-MPI_SCRIPT = """
-import json, sys
-import numpy as np
-sys.path.insert(0, {tests!r})
-from test_backends_agree import run_ppo, WORKER_COUNTS
-out = {{}}
-for n in WORKER_COUNTS:
-    w, results = run_ppo("mpi", n)
-    np.save(f"{{sys.argv[1]}}/weights_{{n}}.npy", w)
-    out[n] = results
-with open(f"{{sys.argv[1]}}/results.json", "w") as f:
-    json.dump(out, f)
-"""
-
-
 @pytest.fixture(scope="module")
 def mpi_runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mpi_agree")
-    script = MPI_SCRIPT.format(tests=os.path.join(REPO, "tests"))
-    # One job, 5 ranks: each backend instance places its workers on ranks 1..4.
-    out = subprocess.run([MPIEXEC, "-n", str(max(WORKER_COUNTS) + 1), sys.executable, "-c", script, str(folder)],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    results = json.loads((folder / "results.json").read_text())
-    return {n: (np.load(folder / f"weights_{n}.npy"), results[str(n)]) for n in WORKER_COUNTS}
+    return mpi_runs_in_one_job(tmp_path_factory.mktemp("mpi_agree"), "test_backends_agree", "run_ppo", WORKER_COUNTS, timeout=300)
 
 
 @requires_mpi

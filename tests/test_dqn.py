@@ -2,9 +2,6 @@
 framework, a short learning run, bit-identical weights across backends and worker counts, and a
 checkpoint round trip that carries the replay buffer."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +13,7 @@ from unirl.distributions import EpsilonGreedy
 from unirl.models import ModelConfig, QNetwork
 from unirl.ops import numpy_ops
 
-from conftest import MPIEXEC, REPO, requires_mpi
+from conftest import mpi_runs_in_one_job, requires_mpi
 
 # ---------------------------------------------------------------------------------------------
 # n-step rows
@@ -228,30 +225,9 @@ def test_ray(reference, ray_session, num_workers):
     assert_same(reference, (w, json.loads(json.dumps(r))), f"ray/{num_workers}")
 
 
-MPI_SCRIPT = """
-import json, sys
-import numpy as np
-sys.path.insert(0, {tests!r})
-from test_dqn import run_dqn, WORKER_COUNTS
-out = {{}}
-for n in WORKER_COUNTS:
-    w, results = run_dqn("mpi", n)
-    np.save(f"{{sys.argv[1]}}/weights_{{n}}.npy", w)
-    out[n] = results
-with open(f"{{sys.argv[1]}}/results.json", "w") as f:
-    json.dump(out, f)
-"""
-
-
 @pytest.fixture(scope="module")
 def mpi_runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dqn_mpi")
-    script = MPI_SCRIPT.format(tests=os.path.join(REPO, "tests"))
-    out = subprocess.run([MPIEXEC, "-n", str(max(WORKER_COUNTS) + 1), sys.executable, "-c", script, str(folder)],
-                         capture_output=True, text=True, timeout=400, cwd=REPO)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    results = json.loads((folder / "results.json").read_text())
-    return {n: (np.load(folder / f"weights_{n}.npy"), results[str(n)]) for n in WORKER_COUNTS}
+    return mpi_runs_in_one_job(tmp_path_factory.mktemp("dqn_mpi"), "test_dqn", "run_dqn", WORKER_COUNTS, timeout=400)
 
 
 @requires_mpi
