@@ -72,6 +72,7 @@ class A3C(Algorithm):
     config_class = A3CConfig
     module_kind = "actor_critic"
     loss = staticmethod(actor_critic_loss)
+    supports_normalization = False
     conformance = ConformanceSpec(
         run_config={"env": "CartPole-v1", "total_envs": 12, "rollout_fragment_length": 4, "train_batch_size": 96},
         curve_config={"env": "CartPole-v1", "total_envs": 16, "rollout_fragment_length": 8, "train_batch_size": 128},

@@ -130,6 +130,7 @@ class ReplayShard:
 class ApeX(DQN):
     name = "APEX"
     config_class = ApeXConfig
+    supports_normalization = False
     conformance = ConformanceSpec(
         run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 48, "learning_starts": 0, "actor_batches_per_iteration": 2,
                     "replay_batch_size": 32, "training_intensity": 0.25, "target_network_update_freq": 96,

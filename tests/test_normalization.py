@@ -122,3 +122,11 @@ def test_checkpoint_round_trip(tmp_path):
 def test_policy_modules_refuse_it():
     with pytest.raises(unirl.UnirlError, match="observation filter"):
         unirl.build("ES", {"env": "Pendulum-v1", "normalize_observations": True})
+
+
+@pytest.mark.parametrize("algo", ["A3C", "APEX"])
+def test_algorithms_whose_batches_skip_the_driver_refuse_normalization(algo):
+    from unirl.errors import UnirlError
+
+    with pytest.raises(UnirlError, match=f"{algo} does not support normalize_observations or normalize_rewards"):
+        unirl.build(algo, {"normalize_observations": True})

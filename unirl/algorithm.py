@@ -43,11 +43,18 @@ class Algorithm:
     param_sets = ("params",)
     #: What the conformance suite runs for this algorithm (unirl.conformance.spec.ConformanceSpec).
     conformance = None
+    #: The learner sees every sampled batch, so config keys normalize_observations / normalize_rewards
+    #: can keep their statistics (False where workers learn from batches the driver never sees).
+    supports_normalization = True
 
     def __init__(self, config: AlgorithmConfig | dict | None = None, callbacks=None, **overrides):
         if isinstance(config, AlgorithmConfig):
             config = config.to_dict()
         self.config = self.config_class.from_dict(config, **overrides)
+        if not self.supports_normalization and (getattr(self.config, "normalize_observations", False)
+                                                or getattr(self.config, "normalize_rewards", False)):
+            raise UnirlError(f"{self.name} does not support normalize_observations or normalize_rewards: its workers "
+                             "learn from batches the driver never sees, so the statistics could not be kept.")
         from unirl.callbacks import make_callbacks, overrides_episode_end
 
         #: User hooks run on the driver (unirl.callbacks.Callbacks): results, episodes, checkpoints.
