@@ -163,3 +163,29 @@ def test_json_report_has_one_record_per_check_and_combination(scaled_report, tmp
     assert np.isfinite(grads["difference"]["arrays"]["grad"]["scale_rel_diff"])
     row = next(m for m in data["matrix"] if m["framework"] == SCALED)
     assert row["level1"] == "FAIL" and row["level2"] == "pass" and row["level3"] == "pass" and row["level4"] == "FAIL"
+
+
+def test_a_perturbed_arrival_schedule_fails_the_replay_level(monkeypatch):
+    """REPLAYABLE algorithms: replaying a schedule that is not the one recorded (two results swapped)
+    must fail level 3 — the replay level would be worthless if any order gave the same bits."""
+    from unirl.conformance.runner import Suite
+
+    recorded = Suite.schedule_for
+
+    def swapped(self, spec):
+        schedule = recorded(self, spec)
+        if not schedule:
+            return schedule
+        schedule = list(schedule)
+        i = next((k for k in range(len(schedule) - 1) if schedule[k] != schedule[k + 1]), None)
+        if i is not None:
+            schedule[i], schedule[i + 1] = schedule[i + 1], schedule[i]
+        return schedule
+
+    monkeypatch.setattr(Suite, "schedule_for", swapped)
+    report = run_suite(SuiteOptions(algos=["A3C"], frameworks=["torch"], backends=["local"], quick=True, levels=(3,)))
+    l3 = {r.num_workers: r for r in records(report, level=3)}
+    assert l3[1].status == PASSED  # one worker: nothing to swap, the replay is the recording
+    for n in (2, 3, 4):
+        assert l3[n].status == FAILED, (n, l3[n].message)
+        assert "differs from" in l3[n].message
