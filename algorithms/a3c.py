@@ -17,39 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from unirl.algorithm import Algorithm
-from unirl.algorithms.a2c import actor_critic_loss, advantages, loss_hyperparameters
+from unirl.algorithms.a2c import A2CConfig, actor_critic_loss, advantages, loss_hyperparameters
 from unirl.config import FragmentConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
-from unirl.errors import UnirlError
 from unirl.execution import AsyncGradients
 
 
 @dataclass
-class A3CConfig(FragmentConfig):
-    """A3C's options (plus those of every asynchronous algorithm)."""
+class A3CConfig(A2CConfig, FragmentConfig):
+    """A3C's options: A2C's loss and advantage options, plus those of every asynchronous algorithm."""
 
     # Defaults tuned for classic-control tasks: 2 workers x 8 envs x 8 steps per gradient.
     #: Rollout workers, each a learner on its own envs.
     num_workers: int = 2
     #: Env steps per training iteration, over all workers' gradients (a multiple of one worker's fragment).
     train_batch_size: int = 128
-    #: Discount factor.
-    gamma: float = 0.99
-    #: Adam learning rate (applied on the driver).
-    lr: float = 1e-3
-    #: GAE lambda; 1.0 gives the n-step returns of the paper.
-    gae_lambda: float = 1.0
-    #: Weight of the value loss.
-    vf_loss_coeff: float = 0.5
-    #: Weight of the entropy bonus.
-    entropy_coeff: float = 0.0
-    #: Normalize advantages within each worker's fragment.
-    normalize_advantages: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.gae_lambda <= 1.0:
-            raise UnirlError(f"config key `gae_lambda` must lie in [0, 1], got {self.gae_lambda}.")
 
 
 @dataclass
