@@ -5,6 +5,7 @@ Usage (the same on every backend)::
     with get_backend("multiprocessing") as backend:
         workers = backend.spawn(RolloutWorker, [(spec0,), (spec1,)])
         futures = [backend.call(w, "sample", weights) for w in workers]
+        # or: futures = backend.broadcast(workers, "sample", weights)   (arguments sent once per process)
         ready, pending = backend.wait(futures, num_returns=1, timeout=10.0)
         batches = backend.get(futures)        # in the order asked, never arrival order
 
@@ -55,6 +56,16 @@ class Backend:
     def call(self, handle: WorkerHandle, method: str, *args, **kwargs) -> Future:
         """Run worker.method(*args, **kwargs) without waiting; calls on one worker run in order."""
         raise NotImplementedError
+
+    def broadcast(self, handles: Sequence[WorkerHandle], method: str, *args, **kwargs) -> list[Future]:
+        """`call(h, method, *args, **kwargs)` for every handle, one future each, in the order given.
+
+        The same as those calls, only cheaper: the process backends serialize the arguments once
+        and move a large array once per process (multiprocessing: one shared-memory segment; Ray:
+        one `ray.put`; MPI: one serialization). Workers must treat the arguments as read-only
+        (on Ray they are) and must not keep a reference expecting it to stay valid elsewhere.
+        """
+        return [self.call(h, method, *args, **kwargs) for h in handles]
 
     def wait(self, futures: Sequence[Future], num_returns: int = 1,
              timeout: float | None = None) -> tuple[list[Future], list[Future]]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -281,6 +282,11 @@ def serve() -> None:
             _, key, method, args, kwargs = obj
             forwarder.worker_id = current[0] = key[1]
             send(("r", key) + base.run_task(workers.get(key), key[1], method, args, kwargs))
+        elif kind == "callb":  # a broadcast: arguments pickled once by the driver, buffers sent as they are
+            _, key, method, head, buffers = obj
+            forwarder.worker_id = current[0] = key[1]
+            args, kwargs = pickle.loads(head, buffers=buffers)
+            send(("r", key) + base.run_task(workers.get(key), key[1], method, args, kwargs))
         elif kind == "init":
             _, key, cls_bytes, args, level = obj
             forwarder.worker_id = key[1]
@@ -494,6 +500,19 @@ class Backend(base.Backend):
     def call(self, handle, method, *args, **kwargs):
         key, rank = self._workers[handle.worker_id]
         return self.driver.submit(key, rank, ("call", key, method, args, kwargs))
+
+    def broadcast(self, handles, method, *args, **kwargs):
+        """One serialization of the arguments for every worker; each rank receives the arrays as raw buffers."""
+        handles = list(handles)
+        if len(handles) < 2:
+            return [self.call(h, method, *args, **kwargs) for h in handles]
+        buffers = []
+        head = pickle.dumps((args, kwargs), protocol=5, buffer_callback=buffers.append)
+        futures = []
+        for h in handles:
+            key, rank = self._workers[h.worker_id]
+            futures.append(self.driver.submit(key, rank, ("callb", key, method, head, buffers)))
+        return futures
 
     def wait(self, futures, num_returns=1, timeout=None):
         futures = list(futures)

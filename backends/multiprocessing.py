@@ -43,18 +43,40 @@ import cloudpickle
 from unirl.backends import base
 from unirl.errors import WorkerDiedError
 
-_COUNT = struct.Struct("<I")
+_HEADER = struct.Struct("<II")  # number of out-of-band buffers, length of the shared segment's path
+_SHARED = 1 << 63  # a buffer size with this bit set: the buffer lies in the shared segment (8-byte offset on the wire)
+
+#: Out-of-band buffers at least this large travel through a shared-memory segment in `broadcast`.
+SHARED_MIN_BYTES = 1 << 20
+SHM_DIR = "/dev/shm"
 
 
 def send_msg(sock: socket.socket, obj, pickler=pickle) -> None:
     """Send one object; contiguous buffers (NumPy arrays) go out of band as raw bytes."""
     buffers = []
     head = pickler.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
-    sizes = struct.pack(f"<{len(raws) + 1}Q", len(head), *(r.nbytes for r in raws))
-    sock.sendall(_COUNT.pack(len(raws)) + sizes + head)
-    for r in raws:
-        sock.sendall(r)
+    send_frame(sock, head, [b.raw() for b in buffers])
+
+
+def send_frame(sock: socket.socket, head: bytes, raws: list, segment: "_Segment | None" = None,
+               offsets: dict | None = None) -> None:
+    """Write one pickled message; buffer i with an entry in `offsets` is read from `segment` instead of the wire."""
+    path = segment.path.encode() if segment is not None else b""
+    sizes = [len(head)]
+    for i, r in enumerate(raws):
+        sizes.append(r.nbytes | _SHARED if offsets and i in offsets else r.nbytes)
+    frame = [_HEADER.pack(len(raws), len(path)), struct.pack(f"<{len(sizes)}Q", *sizes), path, head]
+    for i, r in enumerate(raws):
+        if offsets and i in offsets:
+            frame.append(struct.pack("<Q", offsets[i]))
+        elif r.nbytes < 65536:
+            frame.append(r)
+        else:
+            sock.sendall(b"".join(frame))
+            sock.sendall(r)
+            frame = []
+    if frame:
+        sock.sendall(b"".join(frame))
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -70,11 +92,130 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
 
 
 def recv_msg(sock: socket.socket):
-    (n,) = _COUNT.unpack(_recv_exact(sock, _COUNT.size))
+    n, path_len = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     sizes = struct.unpack(f"<{n + 1}Q", _recv_exact(sock, 8 * (n + 1)))
+    path = _recv_exact(sock, path_len).decode() if path_len else None
     head = _recv_exact(sock, sizes[0])
-    buffers = [_recv_exact(sock, s) for s in sizes[1:]]
+    buffers = []
+    for s in sizes[1:]:
+        if s & _SHARED:
+            (offset,) = struct.unpack("<Q", _recv_exact(sock, 8))
+            buffers.append(_read_shared(path, offset, s & ~_SHARED))
+        else:
+            buffers.append(_recv_exact(sock, s))
     return pickle.loads(head, buffers=buffers)
+
+
+def _read_shared(path: str, offset: int, nbytes: int):
+    """A private copy of bytes [offset, offset + nbytes) of a shared segment: the driver reuses the segment
+    once this message's task is answered, so the worker must not keep a view on it."""
+    import numpy as np
+
+    out = np.empty(nbytes, np.uint8)  # not zero-filled, unlike bytearray: one pass over the memory
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        view, got = memoryview(out), 0
+        while got < nbytes:
+            k = os.preadv(fd, [view[got:]], offset + got)
+            if k <= 0:
+                raise EOFError(f"shared segment {path} is shorter than announced")
+            got += k
+    finally:
+        os.close(fd)
+    return out
+
+
+class _Segment:
+    """A file in /dev/shm that the driver writes broadcast buffers into; reused across broadcasts
+    (rewriting pages that already exist costs a copy; fresh tmpfs pages cost several times more)."""
+
+    def __init__(self, path: str, size: int):
+        import mmap
+
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.path, self.size = path, size
+
+    def write(self, offset: int, raw) -> None:
+        self.mm[offset:offset + raw.nbytes] = raw
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:
+            pass
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class _SegmentPool:
+    """The driver's shared segments: busy ones (until every call of their broadcast is answered), then free."""
+
+    MAX_FREE_BYTES = 256 << 20
+
+    def __init__(self):
+        self.prefix = f"unirl-mp-{os.getpid()}-{id(self):x}-"
+        self.count = 0
+        self.free: list[_Segment] = []
+        self.busy: list[tuple[_Segment, list]] = []
+        _remove_stale_segments()
+
+    def acquire(self, nbytes: int) -> _Segment:
+        self.recycle()
+        fits = [s for s in self.free if s.size >= nbytes]
+        if fits:
+            seg = min(fits, key=lambda s: s.size)
+            self.free.remove(seg)
+            return seg
+        self.count += 1
+        return _Segment(os.path.join(SHM_DIR, f"{self.prefix}{self.count}"), max(nbytes, 1 << 20))
+
+    def hold(self, seg: _Segment, futures: list) -> None:
+        self.busy.append((seg, futures))
+
+    def recycle(self) -> None:
+        if not self.busy:
+            return
+        still = []
+        for seg, futures in self.busy:
+            if all(f.done for f in futures):
+                self.free.append(seg)
+            else:
+                still.append((seg, futures))
+        self.busy = still
+        self.free.sort(key=lambda s: -s.size)
+        while sum(s.size for s in self.free) > self.MAX_FREE_BYTES:
+            self.free.pop().close()
+
+    def close(self) -> None:
+        for seg in self.free + [seg for seg, _ in self.busy]:
+            seg.close()
+        self.free, self.busy = [], []
+
+
+def _remove_stale_segments() -> None:
+    """Remove segments left in /dev/shm by drivers that no longer run (killed before their shutdown)."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("unirl-mp-"):
+            try:
+                pid = int(name.split("-")[2])
+            except (IndexError, ValueError):
+                continue
+            if not base.pid_alive(pid):
+                try:
+                    os.unlink(os.path.join(SHM_DIR, name))
+                except OSError:
+                    pass
 
 
 # -- the worker process ---------------------------------------------------------------------------
@@ -310,6 +451,7 @@ class Backend(base.Backend):
         self._procs: list[_Proc] = []
         self._recipes: list[tuple] = []  # (pickled class, args) per worker id: what `restart` rebuilds
         self._selector = selectors.DefaultSelector()
+        self._segments: _SegmentPool | None = None
         self._closed = False
 
     # -- protocol ---------------------------------------------------------------------------
@@ -376,6 +518,29 @@ class Backend(base.Backend):
     def call(self, handle, method, *args, **kwargs):
         return self._submit(self._procs[handle.worker_id], ("call", method, args, kwargs))
 
+    def broadcast(self, handles, method, *args, **kwargs):
+        """`call` on every handle, pickled once; buffers of SHARED_MIN_BYTES or more are written once into a
+        shared-memory segment that every worker copies from, instead of crossing every worker's socket."""
+        handles = list(handles)
+        buffers = []
+        head = pickle.dumps(("call", method, args, kwargs), protocol=5, buffer_callback=buffers.append)
+        raws = [b.raw() for b in buffers]
+        big = [i for i, r in enumerate(raws) if r.nbytes >= SHARED_MIN_BYTES]
+        segment, offsets = None, None
+        if big and len(handles) > 1:
+            if self._segments is None:
+                self._segments = _SegmentPool()
+            segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big))
+            offsets, offset = {}, 0
+            for i in big:
+                segment.write(offset, raws[i])
+                offsets[i] = offset
+                offset += -(-raws[i].nbytes // 64) * 64
+        futures = [self._submit(self._procs[h.worker_id], None, (head, raws, segment, offsets)) for h in handles]
+        if segment is not None:
+            self._segments.hold(segment, futures)
+        return futures
+
     def wait(self, futures, num_returns=1, timeout=None):
         futures = list(futures)
         num_returns = min(num_returns, len(futures))
@@ -417,6 +582,8 @@ class Backend(base.Backend):
                 pass
             p.sock.close()
         self._selector.close()
+        if self._segments is not None:
+            self._segments.close()
         if self._template is not None:
             self._template.close()
 
@@ -432,14 +599,18 @@ class Backend(base.Backend):
 
 
     # -- internals --------------------------------------------------------------------------
-    def _submit(self, proc: _Proc, msg) -> MPFuture:
+    def _submit(self, proc: _Proc, msg, frame: tuple | None = None) -> MPFuture:
+        """Send `msg` (or an already pickled `frame`: head, buffers, segment, offsets) to the worker."""
         fut = MPFuture(proc.worker_id)
         if proc.dead is not None:
             fut._set(False, WorkerDiedError(proc.worker_id, proc.dead))
             return fut
         proc.pending.append(fut)
         try:
-            send_msg(proc.sock, msg)
+            if frame is None:
+                send_msg(proc.sock, msg)
+            else:
+                send_frame(proc.sock, *frame)
         except OSError:
             self._mark_dead(proc)
         return fut

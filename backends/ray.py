@@ -25,6 +25,18 @@ from unirl.backends import base
 from unirl.errors import UnirlError, WorkerDiedError
 
 
+class _Outcome:
+    """What a call returns when the plain value will not do: a failure, or log records to re-emit."""
+
+    __slots__ = ("ok", "value", "logs")
+
+    def __init__(self, ok, value, logs):
+        self.ok, self.value, self.logs = ok, value, logs
+
+    def __reduce__(self):
+        return _Outcome, (self.ok, self.value, self.logs)
+
+
 class _Host:
     """The actor: builds the worker and runs its methods, capturing the worker's log records."""
 
@@ -45,14 +57,23 @@ class _Host:
         return f"unirl-worker-{self.worker_id}"
 
     def _reply(self, ok, value):
+        # The common case (success, nothing logged) returns the bare value: the round trip then costs
+        # what a plain actor call costs.
+        if ok and not self.logs:
+            return value
         logs, self.logs[:] = list(self.logs), []
-        return ok, value, logs
+        return _Outcome(ok, value, logs)
 
     def ready(self):
         return self._reply(*self.init_result)
 
-    def call(self, method, args, kwargs):
-        return self._reply(*base.run_task(self.worker, self.worker_id, method, args, kwargs))
+    def call(self, method, args=(), kwargs=None):
+        return self._reply(*base.run_task(self.worker, self.worker_id, method, args, kwargs or {}))
+
+    def call_packed(self, method, packed):
+        """`call` with (args, kwargs) given as one top-level argument: a broadcast's shared ObjectRef, which
+        Ray resolves from the object store (zero-copy for arrays) before the call runs."""
+        return self.call(method, *packed)
 
     def where(self):
         import socket
@@ -145,7 +166,20 @@ class Backend(base.Backend):
 
     def call(self, handle, method, *args, **kwargs):
         wid = handle.worker_id
-        return RayFuture(wid, self._actors[wid].call.remote(method, args, kwargs))
+        actor = self._actors[wid]
+        if kwargs:
+            return RayFuture(wid, actor.call.remote(method, args, kwargs))
+        if args:
+            return RayFuture(wid, actor.call.remote(method, args))
+        return RayFuture(wid, actor.call.remote(method))
+
+    def broadcast(self, handles, method, *args, **kwargs):
+        """One `ray.put` of the arguments, then a call per worker that reads them from the object store."""
+        handles = list(handles)
+        if len(handles) < 2:
+            return [self.call(h, method, *args, **kwargs) for h in handles]
+        ref = ray.put((args, kwargs))
+        return [RayFuture(h.worker_id, self._actors[h.worker_id].call_packed.remote(method, ref)) for h in handles]
 
     def wait(self, futures, num_returns=1, timeout=None):
         futures = list(futures)
@@ -167,14 +201,16 @@ class Backend(base.Backend):
         values = []
         for f in items:
             try:
-                ok, value, logs = ray.get(f.ref)
+                out = ray.get(f.ref)
             except ray.exceptions.RayActorError as e:
                 raise WorkerDiedError(f.worker_id, _first_line(e)) from None
-            for d in logs:
-                base.replay_log(d)
-            if not ok:
-                raise base.task_error(f.worker_id, value)
-            values.append(value)
+            if type(out) is _Outcome:
+                for d in out.logs:
+                    base.replay_log(d)
+                if not out.ok:
+                    raise base.task_error(f.worker_id, out.value)
+                out = out.value
+            values.append(out)
         return values[0] if single else values
 
     def shutdown(self):

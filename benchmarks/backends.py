@@ -61,6 +61,48 @@ def _send_10mb_ms(backend) -> float:
     return statistics.median(times) * 1e3
 
 
+def _broadcast_10mb_ms(backend) -> float:
+    """Like _send_10mb_ms, through `backend.broadcast` (the arguments cross once per process)."""
+    from unirl.conformance.workers import Echo
+
+    workers = backend.spawn(Echo, [(i,) for i in range(4)])
+    array = np.random.default_rng(0).standard_normal(10 * (1 << 20) // 4).astype(np.float32)
+    expected = float(np.sum(array, dtype=np.float64))
+    times = []
+    for i in range(11):
+        t0 = time.perf_counter()
+        sums = backend.get(backend.broadcast(workers, "array_checksum", array))
+        if i:  # the first one is warm-up
+            times.append(time.perf_counter() - t0)
+        if any(s[2] != expected for s in sums):
+            raise UnirlError(f"the {backend.name} backend's broadcast delivered a different array: {sums}")
+    return statistics.median(times) * 1e3
+
+
+def _pipelined_tasks_per_s(backend, num_workers: int = 2, in_flight: int = 64, tasks: int = 4000) -> float:
+    """Empty tasks per second with `in_flight` calls outstanding on each worker (submit as results come back)."""
+    from unirl.conformance.workers import Echo
+
+    workers = backend.spawn(Echo, [(i,) for i in range(num_workers)])
+    backend.get([backend.call(w, "noop") for w in workers])
+    t0 = time.perf_counter()
+    pending = [backend.call(w, "noop") for w in workers for _ in range(in_flight)]
+    submitted, done = len(pending), 0
+    while done < tasks:
+        ready, pending = backend.wait(pending, num_returns=1 if backend.runs_in_driver else len(pending),
+                                      timeout=0 if not backend.runs_in_driver else None)
+        if not ready:
+            ready, pending = backend.wait(pending, num_returns=1)
+        backend.get(ready)
+        done += len(ready)
+        for f in ready:
+            if submitted < tasks:
+                pending.append(backend.call(workers[f.worker_id % num_workers], "noop"))
+                submitted += 1
+    backend.get(pending)
+    return done / (time.perf_counter() - t0)
+
+
 def _sampling_steps_per_s(backend, framework: str, worker_counts=(1, 2), rounds: int = 5) -> dict:
     """Median env steps/s of SyncSamples.sample per worker count, measured in alternating rounds.
 
@@ -90,13 +132,51 @@ def _sampling_steps_per_s(backend, framework: str, worker_counts=(1, 2), rounds:
     return {n: statistics.median(r) for n, r in rates.items()}
 
 
+def _ray_round_trips_us(backend, rounds: int = 8, calls: int = 100) -> tuple[float, float]:
+    """(backend round trip, bare Ray actor round trip) in µs: `get(call(w, "noop"))` against
+    `ray.get(actor.noop.remote())` on a plain zero-CPU actor, in interleaved rounds (fair under load)."""
+    import ray
+
+    from unirl.conformance.workers import Echo
+
+    @ray.remote(num_cpus=0)
+    class Bare:
+        def noop(self):
+            return None
+
+    (w,) = backend.spawn(Echo, [(0,)])
+    actor = Bare.remote()
+    fns = (lambda: backend.get(backend.call(w, "noop")), lambda: ray.get(actor.noop.remote()))
+    medians: tuple[list, list] = ([], [])
+    try:
+        for fn in fns:
+            for _ in range(50):
+                fn()
+        for _ in range(rounds):
+            for fn, out in zip(fns, medians):
+                times = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t0)
+                out.append(statistics.median(times))
+    finally:
+        ray.kill(actor)
+    return statistics.median(medians[0]) * 1e6, statistics.median(medians[1]) * 1e6
+
+
 def measure_backend(backend, framework: str) -> dict:
     """The raw numbers for one started backend (no ratios)."""
     t0 = time.perf_counter()
     record = {"backend": backend.name, "framework": framework,
               "round_trip_us": _round_trip_us(backend),
               "send_10mb_to_4_ms": _send_10mb_ms(backend),
+              "broadcast_10mb_to_4_ms": _broadcast_10mb_ms(backend),
+              "tasks_per_s_pipelined": _pipelined_tasks_per_s(backend),
               }
+    if backend.name == "ray":
+        record["round_trip_us"], record["bare_ray_round_trip_us"] = _ray_round_trips_us(backend)
+        record["round_trip_vs_bare_ray"] = record["round_trip_us"] / record["bare_ray_round_trip_us"]
     rates = _sampling_steps_per_s(backend, framework)
     record["sampling_1_worker_steps_per_s"] = rates[1]
     record["sampling_2_workers_steps_per_s"] = rates[2]

@@ -302,7 +302,8 @@ TRANSFER_WORKERS = 4
 
 @_runner("float32_every_worker")
 def check_float32_every_worker(backend, num_workers=TRANSFER_WORKERS, elements=BIG_FLOAT32_ELEMENTS):
-    """A >1M-element float32 array and the policy weights reach every worker bit-exact, in both directions."""
+    """A >1M-element float32 array and the policy weights reach every worker bit-exact, in both directions
+    (driver -> worker both by `call` and by `broadcast`)."""
     workers = backend.spawn(Echo, [(i,) for i in range(num_workers)])
     payloads = [("special_float32", (elements, 0)), ("policy_weights", (0,))]
     t0 = time.perf_counter()
@@ -313,12 +314,16 @@ def check_float32_every_worker(backend, num_workers=TRANSFER_WORKERS, elements=B
         # driver -> worker: each worker compares what arrived with the same array made there
         there = backend.get([backend.call(w, "received_difference", array, maker, *args) for w in workers],
                             timeout=300)
+        # driver -> every worker at once: `broadcast` (one serialization; shared memory, ray.put, ...)
+        broadcast = getattr(backend, "broadcast", None)
+        there_all = (backend.get(broadcast(workers, "received_difference", array, maker, *args), timeout=300)
+                     if broadcast is not None else [None] * num_workers)
         # worker -> driver: each worker makes it and sends it
         back = backend.get([backend.call(w, "make", maker, *args) for w in workers], timeout=300)
         # there and back
         round_trip = backend.get([backend.call(w, "array_roundtrip", array) for w in workers], timeout=300)
         for i in range(num_workers):
-            for direction, diff in (("driver -> worker", there[i]),
+            for direction, diff in (("driver -> worker", there[i]), ("driver -> every worker (broadcast)", there_all[i]),
                                     ("worker -> driver", bit_difference(array, back[i])),
                                     ("round trip", bit_difference(array, round_trip[i]))):
                 checked += 1
