@@ -89,6 +89,10 @@ class Backend:
         new one built from the same class and arguments; returns the handle to use from now on."""
         raise NotImplementedError(f"the {self.name} backend cannot replace a worker")
 
+    def worker_pid(self, handle: WorkerHandle) -> int | None:
+        """The pid of the process hosting this worker (None where not on this host or unknown)."""
+        return os.getpid() if self.runs_in_driver else None
+
     def describe_worker(self, handle: WorkerHandle) -> str:
         """Where a worker runs, for messages: e.g. "pid 1234 on host-a"."""
         return ""

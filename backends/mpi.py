@@ -536,3 +536,7 @@ class Backend(base.Backend):
     # -- extras -------------------------------------------------------------------------------
     def worker_pids(self) -> list[int]:
         return [self.driver.ranks[rank][0] for _, rank in self._workers]
+
+    def worker_pid(self, handle):
+        pid, host = self.driver.ranks[self._workers[handle.worker_id][1]]
+        return pid if host == self.driver.host else None

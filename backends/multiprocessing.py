@@ -597,6 +597,9 @@ class Backend(base.Backend):
     def worker_pids(self) -> list[int]:
         return [p.popen.pid for p in self._procs]
 
+    def worker_pid(self, handle):
+        return self._procs[handle.worker_id].popen.pid
+
 
     # -- internals --------------------------------------------------------------------------
     def _submit(self, proc: _Proc, msg, frame: tuple | None = None) -> MPFuture:

@@ -2,7 +2,8 @@
 
 Options (config `backend_options`): `address` ("auto", "ray://...", "host:port") joins an existing
 cluster, otherwise a small local Ray starts (no dashboard) and stops again at shutdown;
-`num_cpus_per_worker` (default 0, so any number of workers fits on a small machine; raise it on
+`connect_timeout_s` (default 10: an `address` where nothing answers within it is an error, not Ray's
+minutes of retries); `num_cpus_per_worker` (default 0, so any number of workers fits on a small machine; raise it on
 a cluster to reserve cores); `num_threads` per worker (default 1); `placement` ("SPREAD" by
 default: actors go to different nodes where the cluster has several).
 
@@ -80,6 +81,11 @@ class _Host:
 
         return f"pid {os.getpid()} on {socket.gethostname()}"
 
+    def pid_and_host(self):
+        import socket
+
+        return os.getpid(), socket.gethostname()
+
     def node_id(self):
         return ray.get_runtime_context().get_node_id()
 
@@ -98,15 +104,34 @@ class RayFuture(base.Future):
         self.ref = ref
 
 
+def _check_reachable(address: str, timeout: float) -> None:
+    """Fail within `timeout` seconds if nothing listens at a "host:port" or "ray://host:port" address
+    (ray.init itself retries an unreachable address for minutes); "auto" is left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = "no answer" if isinstance(e, socket.timeout) else (e.strerror or str(e))
+        raise UnirlError(f"cannot reach the Ray cluster at `{address}` within {timeout:g} s ({reason}); start "
+                         "one with `ray start --head`, check the address and firewall, or leave `address` "
+                         "unset for a local Ray.") from None
+
+
 class Backend(base.Backend):
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus_per_worker: float = 0, num_threads: int = 1,
-                 placement: str = "SPREAD", num_cpus: int | None = None, **_ignored):
+                 placement: str = "SPREAD", num_cpus: int | None = None, connect_timeout_s: float = 10.0,
+                 **_ignored):
         self._owns_ray = False
         if not ray.is_initialized():
             try:
                 if address:
+                    _check_reachable(address, connect_timeout_s)
                     ray.init(address=address, log_to_driver=True, logging_level="WARNING")
                 else:
                     # "local": always a fresh instance, never a stray `ray start` cluster found in /tmp/ray.
@@ -163,6 +188,12 @@ class Backend(base.Backend):
 
     def describe_worker(self, handle):
         return self._where[handle.worker_id]
+
+    def worker_pid(self, handle):
+        import socket
+
+        pid, host = ray.get(self._actors[handle.worker_id].pid_and_host.remote(), timeout=30)
+        return pid if host == socket.gethostname() else None
 
     def call(self, handle, method, *args, **kwargs):
         wid = handle.worker_id

@@ -1,10 +1,15 @@
-"""`unirl bench --backend=...`: per backend, empty-task round trip, 10 MB to 4 workers, PPO sampling steps/s; ratios to local.
+"""`unirl bench --backend=...`: per backend, round trip, 10 MB to 4 workers, pipelined tasks/s, PPO sampling and end-to-end steps/s; ratios to local.
 
 Per backend, on one started backend:
 
 - round trip: median latency of `get(call(worker, "noop"))` over 500 calls, after warm-up (µs);
+  on Ray also a bare Ray actor's `ray.get(actor.noop.remote())`, interleaved with ours (the floor);
 - 10 MB to 4 workers: median time for one 10 MB float32 array sent to each of 4 workers, each
-  answering with a checksum (ms);
+  answering with a checksum (ms), by one `call` per worker and by one `broadcast` (the arguments
+  serialized once, a large array crossing once per process);
+- tasks/s pipelined: empty tasks on 2 workers with 64 calls in flight on each;
+- per framework: sampling as below, PPO end to end (`train()`, default config, 1 worker) env
+  steps/s, and the peak RSS (VmHWM) of the processes hosting the rollout workers;
 - sampling: env steps/s of `SyncSamples.sample` (the path PPO uses: weights out, batches back,
   joined in env order) with 1 and 2 rollout workers, 16 CartPole envs each, 64 steps per sample;
   the median of 5 rounds that alternate between 1 and 2 workers (fair on a shared machine).
@@ -129,7 +134,43 @@ def _sampling_steps_per_s(backend, framework: str, worker_counts=(1, 2), rounds:
             for _ in range(SAMPLE_ROUNDS):
                 samplers[n].sample(weights)
             rates[n].append(n * ENVS_PER_WORKER * ROLLOUT_LENGTH * SAMPLE_ROUNDS / (time.perf_counter() - t0))
-    return {n: statistics.median(r) for n, r in rates.items()}
+    rss = _peak_rss_mb(backend, [w for n in worker_counts for w in samplers[n].workers])
+    return {n: statistics.median(r) for n, r in rates.items()}, rss
+
+
+def _peak_rss_mb(backend, handles) -> float | None:
+    """The largest peak resident set (VmHWM) of the processes hosting these workers, in MB; None if unknown
+    (workers on other hosts). On the local backend that is the driver's own process."""
+    pids = set()
+    for h in handles:
+        try:
+            pids.add(backend.worker_pid(h))
+        except Exception:
+            return None
+    peaks = []
+    for pid in pids:
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                peaks += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")]
+        except OSError:
+            return None
+    return max(peaks) if peaks else None
+
+
+def _end_to_end_steps_per_s(backend_name: str, framework: str, seconds: float = 4.0) -> float:
+    """PPO's default config (1 worker, 8 envs), `train()` for about `seconds` after one warm-up
+    iteration: env steps/s of sampling and learning together."""
+    import unirl
+
+    with unirl.build("PPO", {"env": "CartPole-v1", "framework": framework, "backend": backend_name,
+                             "seed": 0}) as algo:
+        algo.train()
+        steps0, t0 = algo.timesteps_total, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            algo.train()
+        return (algo.timesteps_total - steps0) / (time.perf_counter() - t0)
 
 
 def _ray_round_trips_us(backend, rounds: int = 8, calls: int = 100) -> tuple[float, float]:
@@ -165,8 +206,10 @@ def _ray_round_trips_us(backend, rounds: int = 8, calls: int = 100) -> tuple[flo
     return statistics.median(medians[0]) * 1e6, statistics.median(medians[1]) * 1e6
 
 
-def measure_backend(backend, framework: str) -> dict:
-    """The raw numbers for one started backend (no ratios)."""
+def measure_backend(backend, frameworks) -> dict:
+    """The raw numbers for one started backend (no ratios); framework-dependent ones under `per_framework`."""
+    frameworks = [frameworks] if isinstance(frameworks, str) else list(frameworks)
+    framework = frameworks[0]
     t0 = time.perf_counter()
     record = {"backend": backend.name, "framework": framework,
               "round_trip_us": _round_trip_us(backend),
@@ -177,15 +220,19 @@ def measure_backend(backend, framework: str) -> dict:
     if backend.name == "ray":
         record["round_trip_us"], record["bare_ray_round_trip_us"] = _ray_round_trips_us(backend)
         record["round_trip_vs_bare_ray"] = record["round_trip_us"] / record["bare_ray_round_trip_us"]
-    rates = _sampling_steps_per_s(backend, framework)
-    record["sampling_1_worker_steps_per_s"] = rates[1]
-    record["sampling_2_workers_steps_per_s"] = rates[2]
-    record["sampling_2_vs_1"] = record["sampling_2_workers_steps_per_s"] / record["sampling_1_worker_steps_per_s"]
+    record["per_framework"] = {}
+    for fw in frameworks:
+        rates, rss = _sampling_steps_per_s(backend, fw)
+        record["per_framework"][fw] = {
+            "sampling_1_worker_steps_per_s": rates[1], "sampling_2_workers_steps_per_s": rates[2],
+            "sampling_2_vs_1": rates[2] / rates[1], "peak_rss_per_worker_mb": rss,
+            "end_to_end_steps_per_s": _end_to_end_steps_per_s(backend.name, fw)}
+    record.update(record["per_framework"][framework])  # the first framework's numbers at the top level
     record["seconds"] = time.perf_counter() - t0
     return record
 
 
-def _measure_in_mpi_job(framework: str) -> dict:
+def _measure_in_mpi_job(framework) -> dict:
     from unirl.backends.base import worker_env
     from unirl.backends.mpi import find_mpiexec, launch_command
 
@@ -204,7 +251,7 @@ def _measure_in_mpi_job(framework: str) -> dict:
             return json.load(f)
 
 
-def mpi_job_main(framework: str, out_path: str) -> None:
+def mpi_job_main(framework, out_path: str) -> None:
     """Entry point of every rank of the benchmark's MPI job: rank 0 measures, the others serve (inside get_backend)."""
     from unirl.backends import get_backend
 
@@ -217,7 +264,7 @@ def mpi_job_main(framework: str, out_path: str) -> None:
         json.dump(record, f)
 
 
-def _measure(name: str, framework: str) -> dict:
+def _measure(name: str, framework) -> dict:
     if name == "mpi":
         return _measure_in_mpi_job(framework)
     from unirl.backends import get_backend
@@ -229,11 +276,18 @@ def _measure(name: str, framework: str) -> dict:
         backend.shutdown()
 
 
-RATIO_KEYS = ("round_trip_us", "send_10mb_to_4_ms", "sampling_1_worker_steps_per_s", "sampling_2_workers_steps_per_s")
+RATIO_KEYS = ("round_trip_us", "send_10mb_to_4_ms", "broadcast_10mb_to_4_ms", "tasks_per_s_pipelined",
+              "sampling_1_worker_steps_per_s", "sampling_2_workers_steps_per_s", "end_to_end_steps_per_s")
+MATRIX_RATIO_KEYS = ("end_to_end_steps_per_s", "sampling_1_worker_steps_per_s", "sampling_2_workers_steps_per_s",
+                     "learner_samples_per_s", "act_1_us", "act_64_us", "peak_rss_per_worker_mb")
 
 
-def bench_backends(backends: list[str], framework: str, console=None) -> list[dict]:
-    """One record per backend (local first, the reference), with each number also as a ratio to local's."""
+def bench_backends(backends: list[str], framework, console=None) -> list[dict]:
+    """One record per backend (local first, the reference), with each number also as a ratio to local's.
+
+    `framework` may be a list: the framework-dependent numbers (sampling, end to end, worker RSS) are then
+    measured for each, under the record's `per_framework`; the top-level ones are the first framework's.
+    """
     from unirl.backends import get_backend_class
 
     names = ["local"] + [b for b in backends if b != "local"]
@@ -252,18 +306,74 @@ def bench_backends(backends: list[str], framework: str, console=None) -> list[di
     return records
 
 
+def framework_backend_matrix(backend_records: list[dict], framework_records: list[dict] | None = None,
+                             reference=("torch", "local")) -> list[dict]:
+    """One row per framework x backend: every number the issue's table asks for, each also as a ratio to
+    the torch/local row (`..._vs_ref`) measured in the same run."""
+    fw_by_name = {r["framework"]: r for r in framework_records or []}
+    rows = []
+    for b in backend_records:
+        for fw, numbers in b.get("per_framework", {b["framework"]: b}).items():
+            row = {"framework": fw, "backend": b["backend"]}
+            for k in ("end_to_end_steps_per_s", "sampling_1_worker_steps_per_s", "sampling_2_workers_steps_per_s",
+                      "sampling_2_vs_1", "peak_rss_per_worker_mb"):
+                row[k] = numbers.get(k)
+            f = fw_by_name.get(fw, {})
+            for k in ("learner_samples_per_s", "act_1_us", "act_64_us"):
+                row[k] = f.get(k)
+            for k in ("round_trip_us", "broadcast_10mb_to_4_ms", "send_10mb_to_4_ms", "tasks_per_s_pipelined",
+                      "round_trip_vs_bare_ray"):
+                row[k] = b.get(k)
+            rows.append(row)
+    ref = next((r for r in rows if (r["framework"], r["backend"]) == tuple(reference)), None)
+    for r in rows:
+        for k in MATRIX_RATIO_KEYS:
+            r[k + "_vs_ref"] = (r[k] / ref[k] if ref is not None and r.get(k) is not None and ref.get(k)
+                                else None)
+    return rows
+
+
+def print_matrix_table(rows: list[dict], console) -> None:
+    from rich.table import Table
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    def ratio(r, k):
+        v = r.get(k + "_vs_ref")
+        return "" if v is None else f" ({v:.2f}x)"
+
+    table = Table(title="framework x backend (ratios to torch/local in parentheses, same run)")
+    for col in ("framework", "backend", "end to end steps/s", "sampling 1 w", "2 w", "2 vs 1", "learner samples/s",
+                "act 1 µs", "act 64 µs", "round trip µs", "10 MB bcast ms", "tasks/s", "peak RSS MB"):
+        table.add_column(col, justify="left" if col in ("framework", "backend") else "right")
+    for r in rows:
+        table.add_row(r["framework"], r["backend"],
+                      num(r["end_to_end_steps_per_s"], ",.0f") + ratio(r, "end_to_end_steps_per_s"),
+                      num(r["sampling_1_worker_steps_per_s"], ",.0f"),
+                      num(r["sampling_2_workers_steps_per_s"], ",.0f"), num(r["sampling_2_vs_1"], ".2f") + "x",
+                      num(r["learner_samples_per_s"], ",.0f") + ratio(r, "learner_samples_per_s"),
+                      num(r["act_1_us"], ",.0f"), num(r["act_64_us"], ",.0f"),
+                      num(r["round_trip_us"], ",.0f"), num(r["broadcast_10mb_to_4_ms"], ",.1f"),
+                      num(r["tasks_per_s_pipelined"], ",.0f"), num(r["peak_rss_per_worker_mb"], ",.0f"))
+    console.print(table)
+
+
 def print_backend_table(records: list[dict], console) -> None:
     from rich.table import Table
 
     table = Table(title="backends (ratios to local in parentheses; latency: lower is better, steps/s: higher)")
-    for col in ("backend", "round trip µs", "10 MB to 4 workers ms", "sampling 1 worker steps/s",
-                "sampling 2 workers steps/s", "2 vs 1 workers"):
+    for col in ("backend", "round trip µs", "10 MB to 4 workers ms", "10 MB broadcast ms", "tasks/s pipelined",
+                "sampling 1 worker steps/s", "sampling 2 workers steps/s", "2 vs 1 workers"):
         table.add_column(col, justify="right" if col != "backend" else "left")
     for r in records:
+        bare = f" [{r['round_trip_vs_bare_ray']:.2f}x bare Ray]" if "round_trip_vs_bare_ray" in r else ""
         table.add_row(
             r["backend"],
-            f"{r['round_trip_us']:,.0f} ({r['round_trip_us_vs_local']:.1f}x)",
+            f"{r['round_trip_us']:,.0f} ({r['round_trip_us_vs_local']:.1f}x){bare}",
             f"{r['send_10mb_to_4_ms']:,.1f} ({r['send_10mb_to_4_ms_vs_local']:.1f}x)",
+            f"{r['broadcast_10mb_to_4_ms']:,.1f} ({r['broadcast_10mb_to_4_ms_vs_local']:.1f}x)",
+            f"{r['tasks_per_s_pipelined']:,.0f} ({r['tasks_per_s_pipelined_vs_local']:.2f}x)",
             f"{r['sampling_1_worker_steps_per_s']:,.0f} ({r['sampling_1_worker_steps_per_s_vs_local']:.2f}x)",
             f"{r['sampling_2_workers_steps_per_s']:,.0f} ({r['sampling_2_workers_steps_per_s_vs_local']:.2f}x)",
             f"{r['sampling_2_vs_1']:.2f}x")
