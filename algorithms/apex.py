@@ -7,9 +7,14 @@ sends them to replay shards (stateful workers on the backend); the learner pulls
 minibatches from the shards, learns with DQN's loss (double Q, Huber, target network) and sends
 the new priorities back. Actors get fresh weights every `weight_sync_period` learner steps.
 
+The learner runs free of the actors, as in the paper: it takes a gradient step whenever no actor
+result is waiting (at most `training_intensity` steps per env step sampled, the cap), so actors
+are relaunched at once and the replay ratio is what the machine gives; it is recorded.
+
 Asynchronous, so free-running runs differ; a run is replayable: `get_state()[1]["arrival_schedule"]`
-is the list of actor ids in the order their results were consumed, and the config key
-`arrival_schedule` replays it bit for bit on any backend (same number of actors).
+lists the driver's choices in order, an actor id for each result consumed and `num_workers` (the
+learner's id) for each learner step, and the config key `arrival_schedule` replays it bit for bit
+on any backend (same number of actors).
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from unirl.rollout import RolloutWorker
 
 #: Seed stream of the replay shards' sampling generators (entropy tag; see unirl.seeding).
 REPLAY_SHARD_STREAM = 1011
+#: Seconds the driver waits for an actor result already on its way before taking a learner step instead.
+POLL_S = 1e-4
 
 
 @dataclass
@@ -154,52 +161,91 @@ class ApeX(DQN):
         self.last_target_update = 0
         self.target_updates = 0
         self.rows_in_shards = 0
+        self.results_since_step = 0  # actor results consumed since the last learner step (free-running only)
         self.pattern.start(self.policy.get_flat_weights(), 0)
 
     def grad_steps_due(self) -> int:
+        """Learner steps allowed now: the training_intensity cap minus the steps taken (0 before learning starts)."""
         c = self.config
         if self.timesteps_total < c.learning_starts or self.pattern.batches_consumed < self.pattern.num_shards:
             return 0
         return max(0, int(c.training_intensity * (self.timesteps_total - c.learning_starts)) - self.grad_steps)
 
-    def learn(self, num_steps: int) -> dict:
+    @property
+    def learner_id(self) -> int:
+        """The learner's id in the arrival schedule (after the actors' 0 .. num_workers - 1)."""
+        return len(self.pattern.actors)
+
+    def learner_step(self, hp) -> dict:
+        """One gradient step on a minibatch from a shard (the next one's sample requested ahead while
+        more steps are due); the new priorities go back to that shard. A learner turn in the schedule."""
         c = self.config
-        hp = self.policy.hp_tensors(self.hyperparameters())
-        stats = None
-        for i in range(num_steps):
-            shard, rows, idx, weights = self.pattern.replay(self.grad_steps, c.replay_batch_size, self.beta(),
-                                                            prefetch_next=i < num_steps - 1)
-            rows[WEIGHTS] = weights
-            stats = self.policy.learn_on_batch(rows, hp)
-            td = self.policy.stats_numpy({"td_error": stats["td_error"]})["td_error"]
-            self.pattern.update_priorities(shard, idx, td)
-            self.grad_steps += 1
-        self.policy.finish_learning()
-        if stats is None:
-            return {}
-        return self.policy.stats_numpy({k: v for k, v in stats.items() if k != "td_error"})
+        self.pattern.schedule.recorded.append(self.learner_id)
+        shard, rows, idx, weights = self.pattern.replay(self.grad_steps, c.replay_batch_size, self.beta(),
+                                                        prefetch_next=self.grad_steps_due() > 1)
+        rows[WEIGHTS] = weights
+        stats = self.policy.learn_on_batch(rows, hp)
+        td = self.policy.stats_numpy({"td_error": stats["td_error"]})["td_error"]
+        self.pattern.update_priorities(shard, idx, td)
+        self.grad_steps += 1
+        return stats
+
+    def learner_turn_now(self, results_since_step: int) -> bool:
+        """Whether the driver's next move is a learner step (else it consumes an actor result).
+
+        Replaying: what the recorded run did. Free-running: a step when one is allowed (learning has
+        started and the steps stay within training_intensity per env step) and no actor result is
+        waiting, or every actor has delivered once since the last step (so a fast fleet cannot starve
+        the learner); on a backend whose workers run in the driver, whenever one is allowed."""
+        p = self.pattern
+        if p.schedule.replaying:
+            step = len(p.schedule.recorded)
+            if step >= len(p.schedule.replay):
+                raise UnirlError(f"the replayed schedule ends after {len(p.schedule.replay)} entries; "
+                                 "this run asks for more (was it recorded with a longer stop condition?).")
+            return p.schedule.replay[step] == self.learner_id
+        if self.grad_steps_due() <= 0:
+            return False
+        if self.backend.runs_in_driver or results_since_step >= len(p.actors):
+            return True
+        ready, _ = self.backend.wait(list(p.pending.values()), num_returns=1, timeout=POLL_S)
+        return not ready
 
     def training_step(self) -> dict:
         c = self.config
+        p = self.pattern
         out = {}
         count = c.actor_batches_per_iteration or c.num_workers
+        hp = self.policy.hp_tensors(self.hyperparameters())
         staleness = []
-        for _ in range(count):
-            _, (summary, rows, prios), stale = self.pattern.consume(self.grad_steps, self.policy.get_flat_weights,
-                                                                      c.weight_sync_period)
+        stats = None
+        consumed = learner_steps = 0
+        while consumed < count:
+            if self.learner_turn_now(self.results_since_step):
+                stats = self.learner_step(hp)
+                self.results_since_step = 0
+                learner_steps += 1
+                continue
+            _, (summary, rows, prios), stale = p.consume(self.grad_steps, self.policy.get_flat_weights,
+                                                         c.weight_sync_period)
+            consumed += 1
+            self.results_since_step += 1
             staleness.append(stale)
             self.record_batch(summary)
-            self.pattern.add_to_shard(rows, prios)
+            p.add_to_shard(rows, prios)
             self.rows_in_shards += len(prios)
-            out.update(self.learn(self.grad_steps_due()))
             self.sync_target()
-        self.pattern.flush()
+        p.flush()
+        self.policy.finish_learning()
+        if stats is not None:
+            out.update(self.policy.stats_numpy({k: v for k, v in stats.items() if k != "td_error"}))
         replayed = self.grad_steps * c.replay_batch_size
-        out.update({"grad_steps": self.grad_steps, "target_updates": self.target_updates,
-                    "weight_syncs": self.pattern.weight_syncs,
+        out.update({"grad_steps": self.grad_steps, "grad_steps_this_iter": learner_steps,
+                    "target_updates": self.target_updates,
+                    "weight_syncs": p.weight_syncs,
                     "replay_ratio": replayed / max(self.timesteps_total, 1),
                     "weight_staleness_mean": float(np.mean(staleness)),
-                    "weight_staleness_mean_total": self.pattern.staleness_sum / max(self.pattern.batches_consumed, 1),
+                    "weight_staleness_mean_total": p.staleness_sum / max(p.batches_consumed, 1),
                     "replay_rows": min(self.rows_in_shards, c.replay_buffer_capacity * c.num_replay_shards),
                     "beta": self.beta(), "lr": self.current_lr()})
         return out

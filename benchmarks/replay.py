@@ -63,19 +63,20 @@ def bench_dqn(seed: int, framework: str = "torch", budget: int = 50_000, config:
     cfg.update(config or {})
     algo = unirl.build("DQN", cfg)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         last20: list[float] = []
         reached = None
         while algo.timesteps_total < budget:
             r = algo.train()
             last20 = (last20 + r["episode_returns_this_iter"])[-20:]
             if reached is None and len(last20) == 20 and np.mean(last20) >= 475:
-                reached = {"steps": algo.timesteps_total, "wall_s": time.perf_counter() - t0}
+                reached = {"steps": algo.timesteps_total, "wall_s": time.perf_counter() - t0,
+                           "cpu_s": time.process_time() - c0}
                 break
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         greedy = algo.evaluate(20)["evaluation/episode_return_mean"]
         return {"seed": seed, "framework": framework, "reached_475": reached, "steps": algo.timesteps_total,
-                "wall_s": wall, "env_steps_per_s": algo.timesteps_total / wall, "greedy_mean_20": greedy,
+                "wall_s": wall, "cpu_s": cpu, "env_steps_per_s": algo.timesteps_total / wall, "greedy_mean_20": greedy,
                 "last20_mean": float(np.mean(last20)) if last20 else float("nan")}
     finally:
         algo.stop()
