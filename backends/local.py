@@ -22,17 +22,32 @@ class Backend(base.Backend):
 
     def __init__(self, **_ignored):
         self._workers: dict[int, object] = {}
+        self._recipes: dict[int, tuple] = {}  # worker id -> (class, args): what `restart` rebuilds
 
     def spawn(self, worker_cls, args_list):
         handles = []
         for args in args_list:
             wid = len(self._workers)
-            try:
-                self._workers[wid] = worker_cls(*args)
-            except Exception as e:
-                raise WorkerError(wid, traceback.format_exc(), type(e).__name__) from None
+            self._recipes[wid] = (worker_cls, tuple(args))
+            self._workers[wid] = self._build(wid)
             handles.append(base.WorkerHandle(wid))
         return handles
+
+    def _build(self, wid):
+        worker_cls, args = self._recipes[wid]
+        try:
+            return worker_cls(*args)
+        except Exception as e:
+            raise WorkerError(wid, traceback.format_exc(), type(e).__name__) from None
+
+    def restart(self, handle):
+        """A new worker from the same class and arguments (failures are not recovered here, since a worker's
+        error is the driver's; this is what replaying a recorded schedule with replacements needs)."""
+        close = getattr(self._workers.get(handle.worker_id), "close", None)
+        if close is not None:
+            close()
+        self._workers[handle.worker_id] = self._build(handle.worker_id)
+        return base.WorkerHandle(handle.worker_id)
 
     def call(self, handle, method, *args, **kwargs):
         wid = handle.worker_id

@@ -135,6 +135,19 @@ class RolloutWorker:
             batch[sb.BEHAVIOUR_INPUTS] = dist_inputs
         return batch
 
+    def reseed(self, restart_count: int) -> None:
+        """Start over as the `restart_count`-th replacement of a failed worker (asynchronous patterns):
+        envs reset with seeds from (run seed, env index, restart count), fresh noise streams likewise,
+        episode accumulators at zero, so the new worker does not repeat the episodes of the first."""
+        spec = self.spec
+        seeds = [seeding.env_reset_seed(spec.seed, g, seeding.RESTART_ENV_RESET, restart_count)
+                 for g in spec.env_indices]
+        self.obs, _ = self.envs.reset(seed=seeds)
+        self.noise = seeding.EnvNoise(spec.seed, spec.env_indices, stream=seeding.RESTART_ACTION_NOISE,
+                                      per_step=self.policy.dist.noise_per_step, more=(restart_count,))
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+
     # -- state, for exact resume and for replacing a failed worker ---------------------------------
     def get_state(self) -> list[dict]:
         """This worker's state, one dict per env in global env order: the env itself (pickled with

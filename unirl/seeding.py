@@ -19,19 +19,24 @@ PERTURBATION = 7
 PERTURBATION_EPISODE = 8
 
 
-def seed_sequence(run_seed: int, stream: int, index: int = 0) -> np.random.SeedSequence:
-    """The SeedSequence for (run seed, stream, global index)."""
-    return np.random.SeedSequence([int(run_seed), int(stream), int(index)])
+# A replaced worker's envs and noise (unirl.execution.recovery): keyed by (run seed, env index, restart count).
+RESTART_ENV_RESET = 9
+RESTART_ACTION_NOISE = 10
 
 
-def env_reset_seed(run_seed: int, env_index: int, stream: int = ENV_RESET) -> int:
+def seed_sequence(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.SeedSequence:
+    """The SeedSequence for (run seed, stream, global index[, more indices])."""
+    return np.random.SeedSequence([int(run_seed), int(stream), int(index), *(int(m) for m in more)])
+
+
+def env_reset_seed(run_seed: int, env_index: int, stream: int = ENV_RESET, *more: int) -> int:
     """The integer seed given to the Gymnasium env with this global index at its first reset."""
-    return int(seed_sequence(run_seed, stream, env_index).generate_state(1, np.uint32)[0])
+    return int(seed_sequence(run_seed, stream, env_index, *more).generate_state(1, np.uint32)[0])
 
 
-def generator(run_seed: int, stream: int, index: int = 0) -> np.random.Generator:
-    """A counter-based (Philox) generator for (run seed, stream, global index)."""
-    return np.random.Generator(np.random.Philox(seed_sequence(run_seed, stream, index)))
+def generator(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.Generator:
+    """A counter-based (Philox) generator for (run seed, stream, global index[, more indices])."""
+    return np.random.Generator(np.random.Philox(seed_sequence(run_seed, stream, index, *more)))
 
 
 class EnvNoise:
@@ -41,8 +46,9 @@ class EnvNoise:
     numbers an env sees depend only on (run seed, env index, step), not on which worker hosts it.
     """
 
-    def __init__(self, run_seed: int, env_indices, block: int = 1024, stream: int = ACTION_NOISE, per_step: int = 1):
-        self._gens = [generator(run_seed, stream, i) for i in env_indices]
+    def __init__(self, run_seed: int, env_indices, block: int = 1024, stream: int = ACTION_NOISE, per_step: int = 1,
+                 more: tuple = ()):
+        self._gens = [generator(run_seed, stream, i, *more) for i in env_indices]
         self._block = block
         self._per_step = int(per_step)
         self._buf = np.empty((len(self._gens), 0, self._per_step))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unirl import sample_batch as sb
+from unirl.execution.recovery import WorkerGroup
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.rollout import RolloutWorker, WorkerSpec
 from unirl.sample_batch import SampleBatch
@@ -60,6 +61,9 @@ class GradientWorker:
     def worker_id(self) -> int:
         return self.rollout.spec.worker_index
 
+    def reseed(self, restart_count: int) -> None:
+        self.rollout.reseed(restart_count)
+
     def set_recorder(self, recorder) -> None:
         """Forward this worker's learning calls to `recorder` (Policy.recorder; in-process backends only)."""
         self.policy.recorder = recorder
@@ -79,10 +83,16 @@ class AsyncGradients:
     def __init__(self, backend, specs: list[WorkerSpec], learner, replay: list[int] | None = None,
                  timeout: float | None = None, worker_cls=GradientWorker):
         self.backend = backend
-        self.workers = backend.spawn(worker_cls, [(s, learner) for s in specs])
+        # Failed workers are replaced (unirl.execution.recovery): in-flight gradients lost, fresh weights sent.
+        self.group = WorkerGroup(backend, worker_cls, [(s, learner) for s in specs], snapshot=False, reseed=True)
         self.schedule = ArrivalSchedule(backend, replay=replay, timeout=timeout)
-        self.in_flight: dict[int, deque] = {w.worker_id: deque() for w in self.workers}
+        self.in_flight: dict[int, deque] = {i: deque() for i in range(len(specs))}
         self._submitted = 0  # requests made so far: orders the pending results
+        self._latest = None  # the arguments of the last request: what a replacement worker is sent
+
+    @property
+    def workers(self):
+        return self.group.handles
 
     @property
     def idle_workers(self) -> list[int]:
@@ -90,16 +100,25 @@ class AsyncGradients:
 
     def submit(self, worker_id: int, flat_weights: np.ndarray, hp: dict, version: int, **explore) -> None:
         """Ask one worker for a gradient computed with these weights (weights version `version`)."""
-        future = self.backend.call(self.workers[worker_id], "compute_gradients", flat_weights, hp, **explore)
+        self._latest = (flat_weights, hp, version, explore)
+        future = self.group.submit(worker_id, "compute_gradients", flat_weights, hp, **explore)
         self.in_flight[worker_id].append((future, version, self._submitted))
         self._submitted += 1
 
     def next(self) -> AsyncResult:
         """The next result to consume, by the schedule: (worker id, (grad, stats, counters), version)."""
+        wid, value = self.group.next_result(self.schedule, self._heads, self._replaced)
+        _, version, _ = self.in_flight[wid].popleft()
+        return AsyncResult(wid, value, version)
+
+    def _heads(self) -> dict:
         # In submission order of each worker's oldest request: the longest waiting first among
         # those ready (on the local backend, where all are ready, the workers take turns).
         heads = sorted((q[0][2], wid) for wid, q in self.in_flight.items() if q)
-        pending = {wid: self.in_flight[wid][0][0] for _, wid in heads}
-        wid = self.schedule.next(pending)
-        future, version, _ = self.in_flight[wid].popleft()
-        return AsyncResult(wid, self.backend.get(future), version)
+        return {wid: self.in_flight[wid][0][0] for _, wid in heads}
+
+    def _replaced(self, wid: int) -> None:
+        self.in_flight[wid].clear()
+        if self._latest is not None:
+            weights, hp, version, explore = self._latest
+            self.submit(wid, weights, hp, version, **explore)

@@ -13,6 +13,14 @@ order they were issued, every actor's sequence of tasks is deterministic given t
 sent, and everything the driver issues (adds, samples, priority updates, which weights go where)
 is a function of the results consumed so far, so the order of consumption is the only free
 choice a run makes. It holds for a fixed number of actors (the schedule names actors).
+
+Failures (unirl.execution.recovery): a failed actor is replaced like any asynchronous worker
+(its in-flight batch lost, the replacement reseeded and sent the current weights, the
+replacement recorded in the schedule, so the run stays replayable). A failed replay shard loses
+its rows: it is replaced by an empty shard and counted (`shard_restarts`, and in
+num_worker_restarts); until the round robin of adds reaches it again the learner samples the next
+shard that holds rows, and priority updates for rows sampled from the lost shard are dropped. The
+moment a shard's loss is noticed depends on timing, so a run is replayable only up to it.
 """
 from __future__ import annotations
 
@@ -20,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from unirl.errors import UnirlError
+from unirl.execution.recovery import WorkerGroup, WorkerLost
 from unirl.execution.schedule import ArrivalSchedule
 
 
@@ -31,8 +41,8 @@ class AsyncReplay:
                  timeout: float | None = None):
         self.backend = backend
         self.sample_method = sample_method
-        self.actors = backend.spawn(actor_cls, actor_args)
-        self.shards = backend.spawn(shard_cls, shard_args)
+        self.actor_group = WorkerGroup(backend, actor_cls, actor_args, snapshot=False, reseed=True)
+        self.shard_group = WorkerGroup(backend, shard_cls, shard_args, snapshot=False, label="replay shard")
         self.schedule = ArrivalSchedule(backend, replay=replay_schedule, timeout=timeout)
         self.pending: dict[int, object] = {}
         #: Learner step whose weights each actor holds (-1: its initial weights).
@@ -40,19 +50,33 @@ class AsyncReplay:
         self.batches_consumed = 0
         self.weight_syncs = 0
         self.staleness_sum = 0
-        self._side_futures: list = []  # adds and priority updates: checked for errors once per iteration
+        self._side_futures: list = []  # (shard, its restart count, future): checked for errors once per iteration
         self._prefetched = None
+        self._filled = [0] * len(self.shards)  # each shard's restart count at its last add (< now: empty)
+        self._sampled = None  # (shard, restart count) of the last minibatch: where its priorities go
+
+    @property
+    def actors(self):
+        return self.actor_group.handles
+
+    @property
+    def shards(self):
+        return self.shard_group.handles
 
     @property
     def num_shards(self) -> int:
         return len(self.shards)
+
+    @property
+    def shard_restarts(self) -> int:
+        return sum(self.shard_group.restarts)
 
     def launch(self, actor: int, flat_weights: np.ndarray | None, version: int) -> None:
         """Start actor's next sampling task (with new weights when given)."""
         if flat_weights is not None:
             self.actor_version[actor] = version
             self.weight_syncs += 1
-        self.pending[actor] = self.backend.call(self.actors[actor], self.sample_method, flat_weights)
+        self.pending[actor] = self.actor_group.submit(actor, self.sample_method, flat_weights)
 
     def start(self, flat_weights: np.ndarray, version: int) -> None:
         for i in range(len(self.actors)):
@@ -62,8 +86,12 @@ class AsyncReplay:
     def consume(self, learner_version: int, weights_fn: Callable[[], np.ndarray], weight_sync_period: int):
         """(actor id, its result, staleness in learner steps): the next result in schedule order; its rows go
         to a shard and the actor is relaunched at once (weights re-sent when `weight_sync_period` steps old)."""
-        actor = self.schedule.next(self.pending)
-        result = self.backend.get(self.pending.pop(actor))
+        def replaced(a):
+            self.pending.pop(a, None)
+            self.launch(a, weights_fn(), learner_version)
+
+        actor, result = self.actor_group.next_result(self.schedule, lambda: dict(self.pending), replaced)
+        del self.pending[actor]
         staleness = learner_version - max(self.actor_version[actor], 0)
         self.staleness_sum += staleness
         stale = learner_version - self.actor_version[actor] >= weight_sync_period
@@ -71,38 +99,70 @@ class AsyncReplay:
         return actor, result, staleness
 
     def add_to_shard(self, rows: dict, priorities: np.ndarray) -> None:
-        shard = self.shards[self.batches_consumed % self.num_shards]
+        j = self.batches_consumed % self.num_shards
         self.batches_consumed += 1
-        self._side_futures.append(self.backend.call(shard, "add", rows, priorities))
+        self._filled[j] = self.shard_group.restarts[j]
+        self._side_futures.append((j, self._filled[j], self.shard_group.submit(j, "add", rows, priorities)))
+
+    def _shard_for(self, step: int) -> int:
+        """Shard step % num_shards, or after it the first that holds rows (a replaced shard is empty until its next add)."""
+        n = self.num_shards
+        for k in range(n):
+            j = (step + k) % n
+            if self._filled[j] == self.shard_group.restarts[j]:
+                return j
+        raise UnirlError("every replay shard was lost and none has received rows since; nothing to learn from.")
+
+    def _shard_lost(self, lost: WorkerLost) -> None:
+        self.shard_group.replace(lost.index, lost.error)
 
     def replay(self, step: int, n: int, beta: float, prefetch_next: bool):
         """(shard index, rows, indices, weights) of learner step `step` (shard step % num_shards)."""
-        if self._prefetched is not None and self._prefetched[0] == step:
-            future = self._prefetched[1]
-        else:
-            future = self.backend.call(self.shards[step % self.num_shards], "sample", n, beta)
-        self._prefetched = None
-        if prefetch_next:
-            nxt = step + 1
-            self._prefetched = (nxt, self.backend.call(self.shards[nxt % self.num_shards], "sample", n, beta))
-        rows, idx, weights = self.backend.get(future)
-        return step % self.num_shards, rows, idx, weights
+        while True:
+            j = self._shard_for(step)
+            key = (step, j, self.shard_group.restarts[j])
+            if self._prefetched is not None and self._prefetched[0] == key:
+                future = self._prefetched[1]
+            else:
+                future = self.shard_group.submit(j, "sample", n, beta)
+            self._prefetched = None
+            if prefetch_next:
+                nj = self._shard_for(step + 1)
+                self._prefetched = ((step + 1, nj, self.shard_group.restarts[nj]),
+                                    self.shard_group.submit(nj, "sample", n, beta))
+            try:
+                rows, idx, weights = self.shard_group.result(j, future)
+            except WorkerLost as lost:
+                self._shard_lost(lost)
+                continue
+            self._sampled = (j, self.shard_group.restarts[j])
+            return j, rows, idx, weights
 
     def update_priorities(self, shard: int, idx: np.ndarray, td_errors: np.ndarray) -> None:
-        self._side_futures.append(self.backend.call(self.shards[shard], "update_priorities", idx, td_errors))
+        if self._sampled != (shard, self.shard_group.restarts[shard]):
+            return  # sampled from a shard lost since: its rows are gone
+        self._side_futures.append((shard, self._sampled[1],
+                                   self.shard_group.submit(shard, "update_priorities", idx, td_errors)))
 
     def flush(self) -> None:
-        """Wait for the shards' adds and priority updates (re-raising a worker's error)."""
+        """Wait for the shards' adds and priority updates (replacing a shard that failed)."""
         if self._prefetched is not None:
-            self._side_futures.append(self._prefetched[1])
+            (_, j, restarts), future = self._prefetched
+            self._side_futures.append((j, restarts, future))
             self._prefetched = None
         futures, self._side_futures = self._side_futures, []
-        self.backend.get(futures)
+        for j, restarts, future in futures:
+            if restarts != self.shard_group.restarts[j]:
+                continue  # a call to a shard replaced since
+            try:
+                self.shard_group.result(j, future)
+            except WorkerLost as lost:
+                self._shard_lost(lost)
 
     def shard_states(self) -> list:
         self.flush()
-        return self.backend.get([self.backend.call(s, "get_state") for s in self.shards])
+        return self.shard_group.call_all("get_state")
 
     def set_shard_states(self, states: list) -> None:
         self.flush()
-        self.backend.get([self.backend.call(s, "set_state", *st) for s, st in zip(self.shards, states)])
+        self.shard_group.call_each("set_state", [(tuple(st), {}) for st in states])

@@ -24,6 +24,7 @@ import numpy as np
 
 from unirl.errors import UnirlError
 from unirl.execution.async_gradients import AsyncResult
+from unirl.execution.recovery import WorkerGroup
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.rollout import RolloutWorker, WorkerSpec
 
@@ -38,18 +39,24 @@ class AsyncSamples:
                              f"got {max_requests_in_flight_per_worker}.")
         self.backend = backend
         self.max_in_flight = int(max_requests_in_flight_per_worker)
-        self.workers = backend.spawn(worker_cls, [(s,) for s in specs])
+        # Failed actors are replaced (unirl.execution.recovery): queued fragments lost, fresh weights sent.
+        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs], snapshot=False, reseed=True)
         self.schedule = ArrivalSchedule(backend, replay=replay, timeout=timeout)
-        self.in_flight: dict[int, deque] = {w.worker_id: deque() for w in self.workers}
+        self.in_flight: dict[int, deque] = {i: deque() for i in range(len(specs))}
         self._submitted = 0  # requests made so far: orders the pending results
+        self._latest = None  # the arguments of the last request: what a replacement actor is sent
+
+    @property
+    def workers(self):
+        return self.group.handles
 
     def request(self, worker_id: int, flat_weights: np.ndarray, version: int, **explore) -> bool:
         """Queue one fragment on this actor with these weights, unless its queue is full; True if queued."""
+        self._latest = (flat_weights, version, explore)
         q = self.in_flight[worker_id]
         if len(q) >= self.max_in_flight:
             return False
-        q.append((self.backend.call(self.workers[worker_id], "sample", flat_weights, **explore), version,
-                  self._submitted))
+        q.append((self.group.submit(worker_id, "sample", flat_weights, **explore), version, self._submitted))
         self._submitted += 1
         return True
 
@@ -61,10 +68,19 @@ class AsyncSamples:
 
     def next(self) -> AsyncResult:
         """The next fragment to consume, by the schedule (each actor's fragments in the order requested)."""
+        wid, value = self.group.next_result(self.schedule, self._heads, self._replaced)
+        _, version, _ = self.in_flight[wid].popleft()
+        return AsyncResult(wid, value, version)
+
+    def _heads(self) -> dict:
         # In submission order of each worker's oldest request: the longest waiting first among
         # those ready (on the local backend, where all are ready, the workers take turns).
         heads = sorted((q[0][2], wid) for wid, q in self.in_flight.items() if q)
-        pending = {wid: self.in_flight[wid][0][0] for _, wid in heads}
-        wid = self.schedule.next(pending)
-        future, version, _ = self.in_flight[wid].popleft()
-        return AsyncResult(wid, self.backend.get(future), version)
+        return {wid: self.in_flight[wid][0][0] for _, wid in heads}
+
+    def _replaced(self, wid: int) -> None:
+        self.in_flight[wid].clear()
+        if self._latest is not None:
+            weights, version, explore = self._latest
+            while self.request(wid, weights, version, **explore):
+                pass

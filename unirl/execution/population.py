@@ -24,12 +24,14 @@ policy's adapter instead.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 import numpy as np
 
 from unirl import seeding
 from unirl.errors import UnirlError
+from unirl.execution.recovery import WorkerGroup, WorkerLost
 from unirl.filters import RunningMeanStd, normalize
 from unirl.policy import PolicySpec
 
@@ -209,16 +211,26 @@ class PopulationWorker:
 
 class PopulationEvaluation:
     """The driver's side: one PopulationWorker per spec on `backend`; evaluate() hands out chunks
-    of the index range as workers free up (two in flight per worker) and joins them by index."""
+    of the index range as workers free up (two in flight per worker) and joins them by index.
+
+    A worker that fails or hangs (unirl.execution.recovery) is replaced, sent the weights again,
+    and its lost chunks are handed out again; as results are joined by perturbation index and a
+    perturbation's returns depend only on (run seed, index, weights), the result is bit-identical
+    to an unfaulted evaluation."""
 
     def __init__(self, backend, specs: list[PopulationSpec], chunk_size: int = 0, worker_cls=PopulationWorker):
         self.backend = backend
         self.chunk_size = int(chunk_size)
-        self.workers = backend.spawn(worker_cls, [(s,) for s in specs])
+        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs], snapshot=False)
+        self._broadcast = None
+
+    @property
+    def workers(self):
+        return self.group.handles
 
     def broadcast(self, flat_weights: np.ndarray, filter_snapshot=None) -> None:
-        futures = [self.backend.call(w, "set_weights", flat_weights, filter_snapshot) for w in self.workers]
-        self.backend.get(futures)
+        self._broadcast = (flat_weights, filter_snapshot)
+        self.group.call_all("set_weights", flat_weights, filter_snapshot)
 
     def evaluate(self, flat_weights: np.ndarray, filter_snapshot, start: int, count: int,
                  noise_stdev: float) -> dict[str, np.ndarray]:
@@ -228,24 +240,31 @@ class PopulationEvaluation:
         size = self.chunk_size or max(1, -(-count // (4 * w)))
         chunks = [(a, min(a + size, start + count)) for a in range(start, start + count, size)]
         results: list = [None] * len(chunks)
-        pending: dict[int, tuple] = {}  # id(future) -> (future, chunk index, worker)
-        todo = iter(range(len(chunks)))
+        todo = collections.deque(range(len(chunks)))
+        queues: dict[int, collections.deque] = {i: collections.deque() for i in range(w)}  # (future, chunk)
 
-        def submit(worker) -> bool:
-            c = next(todo, None)
-            if c is None:
-                return False
-            f = self.backend.call(worker, "evaluate", chunks[c][0], chunks[c][1], float(noise_stdev))
-            pending[id(f)] = (f, c, worker)
-            return True
+        def submit(i: int) -> None:
+            if todo:
+                c = todo.popleft()
+                queues[i].append((self.group.submit(i, "evaluate", chunks[c][0], chunks[c][1], float(noise_stdev)), c))
 
         for _ in range(2):
-            for worker in self.workers:
-                submit(worker)
-        while pending:
-            ready, _ = self.backend.wait([p[0] for p in pending.values()], num_returns=1)
-            for f in ready:
-                _, c, worker = pending.pop(id(f))
-                results[c] = self.backend.get(f)
-                submit(worker)
+            for i in range(w):
+                submit(i)
+        while any(queues.values()):
+            try:
+                i, value = self.group.first_result({i: q[0][0] for i, q in queues.items() if q})
+            except WorkerLost as lost:
+                i = lost.index
+                todo.extendleft(reversed([c for _, c in queues[i]]))
+                self.group.recovery.num_calls_redone += len(queues[i])
+                queues[i].clear()
+                self.group.replace(i, lost.error)
+                self.backend.get(self.backend.call(self.workers[i], "set_weights", *self._broadcast))
+                submit(i)
+                submit(i)
+                continue
+            _, c = queues[i].popleft()
+            results[c] = value
+            submit(i)
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}

@@ -23,6 +23,18 @@ backends; `recreate_failed_workers` in the config):
 
 Without a snapshot (a worker class with no get_state) the replacement starts from its spec's
 initial state: the run completes but is no longer bit-identical to an unfaulted one.
+
+Asynchronous patterns (A3C, IMPALA, Ape-X actors and shards, ES/ARS chunks) use the same group
+without snapshots: `submit` one call at a time, and take results with `first_result` (whichever
+worker answers first), `result` (one given future) or `next_result` (by an ArrivalSchedule). A
+failed worker surfaces there as `WorkerLost`; `next_result` handles it itself: the worker is
+replaced, its in-flight results are lost, the schedule records the replacement (entry
+`-1 - worker`, see schedule.py) and the pattern's `on_replaced(worker)` gives the new worker
+fresh weights and work. With `reseed=True` the replacement calls `worker.reseed(k)` (k: how many
+times this worker has been replaced), so its envs restart from seeds of (run seed, env index, k)
+rather than repeating the first worker's episodes. Replaying a schedule replays its
+replacements too (the live worker is replaced at the same point), so a faulted asynchronous run
+stays replayable bit for bit.
 """
 from __future__ import annotations
 
@@ -41,6 +53,16 @@ HANG_WARNING_S = 60.0
 
 class TooManyWorkerFailures(UnirlError):
     """Workers failed more often than `max_worker_restarts` allows; the run stops."""
+
+
+class WorkerLost(Exception):
+    """Inside a pattern: worker `index` of a WorkerGroup failed with `error` and recovery is on, so the
+    pattern is to replace it (`WorkerGroup.replace`) and redo or drop what it had in flight."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(f"worker index {index} failed: {error}")
+        self.index = index
+        self.error = error
 
 
 @dataclass
@@ -103,14 +125,25 @@ class WorkerGroup:
     """A pattern's workers with recovery: `call_all` runs one method on every worker and returns the
     values in worker order, replacing failed workers and redoing their calls (see the module docstring)."""
 
-    def __init__(self, backend, worker_cls, args_list, snapshot: bool | None = None):
+    def __init__(self, backend, worker_cls, args_list, snapshot: bool | None = None, reseed: bool = False,
+                 label: str = "worker"):
         self.backend = backend
         self.recovery = recovery_of(backend)
         self.handles = backend.spawn(worker_cls, args_list)
         has_state = callable(getattr(worker_cls, "get_state", None)) and callable(getattr(worker_cls, "set_state", None))
         self.snapshot = (self.recovery.enabled if snapshot is None else snapshot) and has_state
+        self.reseed = reseed and callable(getattr(worker_cls, "reseed", None))
+        self.label = label
+        n = len(self.handles)
         #: Each worker's state after its last successful call (None: still its initial state).
-        self.snapshots: list = [None] * len(self.handles)
+        self.snapshots: list = [None] * n
+        #: How many times each worker has been replaced (the `k` of `reseed(k)`).
+        self.restarts = [0] * n
+        # Asynchronous use: each worker's submitted calls not yet seen finished, and when it last showed
+        # progress (a call of an idle worker submitted, or one seen finished): what worker_timeout_s is
+        # measured against, so a driver busy elsewhere never makes a worker look hung.
+        self._outstanding = [collections.deque() for _ in range(n)]
+        self._progress = [0.0] * n
 
     def __len__(self):
         return len(self.handles)
@@ -129,12 +162,10 @@ class WorkerGroup:
             failed = self._collect(pending, values)
             if not failed:
                 break
-            t0 = time.monotonic()
             for i, error in failed.items():
-                self._replace(i, error)
+                self.replace(i, error)
                 pending[i] = self._submit(i, method, *arglist[i])
                 self.recovery.num_calls_redone += 1
-            self.recovery.time_lost_s += time.monotonic() - t0
         return values
 
     def _submit(self, i, method, args, kwargs):
@@ -199,7 +230,8 @@ class WorkerGroup:
             return bool(f.done and not f.ok)
         return False
 
-    def _replace(self, i: int, error: Exception) -> None:
+    def describe(self, i: int) -> str:
+        """"worker 3 (pid 1234 on host-a)": the worker's id and where it runs, for messages."""
         h = self.handles[i]
         where = ""
         describe = getattr(self.backend, "describe_worker", None)
@@ -208,13 +240,132 @@ class WorkerGroup:
                 where = describe(h)
             except Exception:
                 where = ""
-        cause = _cause(error)
-        self.recovery.count_restart(f"worker {h.worker_id}{' (' + where + ')' if where else ''}: {cause}")
-        logger.warning("unirl: worker %d%s failed: %s; replacing it (restart %d) and redoing its work",
-                       h.worker_id, f" ({where})" if where else "", cause, self.recovery.num_worker_restarts)
-        self.handles[i] = self.backend.restart(h)
+        name = f"worker {h.worker_id}" if self.label == "worker" else f"{self.label} {i} (worker {h.worker_id})"
+        return f"{name}{' (' + where + ')' if where else ''}"
+
+    def _replace(self, i: int, error: Exception) -> None:
+        self.replace(i, error)
+
+    def replace(self, i: int, error: Exception | None) -> None:
+        """Replace worker i (killing it if it still runs) by a new one from the same spec, restored to its
+        snapshot or reseeded; `error` None: replaying a recorded replacement (not counted as a failure)."""
+        t0 = time.monotonic()
+        who = self.describe(i)
+        if error is not None:
+            cause = _cause(error)
+            self.recovery.count_restart(f"{who}: {cause}")
+            logger.warning("unirl: %s failed: %s; replacing it (restart %d)", who, cause,
+                           self.recovery.num_worker_restarts)
+        else:
+            logger.info("unirl: replaying the recorded schedule: replacing %s where the recorded run did", who)
+        self.handles[i] = self.backend.restart(self.handles[i])
+        self.restarts[i] += 1
+        self._outstanding[i].clear()
         if self.snapshots[i] is not None:
             self.backend.get(self.backend.call(self.handles[i], "set_state", self.snapshots[i]))
+        elif self.reseed:
+            self.backend.get(self.backend.call(self.handles[i], "reseed", self.restarts[i]))
+        if error is not None:
+            self.recovery.time_lost_s += time.monotonic() - t0
+
+    # -- asynchronous use ---------------------------------------------------------------------
+    def submit(self, i: int, method: str, *args, **kwargs):
+        """worker i runs method(*args, **kwargs); the future is taken back with first_result/result/next_result."""
+        future = self.backend.call(self.handles[i], method, *args, **kwargs)
+        if self.recovery.worker_timeout_s is not None:  # tracked only to tell a hung worker
+            if not self._outstanding[i]:
+                self._progress[i] = time.monotonic()
+            self._outstanding[i].append(future)
+        return future
+
+    def _silent_for(self, i: int, now: float) -> float:
+        """Seconds worker i has had calls outstanding without finishing any (0 if it has none)."""
+        q = self._outstanding[i]
+        if q:
+            ready, _ = self.backend.wait(list(q), len(q), timeout=0)
+            if ready:
+                # Calls on one worker run in order: everything up to the last finished one is done.
+                last = max(k for k, f in enumerate(q) for r in ready if r is f)
+                for _ in range(last + 1):
+                    q.popleft()
+                self._progress[i] = now
+        return now - self._progress[i] if q else 0.0
+
+    def _lost(self, i: int, error: Exception):
+        if not self.recovery.enabled:
+            raise error
+        raise WorkerLost(i, error)
+
+    def _hung(self, i: int) -> Exception:
+        return WorkerDiedError(self.handles[i].worker_id, "it did not answer within "
+                               f"worker_timeout_s={self.recovery.worker_timeout_s:g} s (hung)")
+
+    def first_result(self, heads: dict):
+        """(i, value) of the first of `heads` (worker index -> that worker's oldest pending future) to
+        succeed, in the order given among those ready; a worker that failed or passed worker_timeout_s on
+        its oldest call raises WorkerLost (recovery on) or its error (off)."""
+        timeout = self.recovery.worker_timeout_s
+        by_id = {id(f): i for i, f in heads.items()}
+        quiet_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            limit = HANG_WARNING_S
+            if timeout is not None:
+                limit = min(limit, max(0.0, timeout - max(self._silent_for(i, now) for i in heads)))
+            ready, _ = self.backend.wait(list(heads.values()), 1, timeout=limit)
+            if ready:
+                f = ready[0]
+                i = by_id[id(f)]
+                try:
+                    value = self.backend.get(f)
+                except (WorkerError, WorkerDiedError) as e:
+                    self._lost(i, e)
+                return i, value
+            now = time.monotonic()
+            if timeout is not None:
+                hung = [i for i in heads if self._silent_for(i, now) >= timeout - 1e-3]
+                if hung:
+                    self._lost(hung[0], self._hung(hung[0]))
+            elif now - quiet_since >= HANG_WARNING_S - 1e-3:
+                logger.warning("unirl: no %s has returned a result for %.0f s (%s); set worker_timeout_s to "
+                               "replace hung workers", self.label, now - quiet_since,
+                               ", ".join(self.describe(i) for i in heads))
+                quiet_since = now
+
+    def result(self, i: int, future):
+        """The value of worker i's `future`, waiting as first_result does (WorkerLost on a failure or hang)."""
+        return self.first_result({i: future})[1]
+
+    def next_result(self, schedule, heads_fn, on_replaced):
+        """(i, value): the next result by `schedule` (an ArrivalSchedule) among `heads_fn()` (worker index ->
+        oldest pending future). Failed workers are replaced on the way, each replacement recorded in the
+        schedule and followed by `on_replaced(i)` (drop i's lost results, give the new worker work);
+        replaying, the recorded replacements are done again at the same points."""
+        while True:
+            due = schedule.restart_due()
+            if due is not None:
+                self.replace(due, None)
+                schedule.record_restart(due)
+                on_replaced(due)
+                continue
+            heads = heads_fn()
+            try:
+                if schedule.replaying:
+                    i = schedule.expected(heads)
+                    value = self.result(i, heads[i])
+                else:
+                    i, value = self.first_result(heads)
+            except WorkerLost as lost:
+                if schedule.replaying:
+                    raise UnirlError(f"{self.describe(lost.index)} failed while replaying a recorded schedule "
+                                     f"({_cause(lost.error)}); a replay cannot absorb a fault the recorded run "
+                                     "did not have: run it again.") from None
+                self.replace(lost.index, lost.error)
+                schedule.record_restart(lost.index)
+                on_replaced(lost.index)
+                continue
+            schedule.record(i)
+            return i, value
 
     # -- state in global env order ------------------------------------------------------------
     def get_states(self) -> list:

@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from unirl.execution.recovery import WorkerGroup
 from unirl.replay import ReplayBuffer
 from unirl.rollout import RolloutWorker, WorkerSpec
 from unirl.sample_batch import SampleBatch
@@ -24,13 +25,18 @@ class SyncReplay:
         self.backend = backend
         self.buffer = buffer
         self.postprocess = postprocess
-        self.workers = backend.spawn(worker_cls, [(s,) for s in specs])
+        # Failed workers are replaced and their sampling redone from their state at the start of the
+        # iteration (unirl.execution.recovery): a faulted run's buffer, and weights, are the unfaulted run's.
+        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs])
         self.specs = list(specs)
+
+    @property
+    def workers(self):
+        return self.group.handles
 
     def sample(self, flat_weights: np.ndarray, **explore) -> SampleBatch:
         """Every worker samples with `flat_weights` and `explore` (e.g. epsilon); the rows go into the buffer."""
-        futures = [self.backend.call(w, "sample", flat_weights, **explore) for w in self.workers]
-        batch = SampleBatch.concat_envs(self.backend.get(futures))
+        batch = SampleBatch.concat_envs(self.group.call_all("sample", flat_weights, **explore))
         self.buffer.add(self.postprocess(batch))
         return batch
 
@@ -43,9 +49,7 @@ class SyncReplay:
 
     # -- worker state in global env order (checkpoints, exact resume; see unirl.execution.recovery) --
     def get_worker_states(self) -> list:
-        return [e for s in self.backend.get([self.backend.call(w, "get_state") for w in self.workers]) for e in s]
+        return self.group.get_states()
 
     def set_worker_states(self, states: list) -> None:
-        by_index = {e["env_index"]: e for e in states}
-        self.backend.get([self.backend.call(w, "set_state", [by_index[g] for g in s.env_indices])
-                          for w, s in zip(self.workers, self.specs)])
+        self.group.set_states(states, ranges=[s.env_indices for s in self.specs])

@@ -12,6 +12,11 @@ deterministic; only the interleaving was free).
     wid = schedule.next(pending)                          # whose result to consume now
     value = backend.get(pending.pop(wid))
     schedule.recorded                                     # [0, 1, ...]: save it to replay the run
+
+A negative entry `-1 - w` records that worker w failed and was replaced at that point (its
+in-flight results lost, the new worker given the weights of that moment; see
+unirl.execution.recovery): replaying, worker w is replaced there again, so a run that survived
+faults replays bit for bit too (on a backend that can replace workers: local, multiprocessing, Ray).
 """
 from __future__ import annotations
 
@@ -59,6 +64,31 @@ class ArrivalSchedule:
             wid = min(w for w, f in pending.items() if id(f) in ready_ids)
         self.recorded.append(wid)
         return wid
+
+    # -- the steps of WorkerGroup.next_result (waiting and fault handling live there) ------------
+    def restart_due(self) -> int | None:
+        """Replaying: the worker the recorded run replaced at this point, if any."""
+        if self.replay is not None and len(self.recorded) < len(self.replay) and self.replay[len(self.recorded)] < 0:
+            return -1 - self.replay[len(self.recorded)]
+        return None
+
+    def record_restart(self, wid: int) -> None:
+        self.recorded.append(-1 - int(wid))
+
+    def expected(self, pending: dict) -> int:
+        """Replaying: the worker id whose result the recorded run consumed at this point (checked against `pending`)."""
+        step = len(self.recorded)
+        if step >= len(self.replay):
+            raise UnirlError(f"the replayed schedule ends after {len(self.replay)} results; "
+                             "this run asks for more (was it recorded with a longer stop condition?).")
+        wid = self.replay[step]
+        if wid not in pending:
+            raise UnirlError(f"the replayed schedule wants worker {wid}'s result at step {step}, but that worker has "
+                             f"no task pending (pending: {sorted(pending)}); the schedule belongs to another config.")
+        return wid
+
+    def record(self, wid: int) -> None:
+        self.recorded.append(int(wid))
 
     def _wait(self, futures: list) -> list:
         if self.timeout is None:
