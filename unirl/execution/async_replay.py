@@ -86,17 +86,27 @@ class AsyncReplay:
     def consume(self, learner_version: int, weights_fn: Callable[[], np.ndarray], weight_sync_period: int):
         """(actor id, its result, staleness in learner steps): the next result in schedule order; its rows go
         to a shard and the actor is relaunched at once (weights re-sent when `weight_sync_period` steps old)."""
-        def replaced(a):
-            self.pending.pop(a, None)
-            self.launch(a, weights_fn(), learner_version)
-
-        actor, result = self.actor_group.next_result(self.schedule, lambda: dict(self.pending), replaced)
+        actor, result = self.actor_group.next_result(self.schedule, lambda: dict(self.pending),
+                                                     lambda a: self._relaunch(a, learner_version, weights_fn))
         del self.pending[actor]
         staleness = learner_version - max(self.actor_version[actor], 0)
         self.staleness_sum += staleness
         stale = learner_version - self.actor_version[actor] >= weight_sync_period
         self.launch(actor, weights_fn() if stale else None, learner_version)
         return actor, result, staleness
+
+    def _relaunch(self, actor: int, learner_version: int, weights_fn) -> None:
+        """A replaced actor: its lost batch forgotten, a first task with the current weights."""
+        self.pending.pop(actor, None)
+        self.launch(actor, weights_fn(), learner_version)
+
+    def replay_due_restarts(self, learner_version: int, weights_fn: Callable[[], np.ndarray]) -> None:
+        """Replaying a schedule: replace the actors the recorded run replaced at this point (the driver
+        calls it before reading the schedule's next entry itself, e.g. to tell a learner turn)."""
+        while (actor := self.schedule.restart_due()) is not None:
+            self.actor_group.replace(actor, None)
+            self.schedule.record_restart(actor)
+            self._relaunch(actor, learner_version, weights_fn)
 
     def add_to_shard(self, rows: dict, priorities: np.ndarray) -> None:
         j = self.batches_consumed % self.num_shards
