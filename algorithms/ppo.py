@@ -95,6 +95,24 @@ class PPO(Algorithm):
         curve_config={"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 128, "minibatch_size": 64,
                       "num_epochs": 4},
         learning={"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 100_000, "eval_episodes": 20},
+        variants={
+            # Continuous actions: the diagonal Gaussian (sampled from the per-env uniforms, clipped for the env).
+            "pendulum": ConformanceSpec(
+                run_config={"env": "Pendulum-v1", "total_envs": 12, "train_batch_size": 96, "minibatch_size": 48,
+                            "num_epochs": 2, "gamma": 0.9, "gae_lambda": 0.95, "lr": 1e-3},
+                # rl-zoo's Pendulum PPO without gSDE (benchmarks/envs.py): about 65k steps to -250 here.
+                learning={"config": {"env": "Pendulum-v1", "num_envs_per_worker": 4, "train_batch_size": 4096,
+                                     "minibatch_size": 64, "num_epochs": 10, "gamma": 0.9, "gae_lambda": 0.95,
+                                     "lr": 1e-3, "lr_decay_timesteps": 0, "entropy_coeff": 0.0, "grad_clip": 0.5,
+                                     "model": {"hidden_sizes": [64, 64], "activation": "tanh"}},
+                          "score": -250.0, "budget": 200_000, "eval_episodes": 20},
+                quick_iterations=2),
+            # Image observations: MinAtar frames (uint8, 10x10x4) through the small CNN.
+            "minatar": ConformanceSpec(
+                run_config={"env": "MinAtar/Breakout-v1", "total_envs": 12, "train_batch_size": 96,
+                            "minibatch_size": 48, "num_epochs": 1},
+                quick_iterations=2),
+        },
     )
 
     def setup(self) -> None:

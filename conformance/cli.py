@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
     p.add_argument("--algo", default=None,
                    help="comma-separated: registered algorithm names or import paths pkg.module:Class "
                         "(default: every registered algorithm that declares a conformance spec)")
+    p.add_argument("--variants", action="store_true",
+                   help="also check each algorithm's conformance variants, e.g. PPO[pendulum] (continuous actions) "
+                        "and PPO[minatar] (image observations); one is picked with --algo PPO[minatar]")
     p.add_argument("--quick", action="store_true", help="the quick mode: levels 1-4 with short runs")
     p.add_argument("--levels", default=None, help="comma-separated levels to run, e.g. 1,3 (default: the mode's)")
     p.add_argument("--json", help="write the report (one record per check and combination) here")
@@ -43,7 +46,13 @@ def options_from_args(args):
             raise UnirlError(f"--levels takes numbers 1 to 5, got {args.levels!r}.") from None
         if not set(levels) <= {1, 2, 3, 4, 5}:
             raise UnirlError(f"--levels takes numbers 1 to 5, got {args.levels!r}.")
-    return SuiteOptions(algos=None if args.algo is None else _split(args.algo, ()),
+    algos = None if args.algo is None else _split(args.algo, ())
+    if getattr(args, "variants", False):
+        from unirl.conformance.runner import registered_algorithms
+
+        algos = registered_algorithms(variants=True) if algos is None else \
+            [n for a in algos for n in [a] + [v for v in registered_algorithms(variants=True) if v.startswith(a + "[")]]
+    return SuiteOptions(algos=algos,
                         frameworks=_split(args.framework, ALL_FRAMEWORKS),
                         backends=_split(args.backend, ALL_BACKENDS), quick=bool(args.quick), levels=levels)
 
@@ -60,7 +69,9 @@ class RichProgress:
 
     def step(self, description):
         if self.task is not None:
-            self.progress.update(self.task, description=description)
+            from rich.markup import escape
+
+            self.progress.update(self.task, description=escape(description))
 
     def advance(self, n=1):
         if self.task is not None:
@@ -75,6 +86,7 @@ class RichProgress:
 
 
 def render_matrix(report, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from unirl.conformance.report import LEVELS
@@ -88,7 +100,8 @@ def render_matrix(report, console) -> None:
         table.add_column(f"L{k} {name}", justify="center")
     for a, f, b in report.rows():
         cells = [report.cell(a, f, b, k) for k in LEVELS]
-        table.add_row(a, f, b, *[f"[{styles.get(c.rstrip('*'), '')}]{c}[/]" for c in cells])
+        table.add_row(*[escape(str(x)) for x in (a, f, b)],  # "PPO[minatar]" is not rich markup
+                      *[f"[{styles.get(c.rstrip('*'), '')}]{c}[/]" for c in cells])
     console.print(table)
     console.print("pass* = passed where it could run; n/a = unavailable here; ref = the reference of level 4; "
                   "- = not run in this mode", style="dim")
@@ -115,7 +128,7 @@ def run(args) -> int:
     # Wide enough for the matrix when the output goes to a file or pipe (rich assumes 80 columns there).
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(f"[bold]unirl conformance[/bold] ({'quick' if options.quick else 'full'} mode): "
-                  f"{', '.join(options.algos)} x {', '.join(options.frameworks)} x {', '.join(options.backends)}")
+                  + escape(f"{', '.join(options.algos)} x {', '.join(options.frameworks)} x {', '.join(options.backends)}"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         report = run_suite(options, RichProgress(progress))

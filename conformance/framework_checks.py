@@ -280,8 +280,81 @@ def check_value_and_grad(adapter, rtol: float = 1e-5) -> list[Finding]:
     ]
 
 
-def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim: int = 4, num_outputs: int = 2,
-                         seed: int = 0, shifts=tuple(range(0, 130)), shifted_sizes=(1, 2, 3, 7, 64)) -> list[Finding]:
+def _distribution_cases(rng):
+    """(name, distribution, inputs x, other inputs y, actions) for every action distribution of the actor-critics."""
+    from unirl.distributions import Categorical, DiagGaussian, MultiCategorical
+
+    rows = 9
+    cat = Categorical(5)
+    gauss = DiagGaussian(-np.ones(3), np.ones(3))
+    multi = MultiCategorical([3, 2, 4])
+
+    def gaussian_inputs():
+        return np.concatenate([rng.standard_normal((rows, 3)), rng.normal(-0.5, 0.4, (rows, 3))], -1).astype(np.float32)
+
+    return [
+        ("categorical", cat, rng.standard_normal((rows, 5)).astype(np.float32),
+         rng.standard_normal((rows, 5)).astype(np.float32), rng.integers(0, 5, rows)),
+        ("diag_gaussian", gauss, gaussian_inputs(), gaussian_inputs(),
+         (rng.standard_normal((rows, 3)) * 1.5).astype(np.float32)),  # some outside the Box: the loss sees them unclipped
+        ("multi_categorical", multi, rng.standard_normal((rows, 9)).astype(np.float32),
+         rng.standard_normal((rows, 9)).astype(np.float32),
+         np.stack([rng.integers(0, n, rows) for n in (3, 2, 4)], -1)),
+    ]
+
+
+def check_distributions(adapter, rtol: float = 1e-5, grad_rtol: float = 1e-4) -> list[Finding]:
+    """Each action distribution's logp, entropy and KL on the adapter's ops (compiled) against NumPy's, and the
+    gradient of their sum with respect to the inputs against float64 central differences of NumPy's."""
+    adapter = load_adapter(adapter)
+    ops = adapter.ops
+    findings = []
+    for name, dist, x, y, actions in _distribution_cases(np.random.default_rng(21)):
+        def terms(o, xt, yt, at, d=dist):
+            return d.logp(o, xt, at), d.entropy(o, xt), d.kl(o, xt, yt)
+
+        def total(xt, yt, at):
+            lp, ent, kl = terms(ops, xt, yt, at)
+            return ops.sum(lp) + 0.5 * ops.sum(ent) + 0.25 * ops.sum(kl), {"logp": lp, "entropy": ent, "kl": kl}
+
+        try:
+            (value, aux), grad = adapter.compile(adapter.value_and_grad(total))(
+                adapter.tensor(x), adapter.tensor(y), adapter.tensor(actions))
+        except Exception as e:
+            findings.append(Finding("distributions", name, False, message=f"raised {type(e).__name__}: {e}"))
+            continue
+        want = terms(numpy_ops, x.astype(np.float64), y.astype(np.float64), actions)
+        for key, w in zip(("logp", "entropy", "kl"), want):
+            findings.append(compare_arrays(f"{name}/{key}", w, adapter.numpy(aux[key]), rtol, 1e-6,
+                                           check="distributions"))
+
+        def f64(xx):
+            lp, ent, kl = terms(numpy_ops, xx, y.astype(np.float64), actions)
+            return float(np.sum(lp) + 0.5 * np.sum(ent) + 0.25 * np.sum(kl))
+
+        x64, h, fd = x.astype(np.float64), 1e-6, np.zeros(x.size)
+        for i in range(x.size):
+            e = np.zeros(x.size)
+            e[i] = h
+            fd[i] = (f64(x64 + e.reshape(x.shape)) - f64(x64 - e.reshape(x.shape))) / (2 * h)
+        findings.append(compare_arrays(f"{name}/value", f64(x64), adapter.numpy(value), rtol, check="distributions"))
+        findings.append(compare_arrays(f"{name}/grad", fd.reshape(x.shape), adapter.numpy(grad), grad_rtol,
+                                       check="distributions", scale_relative=True))
+    return findings
+
+
+def check_row_invariance_cnn(adapter, batch_sizes=(1, 2, 3, 7, 8, 9, 63, 64, 65, 128), seed: int = 0) -> list[Finding]:
+    """Row invariance (see check_row_invariance) of an image model: the MinAtar CNN torso on uint8 10x10x4
+    frames with a diagonal Gaussian head, over fewer sizes and shifts (a CNN row costs more)."""
+    from unirl.distributions import DiagGaussian
+
+    return check_row_invariance(adapter, batch_sizes, obs_dim=(10, 10, 4), seed=seed, shifts=(0, 1, 5, 63, 64),
+                                shifted_sizes=(1, 7), dist=DiagGaussian(-np.ones(2), np.ones(2)))
+
+
+def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim=4, num_outputs: int = 2,
+                         seed: int = 0, shifts=tuple(range(0, 130)), shifted_sizes=(1, 2, 3, 7, 64),
+                         dist=None) -> list[Finding]:
     """A row's acting and learning outputs are bitwise the same whatever batch it arrives in, wherever in it.
 
     Runs the compiled `Policy.policy_outputs` (acting) and `Policy.forward` (the learner's
@@ -294,11 +367,13 @@ def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim: int
       worker sees env k at another offset when the envs are split differently.
     """
     from unirl.distributions import Categorical
-    from unirl.models import ActorCritic, ModelConfig
+    from unirl.models import MINATAR_CNN, ActorCritic, ModelConfig
     from unirl.policy import Policy
 
     adapter = load_adapter(adapter)
-    module = ActorCritic(obs_dim, Categorical(num_outputs), ModelConfig())
+    image = isinstance(obs_dim, tuple)
+    config = ModelConfig(conv_filters=MINATAR_CNN, obs_scale=1.0) if image else ModelConfig()
+    module = ActorCritic(obs_dim, dist or Categorical(num_outputs), config)
     policy = Policy(adapter, module, module.init_params(seed))
 
     def forward(x):
@@ -307,8 +382,12 @@ def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim: int
 
     rng = np.random.default_rng(seed)
     most = max(max(batch_sizes), max(shifted_sizes))
-    obs = rng.standard_normal((most, obs_dim)).astype(np.float32)
-    filler = rng.standard_normal((max(shifts, default=0), obs_dim)).astype(np.float32)
+    if image:  # frames as MinAtar sends them: uint8 0/1 channels
+        obs = rng.integers(0, 2, (most,) + obs_dim).astype(np.uint8)
+        filler = rng.integers(0, 2, (max(shifts, default=0),) + obs_dim).astype(np.uint8)
+    else:
+        obs = rng.standard_normal((most, obs_dim)).astype(np.float32)
+        filler = rng.standard_normal((max(shifts, default=0), obs_dim)).astype(np.float32)
     # The reference: every row alone (a batch of one).
     alone_out = np.concatenate([policy.policy_outputs(obs[i:i + 1]) for i in range(most)])
     alone = [forward(obs[i:i + 1]) for i in range(most)]

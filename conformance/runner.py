@@ -41,8 +41,9 @@ REFERENCE_FRAMEWORK = "torch"
 REPEAT_WORKERS = 2
 
 
-def registered_algorithms(with_spec: bool = True) -> list[str]:
-    """The names in unirl's algorithm registry (those whose class declares a conformance spec, by default)."""
+def registered_algorithms(with_spec: bool = True, variants: bool = False) -> list[str]:
+    """The names in unirl's algorithm registry (those whose class declares a conformance spec, by default);
+    with `variants`, each one's conformance variants too ("PPO[pendulum]", after "PPO")."""
     from unirl.registry import ALGORITHMS, get_algorithm_class
 
     names = []
@@ -53,8 +54,11 @@ def registered_algorithms(with_spec: bool = True) -> list[str]:
             if not with_spec:
                 names.append(name)
             continue
-        if not with_spec or getattr(cls, "conformance", None) is not None:
+        spec = getattr(cls, "conformance", None)
+        if not with_spec or spec is not None:
             names.append(name)
+        if variants and spec is not None:
+            names += [f"{name}[{v}]" for v in getattr(spec, "variants", None) or {}]
     return names
 
 
@@ -171,6 +175,16 @@ def algo_unavailable(name: str) -> str | None:
     if not isinstance(total, int) or total % 12:
         return (f"the algorithm `{name}`'s conformance run_config needs `total_envs` divisible by 1, 2, 3 and 4 "
                 f"(12 or 24), got {total!r}.")
+    env = spec.run_config.get("env")
+    if isinstance(env, str):
+        from unirl.env import spaces
+
+        try:  # an env behind a missing extra (MinAtar, Box2D, ...) makes the config unavailable, not failed
+            spaces(env, spec.run_config.get("env_config"))
+        except UnirlError as e:
+            return str(e)
+        except Exception:
+            pass  # any other fault shows where it belongs: in the runs, as a failure
     return None
 
 

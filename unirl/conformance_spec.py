@@ -37,3 +37,36 @@ class ConformanceSpec:
     #: Iterations of each level-2/3 run in quick mode (full mode runs more).
     quick_iterations: int = 3
     notes: str = field(default="", compare=False)
+    #: Further small configs the suite checks as algorithms of their own, named "ALGO[variant]"
+    #: (PPO[pendulum]: continuous actions; PPO[minatar]: image observations): variant name ->
+    #: ConformanceSpec. `unirl conformance --variants` adds them all; `--algo PPO[minatar]` picks one.
+    variants: dict = field(default_factory=dict, compare=False)
+
+
+_VARIANT_CLASSES: dict = {}
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """("PPO", "pendulum") for "PPO[pendulum]"; (name, None) for a name without a variant."""
+    if name.endswith("]") and "[" in name:
+        base, _, variant = name[:-1].partition("[")
+        return base, variant
+    return name, None
+
+
+def variant_class(cls, variant: str):
+    """`cls` with its conformance spec's variant `variant` as its spec: a subclass that changes nothing else
+    (its runs are the algorithm's own), so the suite checks the variant like any algorithm."""
+    from unirl.errors import UnirlError
+
+    spec = getattr(cls, "conformance", None)
+    variants = getattr(spec, "variants", None) or {}
+    if variant not in variants:
+        have = ", ".join(f"{cls.name}[{v}]" for v in variants) or "none"
+        raise UnirlError(f"the algorithm `{cls.name}` has no conformance variant `{variant}` (it has {have}).")
+    key = (cls, variant)
+    if key not in _VARIANT_CLASSES:
+        _VARIANT_CLASSES[key] = type(f"{cls.__name__}[{variant}]", (cls,),
+                                     {"conformance": variants[variant], "__module__": cls.__module__,
+                                      "__doc__": cls.__doc__})
+    return _VARIANT_CLASSES[key]

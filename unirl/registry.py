@@ -16,5 +16,12 @@ ALGORITHMS = {
 
 
 def get_algorithm_class(name: str):
-    """The Algorithm class registered as `name` (or given as "pkg.module:Class")."""
-    return load(name, ALGORITHMS, "algorithm")
+    """The Algorithm class registered as `name` (or given as "pkg.module:Class").
+
+    "NAME[variant]" is that class with one of its conformance spec's variants as its spec
+    (unirl.conformance_spec.variant_class): the same algorithm, checked on another small config."""
+    from unirl.conformance_spec import split_variant, variant_class
+
+    base, variant = split_variant(name)
+    cls = load(base, ALGORITHMS, "algorithm")
+    return cls if variant is None else variant_class(cls, variant)
