@@ -217,7 +217,7 @@ class PopulationAlgorithm(Algorithm):
         return self.acting().compute_actions(np.asarray(obs, np.float32))
 
     def evaluate(self, num_episodes: int | None = None) -> dict:
-        n = num_episodes or self.config.evaluation_num_episodes
+        n = self.evaluation_episodes(num_episodes)
         returns = evaluate_policy(self.acting(), self.config.env, self.config.env_config, n, self.config.seed)
         return {"evaluation/episode_return_mean": float(returns.mean()), "evaluation/episodes": n,
                 "evaluation/episode_returns": returns.tolist()}

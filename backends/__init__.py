@@ -23,9 +23,32 @@ def get_backend_class(name: str):
     return load(name, BACKENDS, "backend", requires=REQUIRES)
 
 
+def check_backend_options(cls, name: str, options: dict) -> None:
+    """Refuse options the backend's constructor does not take (a `**_ignored` catch-all does not count),
+    with the nearest valid name."""
+    import inspect
+
+    from unirl.errors import UnirlError, did_you_mean
+
+    try:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD and not p.name.startswith("_") for p in params):
+        return  # the backend takes any keyword: it checks them itself
+    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+             and not p.name.startswith("_")]
+    for key in options:
+        if key not in valid:
+            raise UnirlError(f"unknown backend option `{key}` for the `{name}` backend." + did_you_mean(key, valid)
+                             + (f" It takes: {', '.join(valid)}." if valid else " It takes no options."))
+
+
 def get_backend(name: str, **options) -> Backend:
-    """A started backend by name or import path."""
-    return get_backend_class(name)(**options)
+    """A started backend by name or import path; an option it does not take is an error."""
+    cls = get_backend_class(name)
+    check_backend_options(cls, name, options)
+    return cls(**options)
 
 
 __all__ = ["Backend", "Future", "WorkerHandle", "get_backend", "get_backend_class", "BACKENDS"]

@@ -283,7 +283,10 @@ def template_main(fd: int) -> None:
     ctrl = socket.socket(fileno=fd)
 
     def reply(obj):
-        ctrl.send(pickle.dumps(obj))
+        try:
+            ctrl.send(pickle.dumps(obj))
+        except OSError:
+            os._exit(0)  # the driver is gone (it exited without stop()): nothing left to report to
 
     while True:
         readable, _, _ = select.select([ctrl], [], [], 0.2)
@@ -297,7 +300,10 @@ def template_main(fd: int) -> None:
             reply(("exited", pid, os.waitstatus_to_exitcode(status)))
         if not readable:
             continue
-        data, fds, _, _ = socket.recv_fds(ctrl, 1 << 20, 1)
+        try:
+            data, fds, _, _ = socket.recv_fds(ctrl, 1 << 20, 1)
+        except OSError:
+            return  # the driver is gone (it exited without stop())
         if not data:
             return  # the driver closed the control socket
         msg = pickle.loads(data)

@@ -94,6 +94,15 @@ def main(argv=None) -> int:
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
+    import importlib.util
+    import sys
+
+    from unirl.errors import missing_extra
+
+    if not args.skip_sb3 and importlib.util.find_spec("stable_baselines3") is None:
+        sentence = str(missing_extra("stable_baselines3", "bench", "the comparison with Stable-Baselines3"))
+        print(f"error: {sentence.rstrip('.')} (or pass --skip-sb3).", file=sys.stderr)
+        return 2
     config = json.loads(args.config)
     warm_up(args.skip_sb3)
     records = []

@@ -9,7 +9,7 @@ import numpy as np
 
 from unirl import seeding
 from unirl.checkpoint import load_checkpoint, save_checkpoint
-from unirl.config import AlgorithmConfig
+from unirl.config import AlgorithmConfig, check_batch_memory
 from unirl.env import spaces
 from unirl.errors import UnirlError
 from unirl.evaluation import evaluate_policy
@@ -101,6 +101,7 @@ class Algorithm:
     def policy_spec(cls, config: AlgorithmConfig) -> PolicySpec:
         """The acting policy as plain data: framework and module, chosen from the env's spaces."""
         obs_space, act_space = spaces(config.env, config.env_config)
+        check_batch_memory(config, obs_space)
         module = build_module(cls.module_kind, obs_space, act_space, config.model_config())
         return PolicySpec(config.framework, module, config.seed, config.deterministic, config.num_threads)
 
@@ -144,7 +145,12 @@ class Algorithm:
                 self.callbacks.on_episode_end(self, ret, int(length))
 
     def train(self) -> dict:
-        """Run one training iteration and return its result (metrics, counters, learner stats)."""
+        """Run one training iteration and return its result (metrics, counters, learner stats).
+
+        Raises NonFiniteWeightsError (a UnirlError naming the iteration) if the weights became NaN or infinite."""
+        if getattr(self, "_stopped", False):
+            raise UnirlError(f"this {self.name} algorithm was stopped (stop() ends its workers), so it cannot train; "
+                             "build a new one, or unirl.restore() a checkpoint saved before stop().")
         t0 = time.perf_counter()
         self._episodes_this_iter = 0
         self._returns_this_iter = np.zeros(0)
@@ -172,7 +178,14 @@ class Algorithm:
         recovery = getattr(self.backend, "recovery", None)
         if recovery is not None:
             result["num_worker_restarts"] = recovery.num_worker_restarts
-        result["weights_digest"] = self.weights_digest()
+        flat = self.policy.get_flat_weights()
+        if not np.isfinite(flat).all():
+            from unirl.errors import NonFiniteWeightsError
+
+            raise NonFiniteWeightsError(self.name, self.iteration)
+        from unirl.kernels import weights_digest
+
+        result["weights_digest"] = weights_digest(flat)
         self.callbacks.on_train_result(self, result)
         return result
 
@@ -208,8 +221,20 @@ class Algorithm:
             actions = self.policy.compute_actions(obs, noise)
         return actions if self._action_offset is None else actions + self._action_offset
 
+    def evaluation_episodes(self, num_episodes: int | None = None) -> int:
+        """The number of episodes evaluate() runs: num_episodes, or config evaluation_num_episodes if None;
+        anything below 1 is an error (not silently the default)."""
+        import numbers
+
+        n = self.config.evaluation_num_episodes if num_episodes is None else num_episodes
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise UnirlError(f"evaluate() needs a number of episodes of at least 1, got {n!r}.")
+        return int(n)
+
     def evaluate(self, num_episodes: int | None = None) -> dict:
-        n = num_episodes or self.config.evaluation_num_episodes
+        """Mean greedy return over num_episodes (default: config evaluation_num_episodes), each env seeded
+        from (config seed, episode index)."""
+        n = self.evaluation_episodes(num_episodes)
         returns = evaluate_policy(self.policy, self.config.env, self.config.env_config, n, self.config.seed)
         return {"evaluation/episode_return_mean": float(returns.mean()), "evaluation/episodes": n,
                 "evaluation/episode_returns": returns.tolist(), "weights_digest": self.weights_digest()}
@@ -312,6 +337,7 @@ class Algorithm:
         return algo
 
     def stop(self) -> None:
+        self._stopped = True
         self.backend.shutdown()
 
     def __enter__(self):

@@ -292,6 +292,9 @@ def check_trusted(state: dict, overrides: dict | None = None, trust: bool = Fals
     names (and env ids Gymnasium already knows, without a module prefix) pass; the user's own
     overrides are trusted.
     """
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("algorithm"), str):
+        raise CheckpointError(f"the checkpoint's {STATE_FILE} names no algorithm and config: it is not a unirl "
+                              "algorithm checkpoint.")
     if trust:
         return
     from unirl.backends import BACKENDS

@@ -26,13 +26,16 @@ def parse_json_flag(flag: str, text: str) -> dict:
     return value
 
 
-def check_stop(stop: dict) -> dict:
+def check_stop(stop: dict, forever: bool = False) -> dict:
     for key, value in stop.items():
         if key not in STOP_KEYS:
             raise UnirlError(f"unknown stop criterion `{key}`." + did_you_mean(key, STOP_KEYS)
                              + f" Valid criteria: {', '.join(STOP_KEYS)}.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UnirlError(f"stop criterion `{key}` must be a number, got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UnirlError(f"stop criterion `{key}` must be a finite number, got {value!r}.")
+    if not stop and not forever:
+        raise UnirlError("--stop has no criterion, so the run would never stop; give one such as "
+                         "'{\"timesteps_total\": 100000}', or pass --forever to train until Ctrl-C / SIGTERM.")
     return stop
 
 
@@ -51,6 +54,19 @@ def build_config(args) -> dict:
     if getattr(args, "address", None):
         config.setdefault("backend_options", {})["address"] = args.address
     return config
+
+
+def check_run_dir(logdir: str) -> None:
+    """Refuse a run directory that is a file, or inside a folder this user cannot write, before anything starts."""
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise UnirlError(f"--output `{logdir}` is a file, not a folder; give a folder for the run directory.")
+    parent = os.path.abspath(logdir)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UnirlError(f"cannot make the run directory `{logdir}`: `{parent}` is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UnirlError(f"cannot make the run directory `{logdir}`: `{parent}` is not writable by this user.")
 
 
 def _fmt(v, spec=".1f"):
@@ -148,7 +164,7 @@ def cmd_train(args) -> int:
     import unirl
     from unirl.checkpoint import (check_trusted, checkpoint_name, list_checkpoints, load_latest,
                                   prune_checkpoints)
-    from unirl.errors import WorkerDiedError, WorkerError
+    from unirl.errors import NonFiniteWeightsError, WorkerDiedError, WorkerError
     from unirl.execution.recovery import TooManyWorkerFailures
     from unirl.results import RunLogger
 
@@ -164,12 +180,18 @@ def cmd_train(args) -> int:
         config = dict(params["config"])
         check_trusted({"algorithm": run_name, "config": config}, trust=args.trust_checkpoint)
         # The backend may change on resume (synchronous algorithms give the same bits on every backend).
-        config.update({k: v for k, v in build_config(args).items() if k in ("backend", "backend_options")})
-        stop = check_stop(parse_json_flag("--stop", args.stop)) if args.stop else params.get("stop", {})
+        given = build_config(args)
+        if given.get("backend", config.get("backend")) != config.get("backend") and "backend_options" not in given:
+            config["backend_options"] = {}  # the old backend's options do not apply to the new one
+        config.update({k: v for k, v in given.items() if k in ("backend", "backend_options")})
+        stop = (check_stop(parse_json_flag("--stop", args.stop), args.forever) if args.stop
+                else params.get("stop", {}))
     else:
-        run_name = args.run
+        from unirl.registry import canonical_name
+
+        run_name = canonical_name(args.run)
         config = build_config(args)
-        stop = check_stop(parse_json_flag("--stop", args.stop or '{"timesteps_total": 100000}'))
+        stop = check_stop(parse_json_flag("--stop", args.stop or '{"timesteps_total": 100000}'), args.forever)
     algo_cls = unirl.get_algorithm_class(run_name)
     full_config = algo_cls.config_class.from_dict(config)
     from unirl.backends import get_backend_class
@@ -178,6 +200,8 @@ def cmd_train(args) -> int:
     logdir = (resume or os.environ.get("UNIRL_RUN_DIR") or args.output
               or os.path.join("runs", f"{run_name}_{full_config.env}_{full_config.framework}_"
                                       f"{full_config.backend}_seed{full_config.seed}_{stamp}"))
+    if not resume:
+        check_run_dir(logdir)
     # A backend may need to set up the processes first (MPI relaunches the command under mpiexec
     # and turns ranks > 0 into workers); it returns an exit code to end with, or None to go on
     # as the driver. It runs before anything is printed or written, so only the driver does that.
@@ -204,10 +228,30 @@ def cmd_train(args) -> int:
                   f"on the {full_config.backend} backend, {full_config.num_workers} worker(s) x "
                   f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}"
                   + (f"; resuming from {folder} (iteration {start_iteration})" if resume else ""))
-    logger = RunLogger(logdir, {"run": run_name, "config": full_config.to_dict(), "stop": stop})
+    # A start that fails (bad env option, unreachable cluster, ...) leaves no run folder behind: the folder
+    # is removed again if this command made it and no iteration was logged.
+    made = not resume and not os.path.exists(logdir)
+    logged = [0]
+
+    def discard_if_empty():
+        if made and not logged[0]:
+            import shutil
+
+            shutil.rmtree(logdir, ignore_errors=True)
+
+    try:
+        logger = RunLogger(logdir, {"run": run_name, "config": full_config.to_dict(), "stop": stop})
+    except OSError as e:
+        discard_if_empty()
+        raise UnirlError(f"cannot write the run directory `{logdir}`: {e.strerror or e}.") from None
     if resume:
         _continue_csv(logger)
-    algo = algo_cls(full_config)
+    try:
+        algo = algo_cls(full_config)
+    except BaseException:
+        logger.close()
+        discard_if_empty()
+        raise
     if resume:
         try:
             algo.restore(folder, resume=True, trust_checkpoint=args.trust_checkpoint)
@@ -245,6 +289,7 @@ def cmd_train(args) -> int:
             while not done and stopper.signum is None:
                 result = algo.train()
                 logger.log(result)
+                logged[0] += 1
                 progress.console.print(iteration_line(result), soft_wrap=True, highlight=False)
                 progress.update(task, completed=result["timesteps_total"] if primary == "timesteps_total"
                                 else result["iteration"])
@@ -269,6 +314,12 @@ def cmd_train(args) -> int:
                 json.dump(ev, f, indent=1)
             console.print(f"evaluation: greedy mean return {ev['evaluation/episode_return_mean']:.1f} over "
                           f"{ev['evaluation/episodes']} episodes; weights digest {ev['weights_digest']}")
+    except NonFiniteWeightsError as e:
+        # The weights of this iteration are not saved: the last checkpoint (if any) holds finite ones.
+        where = (f"its last checkpoint, with finite weights, is {last_checkpoint[0]}" if last_checkpoint[0]
+                 else "it has no checkpoint")
+        print(f"unirl: error: {e} The run stopped ({where}).", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         print("unirl: interrupted again; exiting at once without a checkpoint"
               + (f" (the last one is {last_checkpoint[0]})" if last_checkpoint[0] else ""), file=sys.stderr, flush=True)
@@ -289,6 +340,7 @@ def cmd_train(args) -> int:
     finally:
         algo.stop()
         logger.close()
+        discard_if_empty()
     return 0
 
 
@@ -314,6 +366,9 @@ def cmd_evaluate(args) -> int:
     from unirl.registry import get_algorithm_class
 
     folder, arrays, state = load_latest(args.checkpoint, say=lambda m: print(m, file=sys.stderr))
+    if not isinstance(state.get("config"), dict) or not isinstance(state.get("algorithm"), str):
+        raise UnirlError(f"checkpoint file `{os.path.join(folder, 'state.json')}` names no algorithm and config: "
+                         "it is not a unirl algorithm checkpoint.")
     overrides = {"framework": args.framework} if args.framework else {}
     check_trusted(state, overrides, args.trust_checkpoint)
     algo_cls = get_algorithm_class(state["algorithm"])
@@ -335,8 +390,31 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with unirl's error format: one line, `unirl: error: ...`, and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`).\n")
+
+
+def count(least: int):
+    """An argparse type: an integer of at least `least`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unirl", description="Unified, scalable, reproducible reinforcement learning.")
+    p = Parser(prog="unirl", description="Unified, scalable, reproducible reinforcement learning.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
@@ -348,13 +426,15 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--address", help="Ray: join the cluster at this address (backend_options.address), e.g. auto or HOST:6379")
     t.add_argument("--stop", default=None,
                    help=f"stop when any metric reaches its value, JSON; keys: {', '.join(STOP_KEYS)} "
-                        "(default {\"timesteps_total\": 100000}; with --resume, the run's own)")
-    t.add_argument("--seed", type=int, help="run seed (default 0)")
+                        "(default {\"timesteps_total\": 100000}; with --resume, the run's own); '{}' needs --forever")
+    t.add_argument("--forever", action="store_true",
+                   help="allow --stop='{}': train until Ctrl-C / SIGTERM (which checkpoint and exit)")
+    t.add_argument("--seed", type=count(0), help="run seed, 0 or more (default 0)")
     t.add_argument("--output", help="run directory (default runs/<algo>_<env>_<framework>_<backend>_seed<s>_<time>)")
-    t.add_argument("--checkpoint-freq", type=int, default=0,
+    t.add_argument("--checkpoint-freq", type=count(0), default=0,
                    help="checkpoint every N iterations (default 0: every 10 minutes); always at the end, "
                         "and on Ctrl-C / SIGTERM")
-    t.add_argument("--keep-checkpoints-num", type=int, default=None,
+    t.add_argument("--keep-checkpoints-num", type=count(1), default=None,
                    help="keep only the newest N checkpoints (default: all)")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its latest whole checkpoint, exactly (same results "
@@ -362,16 +442,16 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a resumed checkpoint to name code outside unirl's registries (import paths) and "
                         "to unpickle a worker state this user did not write")
-    t.add_argument("--evaluation-episodes", type=int, default=None,
+    t.add_argument("--evaluation-episodes", type=count(0), default=None,
                    help="greedy episodes evaluated at the end (default: the config's evaluation_num_episodes; 0 skips)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-iteration lines")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="mean greedy return of a checkpoint")
     e.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
-    e.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    e.add_argument("--episodes", type=count(1), default=20, help="episodes to run (default 20)")
     e.add_argument("--framework", help="load the weights into this framework (default: the one that trained)")
-    e.add_argument("--seed", type=int, help="evaluation seed (default: the run's)")
+    e.add_argument("--seed", type=count(0), help="evaluation seed (default: the run's)")
     e.add_argument("--json", help="also write the returns to this JSON file")
     e.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a checkpoint that names code outside unirl's registries (import paths)")
@@ -399,8 +479,22 @@ def make_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("conformance", help="prove reproducibility across frameworks, backends and worker counts")
     conformance_cli.add_arguments(c)
-    c.set_defaults(func=conformance_cli.run)
+    c.set_defaults(func=lambda args: conformance_cli.run(check_conformance_names(args)))
     return p
+
+
+def check_conformance_names(args):
+    """`unirl conformance`: a framework or backend that is neither registered nor an import path is an error
+    (a registered one whose extra is missing is reported unavailable, as before)."""
+    from unirl.backends import BACKENDS
+    from unirl.frameworks import FRAMEWORKS
+
+    for flag, registry in (("framework", FRAMEWORKS), ("backend", BACKENDS)):
+        for name in (x.strip() for x in (getattr(args, flag, None) or "").split(",")):
+            if name and ":" not in name and name not in registry:
+                raise UnirlError(f"unknown {flag} `{name}` in --{flag}; unirl has {', '.join(registry)}."
+                                 + did_you_mean(name, registry) + " (Your own: an import path pkg.module:Class.)")
+    return args
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,40 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             raise UnirlError(f"config key `{key}` must be a JSON object, got {value!r}.")
         return value
     return value
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes (0 if unknown)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_batch_memory(config: "AlgorithmConfig", obs_space) -> None:
+    """Refuse a train_batch_size (or replay buffer) whose observations alone would not fit in this
+    machine's memory, before any worker tries to allocate it."""
+    import numpy as np
+
+    shape = getattr(obs_space, "shape", None) or ()
+    itemsize = np.dtype(getattr(obs_space, "dtype", None) or np.float32).itemsize
+    per_step = int(np.prod(shape, dtype=np.float64)) * itemsize + 16  # obs + action, reward, flags
+    total = physical_memory()
+    for key in ("train_batch_size", "replay_buffer_capacity"):
+        n = getattr(config, key, None)
+        if isinstance(n, int) and total and n * per_step > total:
+            raise UnirlError(f"config key `{key}` {n:,} needs at least {_bytes(n * per_step)} of memory "
+                             f"({per_step} bytes per step of `{config.env}`), more than this machine's "
+                             f"{_bytes(total)}; lower it.")
 
 
 def unknown_key_error(key: str, valid: list[str], where: str = "config") -> UnirlError:
@@ -112,6 +147,9 @@ class AlgorithmConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None = None, **overrides) -> "AlgorithmConfig":
+        if d is not None and not isinstance(d, dict):
+            hint = (f" To set the env: unirl.build(\"PPO\", {{\"env\": {json.dumps(d)}}})." if isinstance(d, str) else "")
+            raise UnirlError(f"the config must be a dict of config keys, got {type(d).__name__} {d!r}.{hint}")
         d = dict(d or {})
         d.update(overrides)
         if "env" in d and not isinstance(d["env"], str):
@@ -164,9 +202,11 @@ class AlgorithmConfig:
                     "metrics_num_episodes_for_smoothing", "num_threads"):
             if getattr(self, key) < 1:
                 raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
+        if self.seed < 0:
+            raise UnirlError(f"config key `seed` must be 0 or more, got {self.seed}.")
         if not 0.0 <= self.gamma <= 1.0:
             raise UnirlError(f"config key `gamma` must lie in [0, 1], got {self.gamma}.")
-        if self.lr <= 0:
+        if not 0 < self.lr < math.inf:
             raise UnirlError(f"config key `lr` must be positive, got {self.lr}.")
         if self.lr_decay_timesteps < 0 or self.lr_final < 0:
             raise UnirlError("config keys `lr_decay_timesteps` and `lr_final` must not be negative.")
@@ -179,6 +219,12 @@ class AlgorithmConfig:
             if not isinstance(self.lr_schedule, list) or not all(
                     isinstance(p, (list, tuple)) and len(p) == 2 for p in self.lr_schedule):
                 raise UnirlError(f"config key `lr_schedule` must be a list of [timestep, lr] pairs, got {self.lr_schedule!r}.")
+            for t, v in self.lr_schedule:
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (t, v)):
+                    raise UnirlError(f"config key `lr_schedule` must hold numbers, got the pair {[t, v]!r}.")
+                if t < 0 or v < 0:
+                    raise UnirlError(f"config key `lr_schedule` must not hold a negative timestep or learning rate, "
+                                     f"got the pair {[t, v]!r}.")
         self.model_config()
         check_env_id(self.env)
 

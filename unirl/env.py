@@ -174,6 +174,36 @@ def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:
         return _make_one(env_id, env_config or {})
     except gym.error.Error as e:
         raise UnirlError(f"cannot make environment `{env_id}`: {e}") from None
+    except TypeError as e:
+        bad = _unexpected_keyword(e)
+        if bad is None or bad not in (env_config or {}):
+            raise
+        takes = _env_arguments(env_id)
+        raise UnirlError(f"env_config key `{bad}` is not an argument of environment `{env_id}`."
+                         + (did_you_mean(bad, takes) + f" It takes: {', '.join(takes)}." if takes else "")) from None
+
+
+def _unexpected_keyword(e: TypeError) -> str | None:
+    import re
+
+    m = re.search(r"unexpected keyword argument '([^']+)'", str(e))
+    return m.group(1) if m else None
+
+
+def _env_arguments(env_id: str) -> list[str]:
+    """The keyword arguments an env's entry point takes (those gymnasium.make passes on), or []."""
+    import inspect
+
+    try:
+        entry = gym.spec(env_id).entry_point
+        if isinstance(entry, str):
+            from gymnasium.envs.registration import load_env_creator
+
+            entry = load_env_creator(entry)
+        params = inspect.signature(entry).parameters.values()
+    except Exception:
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
 
 
 def make_vector_env(env_id: str, num_envs: int, env_config: dict | None = None) -> gym.vector.VectorEnv:

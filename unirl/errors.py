@@ -42,10 +42,22 @@ class WorkerDiedError(RuntimeError):
         return (WorkerDiedError, (self.worker_id, self.detail))
 
 
+class NonFiniteWeightsError(UnirlError):
+    """Training made the weights NaN or infinite (a learning rate too high, a reward out of scale, ...)."""
+
+    def __init__(self, algorithm: str, iteration: int):
+        self.iteration = iteration
+        super().__init__(f"{algorithm}'s weights became NaN or infinite in iteration {iteration}; lower the "
+                         "learning rate (`lr`, `lr_schedule`) or clip gradients (`grad_clip`).")
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """Return ' Did you mean `x`?' for the nearest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" Did you mean `{close[0]}`?" if close else ""
+    """Return ' Did you mean `x`?' for the nearest choice (compared without case), or '' when nothing is close."""
+    by_lower = {}
+    for c in choices:
+        by_lower.setdefault(str(c).lower(), c)
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
+    return f" Did you mean `{by_lower[close[0]]}`?" if close else ""
 
 
 def missing_extra(module: str, extra: str, what: str) -> UnirlError:

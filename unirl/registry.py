@@ -15,6 +15,17 @@ ALGORITHMS = {
 }
 
 
+def canonical_name(name: str) -> str:
+    """The registered spelling of an algorithm name given in any case ("ppo" -> "PPO"); others unchanged."""
+    if not isinstance(name, str):
+        from unirl.errors import UnirlError
+
+        raise UnirlError(f"an algorithm is named by a string such as \"PPO\", got {name!r}.")
+    if name in ALGORITHMS or ":" in name:
+        return name
+    return next((k for k in ALGORITHMS if k.lower() == name.lower()), name)
+
+
 def get_algorithm_class(name: str):
     """The Algorithm class registered as `name` (or given as "pkg.module:Class").
 
@@ -23,5 +34,5 @@ def get_algorithm_class(name: str):
     from unirl.conformance_spec import split_variant, variant_class
 
     base, variant = split_variant(name)
-    cls = load(base, ALGORITHMS, "algorithm")
+    cls = load(canonical_name(base), ALGORITHMS, "algorithm")
     return cls if variant is None else variant_class(cls, variant)

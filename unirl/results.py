@@ -57,12 +57,16 @@ def summary_writer_class():
 
 
 def tensorboard_scalars(result: dict) -> dict:
-    """The numeric entries of a result (bools and lists left out), as floats, by key."""
+    """The finite numeric entries of a result (bools, lists and NaN left out), as floats, by key.
+
+    NaN (no episode has ended yet) is left out: TensorBoard draws no point there instead of tensorboardX
+    printing "NaN or Inf found in input tensor" once per key."""
     out = {}
     for k, v in result.items():
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
             continue
-        out[k] = float(v)
+        if np.isfinite(v):
+            out[k] = float(v)
     return out
 
 
