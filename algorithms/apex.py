@@ -59,11 +59,17 @@ class ApeXConfig(DQNConfig, AsyncConfig):
     weight_sync_period: int = 16
     #: Actor results consumed per iteration (0: one per actor).
     actor_batches_per_iteration: int = 0
+    #: Learner steps per env step the learner never falls below: the driver steps before it consumes more
+    #: actor results (actors wait meanwhile). 0: the learner runs free; training_intensity is the cap.
+    min_training_intensity: float = 0.0
 
     def validate(self) -> None:
         super().validate()
         if self.num_replay_shards < 1 or self.weight_sync_period < 1:
             raise UnirlError("config keys `num_replay_shards` and `weight_sync_period` must be at least 1.")
+        if not 0.0 <= self.min_training_intensity <= self.training_intensity:
+            raise UnirlError("config key `min_training_intensity` must lie in [0, training_intensity], "
+                             f"got {self.min_training_intensity}.")
         if not 0.0 <= self.apex_epsilon <= 1.0:
             raise UnirlError(f"config key `apex_epsilon` must lie in [0, 1], got {self.apex_epsilon}.")
 
@@ -190,15 +196,21 @@ class ApeX(DQN):
         self.grad_steps += 1
         return stats
 
+    def below_min_intensity(self) -> bool:
+        c = self.config
+        return self.grad_steps < int(c.min_training_intensity * (self.timesteps_total - c.learning_starts))
+
     def learner_turn_now(self, results_since_step: int) -> bool:
         """Whether the driver's next move is a learner step (else it consumes an actor result).
 
         Replaying: what the recorded run did. Free-running: a step when one is allowed (learning has
         started and the steps stay within training_intensity per env step) and no actor result is
         waiting, or every actor has delivered once since the last step (so a fast fleet cannot starve
-        the learner); on a backend whose workers run in the driver, whenever one is allowed."""
+        the learner), or the learner is below min_training_intensity; on a backend whose workers run in
+        the driver, whenever one is allowed."""
         p = self.pattern
         if p.schedule.replaying:
+            p.replay_due_restarts(self.grad_steps, self.policy.get_flat_weights)
             step = len(p.schedule.recorded)
             if step >= len(p.schedule.replay):
                 raise UnirlError(f"the replayed schedule ends after {len(p.schedule.replay)} entries; "
@@ -206,7 +218,7 @@ class ApeX(DQN):
             return p.schedule.replay[step] == self.learner_id
         if self.grad_steps_due() <= 0:
             return False
-        if self.backend.runs_in_driver or results_since_step >= len(p.actors):
+        if self.backend.runs_in_driver or results_since_step >= len(p.actors) or self.below_min_intensity():
             return True
         ready, _ = self.backend.wait(list(p.pending.values()), num_returns=1, timeout=POLL_S)
         return not ready

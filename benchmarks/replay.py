@@ -2,7 +2,8 @@
 
     python -m unirl.benchmarks.replay tree                  # sum tree / prioritized buffer throughput
     python -m unirl.benchmarks.replay dqn --seeds 0 1 2     # DQN learning: steps and wall time to 475
-    python -m unirl.benchmarks.replay apex --backends multiprocessing ray --actors 1 2 4
+    python -m unirl.benchmarks.replay apex --backends multiprocessing ray mpi --actors 1 2 4
+    python -m unirl.benchmarks.replay apex-solve --backends multiprocessing ray [--config '{...}']
 
 - tree: a prioritized buffer of 1M rows (and 100k); samples/s of `sample(B)` (prefix-sum descent,
   gather of rows, importance weights) and of `update_priorities(B)`, B = 64 and 512, the median of 5
@@ -10,8 +11,12 @@
 - dqn: the default DQN config, torch, local; trains until the mean of the last 20 training episodes
   reaches 475 or the step budget ends; reports steps, wall time, env steps/s and the greedy mean over
   20 episodes at the end.
-- apex: env steps/s of Ape-X (2 shards, 2 envs per actor) with each actor count on each backend, over
-  a fixed number of iterations after a warm-up, with the ratio to one actor.
+- apex: env steps/s of free-running Ape-X (2 shards, 4 envs per actor, 32 steps per env per actor
+  task) with each actor count on each backend, over a fixed wall-clock window after a warm-up, with
+  the ratio to one actor, the learner's steps/s and the replay ratio in that window.
+- apex-solve: 4 actors, 2 shards on CartPole-v1 until the greedy mean over 20 episodes reaches 475
+  (`--backends multiprocessing ray`; MPI: run under `mpiexec -n 7 python -m unirl.benchmarks.replay
+  apex-solve --backends mpi`): env steps, wall seconds, replay ratio.
 """
 from __future__ import annotations
 
@@ -82,35 +87,69 @@ def bench_dqn(seed: int, framework: str = "torch", budget: int = 50_000, config:
         algo.stop()
 
 
-def bench_apex(backend: str, actors: int, iterations: int = 60, warmup: int = 10) -> dict:
+def bench_apex(backend: str, actors: int, seconds: float = 20.0, warmup_s: float = 5.0, envs_per_actor: int = 4,
+               steps_per_task: int = 32, config: dict | None = None) -> dict:
+    """Env steps/s (and learner steps/s, replay ratio) of free-running Ape-X with `actors` actors over a
+    `seconds` window after `warmup_s` (learning has started by then); every actor task samples
+    steps_per_task steps of each of its envs."""
     import unirl
 
-    algo = unirl.build("APEX", {"env": "CartPole-v1", "backend": backend, "num_workers": actors,
-                                "num_envs_per_worker": 2, "train_batch_size": 32 * actors, "num_replay_shards": 2,
-                                "learning_starts": 500})
+    cfg = {"env": "CartPole-v1", "backend": backend, "num_workers": actors, "num_envs_per_worker": envs_per_actor,
+           "train_batch_size": steps_per_task * envs_per_actor * actors, "num_replay_shards": 2,
+           "learning_starts": 1000}
+    cfg.update(config or {})
+    algo = unirl.build("APEX", cfg)
     try:
-        for _ in range(warmup):
+        t_end = time.perf_counter() + warmup_s
+        while time.perf_counter() < t_end or algo.grad_steps == 0:
             algo.train()
-        s0, t0 = algo.timesteps_total, time.perf_counter()
-        for _ in range(iterations):
+        s0, g0, t0 = algo.timesteps_total, algo.grad_steps, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
             r = algo.train()
         dt = time.perf_counter() - t0
-        return {"backend": backend, "actors": actors, "env_steps_per_s": (algo.timesteps_total - s0) / dt,
+        steps, grads = algo.timesteps_total - s0, algo.grad_steps - g0
+        return {"backend": backend, "actors": actors, "env_steps_per_s": steps / dt, "learner_steps_per_s": grads / dt,
+                "replay_ratio_window": grads * algo.config.replay_batch_size / max(steps, 1),
                 "replay_ratio": r["learner/replay_ratio"], "weight_syncs": r["learner/weight_syncs"],
-                "staleness": r["learner/weight_staleness_mean_total"]}
+                "staleness": r["learner/weight_staleness_mean_total"], "window_s": dt}
+    finally:
+        algo.stop()
+
+
+def bench_apex_solve(backend: str, seed: int = 0, budget: int = 100_000, config: dict | None = None) -> dict:
+    """Ape-X with 4 actors and 2 shards on CartPole-v1 until the greedy mean over 20 episodes (checked every
+    25 iterations once past 10k steps) reaches 475 or the budget ends: steps, wall and CPU seconds."""
+    import unirl
+
+    cfg = {"env": "CartPole-v1", "backend": backend, "seed": seed, "num_workers": 4, "num_envs_per_worker": 2,
+           "num_replay_shards": 2}
+    cfg.update(config or {})
+    algo = unirl.build("APEX", cfg)
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        best, r = 0.0, {}
+        while algo.timesteps_total < budget and best < 475:
+            r = algo.train()
+            if algo.iteration % 25 == 0 and algo.timesteps_total >= 10_000:
+                best = max(best, algo.evaluate(20)["evaluation/episode_return_mean"])
+        return {"backend": backend, "seed": seed, "greedy_best": best, "solved": best >= 475,
+                "steps": algo.timesteps_total, "wall_s": time.perf_counter() - t0,
+                "driver_cpu_s": time.process_time() - c0, "grad_steps": algo.grad_steps,
+                "replay_ratio": r.get("learner/replay_ratio"), "weight_syncs": r.get("learner/weight_syncs")}
     finally:
         algo.stop()
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["tree", "dqn", "apex"])
+    p.add_argument("what", choices=["tree", "dqn", "apex", "apex-solve"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--framework", default="torch")
     p.add_argument("--budget", type=int, default=50_000)
     p.add_argument("--config", default="{}", help="DQN config overrides (JSON)")
     p.add_argument("--backends", nargs="+", default=["local", "multiprocessing"])
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--seconds", type=float, default=20.0, help="apex: measured window per actor count")
     args = p.parse_args(argv)
     if args.what == "tree":
         for row in bench_tree():
@@ -118,11 +157,14 @@ def main(argv=None) -> int:
     elif args.what == "dqn":
         for seed in args.seeds:
             print(json.dumps(bench_dqn(seed, args.framework, args.budget, json.loads(args.config))), flush=True)
+    elif args.what == "apex-solve":
+        for backend in args.backends:
+            print(json.dumps(bench_apex_solve(backend, args.seeds[0], args.budget, json.loads(args.config))), flush=True)
     else:
         for backend in args.backends:
             base = None
             for n in args.actors:
-                row = bench_apex(backend, n)
+                row = bench_apex(backend, n, args.seconds, config=json.loads(args.config))
                 base = base or row["env_steps_per_s"]
                 row["ratio_to_1"] = row["env_steps_per_s"] / base
                 print(json.dumps(row), flush=True)
