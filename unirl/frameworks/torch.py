@@ -136,6 +136,11 @@ class TorchOps:
         return conv2d_im2col(self, x, w, int(stride), padding, lambda x, t, b, l, r: F.pad(x, (0, 0, l, r, t, b)))
 
 
+#: Imported by the constructor (torch.use_deterministic_algorithms imports torch._dynamo, 1-2 s): a
+#: process backend's template imports it once, so a worker, or a replacement, starts without it.
+WORKER_PRELOAD = ("torch._dynamo",)
+
+
 class Adapter(FrameworkAdapter):
     name = "torch"
     ops = TorchOps()
