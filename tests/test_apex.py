@@ -73,7 +73,9 @@ def recorded():
     """A free-running multiprocessing run: its weights and the schedule it recorded."""
     w, schedule, result = run_apex("multiprocessing")
     check_result(result)
+    # 2 actor results per iteration; every learner step recorded (id 2), never more than the cap allows
     assert sum(0 <= w < 2 for w in schedule) == 2 * ITERATIONS and schedule.count(2) == result["learner/grad_steps"]
+    assert result["learner/grad_steps"] <= int(0.5 * (result["timesteps_total"] - 96))
     return w, schedule
 
 
@@ -174,6 +176,31 @@ def test_checkpoint_round_trip_carries_the_shards(tmp_path):
         other.stop()
 
 
+#: 4 actors, 2 shards; the learner free-running but never below 0.25 steps per env step (on a shared
+#: machine the driver may get too little CPU to keep up otherwise).
+SOLVE_CONFIG = {"env": "CartPole-v1", "seed": 0, "num_workers": 4, "num_envs_per_worker": 2, "num_replay_shards": 2,
+                "min_training_intensity": 0.25}
+
+
+@pytest.mark.slow  # ~20 s on a loaded 2-core machine; the `recorded` fixture checks the schedule's learner turns in CI
+@pytest.mark.timeout(300)
+def test_learner_runs_free_of_the_actors_on_a_process_backend():
+    """Free-running on multiprocessing, the learner's steps are not a fixed function of the env steps: they stay
+    within [min_training_intensity, training_intensity] per env step past learning_starts, and the schedule
+    interleaves them with actor results."""
+    w, schedule, result = run_apex("multiprocessing", iterations=8, min_training_intensity=0.1)
+    steps = result["timesteps_total"] - 96
+    # the floor is checked before each actor result is consumed, so the last iteration's 48 steps may be owed
+    assert int(0.1 * (steps - 48)) <= result["learner/grad_steps"] <= int(0.5 * steps)
+    assert schedule.count(2) == result["learner/grad_steps"]
+
+
+@pytest.mark.timeout(60)
+def test_min_training_intensity_above_the_cap_is_refused():
+    with pytest.raises(UnirlError, match="min_training_intensity"):
+        unirl.build("APEX", apex_config("local", min_training_intensity=0.9))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("backend", ["multiprocessing", "ray", "mpi"])
@@ -183,8 +210,7 @@ def test_apex_solves_cartpole(backend):
         pytest.skip("run through `unirl train --run=APEX --backend=mpi` (benchmarks/replay.py)")
     if backend == "ray":
         pytest.importorskip("ray")
-    algo = unirl.build("APEX", {"env": "CartPole-v1", "backend": backend, "num_workers": 4, "num_envs_per_worker": 2,
-                                "num_replay_shards": 2})
+    algo = unirl.build("APEX", dict(SOLVE_CONFIG, backend=backend))
     try:
         best = 0.0
         while algo.timesteps_total < 100_000 and best < 475:

@@ -2,6 +2,7 @@
 framework, a short learning run, bit-identical weights across backends and worker counts, and a
 checkpoint round trip that carries the replay buffer."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from unirl.distributions import EpsilonGreedy
 from unirl.models import ModelConfig, QNetwork
 from unirl.ops import numpy_ops
 
-from conftest import mpi_runs_in_one_job, requires_mpi
+from conftest import REPO, mpi_runs_in_one_job, requires_mpi
 
 # ---------------------------------------------------------------------------------------------
 # n-step rows
@@ -267,38 +268,48 @@ def test_checkpoint_round_trip_carries_the_buffer(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # learning
 
-#: The CI smoke test: torch, seed 0, local, 15k env steps (about 10-20 s on 2 cores). The default
-#: config solves CartPole in ~20-30k steps; at 15k steps the 100-episode training mean is past
-#: 100 (random play scores ~22), far enough above chance that a broken target, sign or sync fails.
-SMOKE_STEPS = 15_000
-SMOKE_THRESHOLD = 100.0
+#: The tuned CartPole config (benchmarks/configs/dqn_cartpole.json): 256-row minibatches, one gradient step
+#: per 6 env steps, a 64x64 Q-network, epsilon 1 -> 0.01 over 5k steps.
+with open(os.path.join(REPO, "benchmarks", "configs", "dqn_cartpole.json")) as _f:
+    CARTPOLE_CONFIG = {k: v for k, v in json.load(_f).items() if not k.startswith("_")}
+
+
+def solve_cartpole(framework, seed, budget=50_000):
+    """(env steps when the last 20 training episodes first average >= 475 or None, greedy mean over 20 episodes then)."""
+    algo = unirl.build("DQN", dict(CARTPOLE_CONFIG, seed=seed, framework=framework))
+    try:
+        returns, reached = [], None
+        while algo.timesteps_total < budget:
+            returns = (returns + algo.train()["episode_returns_this_iter"])[-20:]
+            if len(returns) == 20 and np.mean(returns) >= 475:
+                reached = algo.timesteps_total
+                break
+        return reached, algo.evaluate(20)["evaluation/episode_return_mean"]
+    finally:
+        algo.stop()
 
 
 @pytest.mark.timeout(300)
-def test_dqn_learns_cartpole_quickly():
-    algo = unirl.build("DQN", {"env": "CartPole-v1", "seed": 0})
-    try:
-        while algo.timesteps_total < SMOKE_STEPS:
-            r = algo.train()
-        assert r["episode_return_mean"] >= SMOKE_THRESHOLD, r["episode_return_mean"]
-    finally:
-        algo.stop()
+def test_dqn_solves_cartpole_torch_seed_0():
+    """The issue's CI target: torch, seed 0, local: the last 20 training episodes average >= 475 within 50k env
+    steps and the greedy policy then scores >= 475 (runs are bit-identical, so this is a fixed trajectory:
+    34,624 steps, greedy 500; ~9 s of CPU)."""
+    reached, greedy = solve_cartpole("torch", 0)
+    assert reached is not None and greedy >= 475, (reached, greedy)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("framework,seed", [("torch", 0), ("torch", 1), ("torch", 2), ("tf", 0), ("jax", 0)])
 def test_dqn_solves_cartpole(framework, seed):
-    """The issue's target: greedy mean >= 475 over 20 episodes within 50k env steps."""
+    """The issue's target with the library's default DQN config: greedy mean >= 475 over 20 episodes after
+    50k env steps. (The tuned config is faster but not robust over seeds: torch seed 1 greedy 500 with a
+    training mean of 443 at 50k, seed 2 greedy 390; docs/qlearning.md.)"""
     algo = unirl.build("DQN", {"env": "CartPole-v1", "seed": seed, "framework": framework})
     try:
-        best = 0.0
         while algo.timesteps_total < 50_000:
             algo.train()
-            if algo.iteration % 100 == 0 and algo.timesteps_total >= 15_000:
-                best = max(best, algo.evaluate()["evaluation/episode_return_mean"])
-                if best >= 475:
-                    break
-        assert best >= 475, best
+        greedy = algo.evaluate(20)["evaluation/episode_return_mean"]
+        assert greedy >= 475, greedy
     finally:
         algo.stop()
