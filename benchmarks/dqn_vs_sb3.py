@@ -56,9 +56,9 @@ def run_sb3(seed: int, budget: int) -> dict:
     torch.set_num_threads(1)
 
     class Stop(BaseCallback):
-        def __init__(self, t0):
+        def __init__(self, t0, c0):
             super().__init__()
-            self.t0, self.c0, self.returns, self.hit = t0, time.process_time(), [], None
+            self.t0, self.c0, self.returns, self.hit = t0, c0, [], None
 
         def _on_step(self) -> bool:
             for info in self.locals["infos"]:
@@ -75,8 +75,7 @@ def run_sb3(seed: int, budget: int) -> dict:
                 gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                 exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]},
                 seed=seed, device="cpu", verbose=0)
-    cb = Stop(t0)
-    cb.c0 = c0
+    cb = Stop(t0, c0)
     model.learn(total_timesteps=budget, callback=cb)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = model.num_timesteps
