@@ -220,7 +220,7 @@ class PopulationAlgorithm(Algorithm):
         n = self.evaluation_episodes(num_episodes)
         returns = evaluate_policy(self.acting(), self.config.env, self.config.env_config, n, self.config.seed)
         return {"evaluation/episode_return_mean": float(returns.mean()), "evaluation/episodes": n,
-                "evaluation/episode_returns": returns.tolist()}
+                "evaluation/episode_returns": returns.tolist(), "weights_digest": self.weights_digest()}
 
     # -- checkpoints: weights, optimizer state, filter, perturbation counter --------------------------
     def get_state(self) -> tuple[dict, dict]:

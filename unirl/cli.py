@@ -52,7 +52,10 @@ def build_config(args) -> dict:
         if value is not None:
             config[key] = value
     if getattr(args, "address", None):
-        config.setdefault("backend_options", {})["address"] = args.address
+        options = config.get("backend_options", {})
+        if not isinstance(options, dict):
+            raise UnirlError(f"config key `backend_options` must be a JSON object, got {options!r}.")
+        config["backend_options"] = dict(options, address=args.address)
     return config
 
 

@@ -1,6 +1,7 @@
 """Typed config dataclasses: every option visible with its docstring, validated when built from a dict."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import math
@@ -14,6 +15,17 @@ from unirl.models import ModelConfig
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
     """Coerce ints to floats where a float is wanted; raise a clear error for anything else that does not fit."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and type(None) in args:  # Optional[X]: None or an X
+        if value is None:
+            return value
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner[0]) if len(inner) == 1 else value
+    if typing.get_origin(annotation) in (list, collections.abc.Sequence) and args == (int,):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise UnirlError(f"config key `{key}` must be a list of integers, got {value!r}.")
+        return value
     ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     ann = ann.replace("typing.", "")
     if value is None and ("None" in ann or "Optional" in ann):
@@ -35,6 +47,10 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
     if ann.startswith("str"):
         if not isinstance(value, str):
             raise UnirlError(f"config key `{key}` must be a string, got {value!r}.")
+        return value
+    if ann.startswith("list"):
+        if not isinstance(value, list):
+            raise UnirlError(f"config key `{key}` must be a JSON list, got {value!r}.")
         return value
     if ann.startswith("dict"):
         if not isinstance(value, dict):
@@ -188,11 +204,17 @@ class AlgorithmConfig:
         for key in self.model:
             if key not in valid:
                 raise unknown_key_error(key, valid, where="model config")
-        m = ModelConfig(**self.model)
+        hints = typing.get_type_hints(ModelConfig)
+        m = ModelConfig(**{k: _check_type(f"model.{k}", v, hints[k]) for k, v in self.model.items()})
         if getattr(self, "normalize_observations", False):
             m.normalize_observations = True
             m.normalize_clip = float(self.normalize_clip)
-        m.validate()
+        try:
+            m.validate()
+        except UnirlError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise UnirlError(f"config key `model` is not valid: {e}.") from None
         return m
 
     def validate(self) -> None:

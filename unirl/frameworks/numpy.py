@@ -21,4 +21,7 @@ class Adapter(FrameworkAdapter):
         return fn
 
     def value_and_grad(self, fn):
-        raise NotImplementedError("the numpy adapter has no autodiff; use torch, tf or jax to learn")
+        from unirl.errors import UnirlError
+
+        raise UnirlError("the `numpy` framework has no autodiff: it acts and evaluates only; learn with torch, tf "
+                         "or jax (e.g. --framework torch).")
