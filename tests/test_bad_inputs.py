@@ -337,3 +337,37 @@ def test_usage_errors_are_one_line_without_usage_dump():
                                          "(see `unirl --help`).")
     rc, _, err = cli("train", "--bogus")
     assert rc == 2 and one_line(err) == "unirl: error: unrecognized arguments: --bogus (see `unirl --help`)."
+
+
+# -- found by the fuzz test (tests/test_cli_fuzz.py) ---------------------------------------------
+
+@pytest.mark.parametrize("change,message", [
+    ({"worker_timeout_s": "soon"}, "config key `worker_timeout_s` must be a number, got 'soon'."),
+    ({"recreate_failed_workers": "yes"}, "config key `recreate_failed_workers` must be true or false, got 'yes'."),
+    ({"model": {"hidden_sizes": "x"}}, "config key `model.hidden_sizes` must be a list of integers, got 'x'."),
+    ({"model": {"conv_filters": 3}}, "config key `model.conv_filters` must be a JSON list, got 3."),
+    ({"lr_schedule": "linear"}, "config key `lr_schedule` must be a JSON list, got 'linear'."),
+])
+def test_config_values_of_the_wrong_type(change, message):
+    with pytest.raises(UnirlError) as e:
+        unirl.build("PPO", dict(TINY_PPO, **change))
+    assert str(e.value) == message
+
+
+def test_address_with_a_backend_options_list(tmp_path):
+    rc, _, err = cli("train", "--address", "auto", "--config", '{"backend_options": []}', "--output", tmp_path / "r")
+    assert rc == 2 and one_line(err) == "unirl: error: config key `backend_options` must be a JSON object, got []."
+
+
+def test_population_algorithms_train_and_evaluate_from_the_cli(tmp_path):
+    # `--run ES` ended in a KeyError after training (its evaluate() had no weights digest); the numpy
+    # framework (acting only) trains ES, and refuses a gradient algorithm in one line.
+    config = json.dumps({"episodes_per_batch": 6, "noise_table_size": 100_000, "max_episode_steps": 40})
+    rc, out, err = cli("train", "--run", "es", "--framework", "numpy", "--config", config, "--stop", ONE_ITER,
+                       "--evaluation-episodes", "1", "--output", tmp_path / "es")
+    assert rc == 0, err
+    assert "weights digest" in out and json.load(open(tmp_path / "es" / "evaluation.json"))["weights_digest"]
+    rc, _, err = cli("train", "--framework", "numpy", "--config", TINY, "--stop", ONE_ITER, "--output", tmp_path / "p")
+    assert rc == 2 and one_line(err) == ("unirl: error: the `numpy` framework has no autodiff: it acts and evaluates "
+                                         "only; learn with torch, tf or jax (e.g. --framework torch).")
+    assert not (tmp_path / "p").exists()
