@@ -133,6 +133,10 @@ class IMPALA(Algorithm):
         """Consume fragments until train_batch_size steps, learn once, re-request the actors that returned."""
         fragments, returned, lags, steps = [], [], [], 0
         while steps < self.config.train_batch_size:
+            if not any(self.pattern.in_flight.values()):
+                # A train batch larger than all queued fragments: top the actors up with the current
+                # weights instead of waiting forever (never happens when the queues cover a batch).
+                self.pattern.fill(self.policy.get_flat_weights(), self.version)
             result = self.pattern.next()
             batch = result.value
             self.record_batch(batch)
