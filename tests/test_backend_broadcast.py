@@ -1,0 +1,73 @@
+"""`Backend.broadcast`: one serialization for many workers, bit-exact, and on multiprocessing a reused
+shared-memory segment that leaves nothing in /dev/shm (the every-backend check is level 1's
+float32_every_worker, in tests/test_backends.py)."""
+import os
+
+import numpy as np
+import pytest
+
+import unirl
+from unirl.backends import get_backend
+from unirl.backends import multiprocessing as mp_backend
+from unirl.conformance.workers import Echo
+from unirl.errors import WorkerDiedError
+
+
+def _segments():
+    return sorted(f for f in os.listdir(mp_backend.SHM_DIR) if f.startswith(f"unirl-mp-{os.getpid()}-"))
+
+
+@pytest.mark.timeout(120)
+def test_multiprocessing_broadcast_is_bit_exact_through_one_reused_segment():
+    backend = get_backend("multiprocessing")
+    try:
+        workers = backend.spawn(Echo, [(i,) for i in range(3)])
+        big = np.random.default_rng(0).standard_normal(600_000).astype(np.float32)  # 2.4 MB: shared memory
+        big[:3] = [np.nan, -0.0, np.inf]
+        small = np.arange(7, dtype=np.int64)  # inline
+        for round_ in range(3):
+            payload = {"big": big + round_, "small": small, "text": "x"}
+            out = backend.get(backend.broadcast(workers, "tagged", payload), timeout=60)
+            for tag, (wid, calls, value) in enumerate(out):
+                assert (wid, calls) == (tag, round_ + 1)
+                assert value["big"].tobytes() == payload["big"].tobytes()
+                assert value["small"].tolist() == small.tolist() and value["text"] == "x"
+        # one segment, reused by every round (rewriting existing pages, not allocating new ones)
+        assert backend._segments.count == 1 and len(_segments()) == 1
+    finally:
+        backend.shutdown()
+    assert _segments() == []
+
+
+@pytest.mark.timeout(120)
+def test_multiprocessing_broadcast_to_a_dead_worker_fails_that_call_only():
+    backend = get_backend("multiprocessing")
+    try:
+        workers = backend.spawn(Echo, [(i,) for i in range(2)])
+        backend.call(workers[1], "crash")
+        big = np.ones(1 << 19, np.float32)
+        futures = backend.broadcast(workers, "array_checksum", big)
+        assert backend.get(futures[0], timeout=30)[2] == float(1 << 19)
+        with pytest.raises(WorkerDiedError):
+            backend.get(futures[1], timeout=30)
+        # the segment returns to the pool once both calls are answered, and is reused
+        backend.get(backend.broadcast(workers[:1] * 2, "array_checksum", big), timeout=30)
+        assert backend._segments.count == 1
+    finally:
+        backend.shutdown()
+    assert _segments() == []
+
+
+def test_local_broadcast_is_calls_in_order():
+    backend = get_backend("local")
+    workers = backend.spawn(Echo, [("a",), ("b",)])
+    assert backend.get(backend.broadcast(workers, "tagged", 5)) == [("a", 1, 5), ("b", 1, 5)]
+
+
+@pytest.mark.timeout(120)
+def test_impala_train_batch_beyond_queued_fragments_does_not_wait_forever():
+    # 1 actor x 2 queued fragments of 64 steps, 256 steps per learner step: the queue is topped up.
+    with unirl.build("IMPALA", {"env": "CartPole-v1", "num_workers": 1, "train_batch_size": 256}) as algo:
+        for _ in range(2):
+            result = algo.train()
+    assert result["timesteps_total"] == 2 * 2 * 256
