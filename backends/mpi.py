@@ -28,6 +28,15 @@ which worker died; under a user's own `mpiexec` without it, the process manager 
 job and reports the failed rank. After a rank died, the driver leaves with `os._exit` at exit,
 since MPI_Finalize would wait on the dead rank forever.
 
+Heartbeats (work across hosts, where no pid can be watched): rank 0 sends every worker rank a
+one-byte message (tag TAG_BEAT) every HEARTBEAT_S from a thread of its own, so a driver busy
+learning still beats. A worker rank's own thread takes them in; one that hears nothing from rank 0
+for `UNIRL_MPI_HEARTBEAT_TIMEOUT` seconds (default 30; 0: off) says so and ends itself: when the
+driver or the launcher goes away by any means, no orphan rank keeps a node busy. One direction
+only, and rank 0 stops beating before it releases the ranks: MPICH's MPI_Finalize hangs on a
+message left unreceived. Needs MPI_THREAD_MULTIPLE (mpi4py asks for it; MPICH and Open MPI give
+it); without it, ranks fall back to the pid and parent watch.
+
 Worker log records travel to rank 0 as messages and are re-emitted there as `[worker N] ...`.
 """
 from __future__ import annotations
@@ -50,6 +59,8 @@ from unirl.errors import UnirlError, WorkerDiedError
 
 TAG_TASK = 71
 TAG_REPLY = 72
+TAG_BEAT = 73
+HEARTBEAT_S = 1.0  # seconds between heartbeats (rank 0 -> worker ranks)
 NAP_MAX = 0.001  # longest sleep of an idle poll loop: bounds the added latency, keeps idle ranks near 0% CPU
 _JOB_ENV_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "HYDI_CONTROL_FD")
 
@@ -232,6 +243,81 @@ def start_watchdog() -> None:
     threading.Thread(target=watch, daemon=True, name="unirl-mpi-watchdog").start()
 
 
+def heartbeat_timeout() -> float:
+    """Seconds of silence after which a rank counts its peer as gone (`UNIRL_MPI_HEARTBEAT_TIMEOUT`, default
+    30; 0 turns heartbeats off)."""
+    try:
+        value = float(os.environ.get("UNIRL_MPI_HEARTBEAT_TIMEOUT", "30"))
+    except ValueError:
+        return 30.0
+    return value if value <= 0 else max(2 * HEARTBEAT_S, value)
+
+
+class _Heartbeat:
+    """A thread that sends a one-byte message to ranks `send_to` every HEARTBEAT_S, or takes in those of
+    ranks `listen_to` and calls `on_silent(rank, seconds)` (from the thread) for one not heard from for
+    heartbeat_timeout(). One direction only (rank 0 -> worker ranks): the sender stops first, so no beat
+    is left unreceived when the ranks finalize (MPICH then waits forever)."""
+
+    _BYTE = bytearray(1)  # never written: what every beat sends
+
+    def __init__(self, send_to=(), listen_to=(), on_silent=None):
+        import threading
+
+        MPI = _mpi()
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.timeout = heartbeat_timeout()
+        self.enabled = MPI.Query_thread() == MPI.THREAD_MULTIPLE and self.timeout > 0
+        self.send_to = [int(p) for p in send_to]
+        self.last = {int(p): time.monotonic() for p in listen_to}
+        self.on_silent = on_silent
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="unirl-mpi-heartbeat")
+        if self.enabled and (self.send_to or self.last):
+            self._thread.start()
+
+    def _drain(self, now) -> None:
+        MPI = self.MPI
+        status = MPI.Status()
+        while True:
+            msg = self.comm.Improbe(MPI.ANY_SOURCE, TAG_BEAT, status)
+            if msg is None:
+                return
+            msg.Recv([bytearray(1), MPI.BYTE])
+            if status.Get_source() in self.last:
+                self.last[status.Get_source()] = now
+
+    def _run(self):
+        MPI = self.MPI
+        sends = []
+        while not self._stop.is_set():
+            now = time.monotonic()
+            sends = [r for r in sends if not r.Test()]
+            for p in self.send_to:
+                sends.append(self.comm.Isend([self._BYTE, MPI.BYTE], p, TAG_BEAT))
+            if self.last:
+                self._drain(now)
+                for p, t in list(self.last.items()):
+                    if now - t > self.timeout:
+                        self.last.pop(p, None)
+                        self.on_silent(p, now - t)
+            self._stop.wait(HEARTBEAT_S)
+        for r in sends:  # one-byte sends complete at once (eager); leave none pending at MPI_Finalize
+            r.Wait()
+
+    def stop(self) -> None:
+        """Stop beating (the sender) or listening; a listener takes in the beats still on their way."""
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(timeout=5 * HEARTBEAT_S)
+        if self.enabled and self.last:
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:
+                self._drain(time.monotonic())
+                time.sleep(0.01)
+
+
 class _Backoff:
     """Spin briefly after activity (low latency), then sleep longer and longer, up to 1 ms (no busy cores)."""
 
@@ -268,6 +354,13 @@ def serve() -> None:
 
     forwarder = base.install_log_forwarder(lambda d: send(("log", d)), 30)
     backoff = _Backoff()
+
+    def driver_gone(rank, seconds):
+        print(f"unirl: MPI rank {comm.Get_rank()} on {socket.gethostname()}: no heartbeat from the driver "
+              f"(rank 0) for {seconds:.0f} s; ending this rank (no orphans)", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    heartbeat = _Heartbeat(listen_to=[0], on_silent=driver_gone)
     while True:
         msg = comm.improbe(0, TAG_TASK)
         if msg is None:
@@ -312,6 +405,7 @@ def serve() -> None:
         elif kind == "exit":
             clean = obj[1]
             break
+    heartbeat.stop()
     for r in sends:
         r.wait()
     return clean
@@ -354,6 +448,7 @@ class _Driver:
             self._send(r, ("hello",))
         while len(self.ranks) < self.size - 1:
             self.pump(None, until=lambda: len(self.ranks) == self.size - 1)
+        self.heartbeat = _Heartbeat(send_to=range(1, self.size))
         atexit.register(self.release)
 
     def live_ranks(self) -> list[int]:
@@ -404,10 +499,11 @@ class _Driver:
 
     def _check_ranks(self):
         for r, (pid, host) in list(self.ranks.items()):
-            if r in self.dead or host != self.host:
+            if r in self.dead:
                 continue
-            if not base.pid_alive(pid):
+            if host == self.host and not base.pid_alive(pid):
                 self.dead[r] = f"its MPI rank {r} (pid {pid}) ended without answering"
+            if r in self.dead:
                 for key, q in self.routes.items():
                     if self.key_rank.get(key) == r:
                         while q:
@@ -418,6 +514,9 @@ class _Driver:
         if self.released:
             return
         self.released = True
+        heartbeat = getattr(self, "heartbeat", None)
+        if heartbeat is not None:
+            heartbeat.stop()
         for r in self.live_ranks():
             self._send(r, ("exit", not self.dead))
         deadline = time.monotonic() + 10
