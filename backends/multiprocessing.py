@@ -91,9 +91,12 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
     return buf
 
 
+_FIRST = struct.Struct("<IIQ")  # the header and the pickle's length: one read for a message without buffers
+
+
 def recv_msg(sock: socket.socket):
-    n, path_len = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
-    sizes = struct.unpack(f"<{n + 1}Q", _recv_exact(sock, 8 * (n + 1)))
+    n, path_len, head_len = _FIRST.unpack(_recv_exact(sock, _FIRST.size))
+    sizes = (head_len,) + (struct.unpack(f"<{n}Q", _recv_exact(sock, 8 * n)) if n else ())
     path = _recv_exact(sock, path_len).decode() if path_len else None
     head = _recv_exact(sock, sizes[0])
     buffers = []
