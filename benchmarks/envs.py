@@ -66,8 +66,12 @@ def main(argv=None) -> None:
     p.add_argument("name", choices=sorted(CONFIGS))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--config", default="{}", help="JSON overrides of the benchmark's config")
+    p.add_argument("--json", default="", help="write the result (with its learning curve) here")
     args = p.parse_args(argv)
-    run(args.name, args.steps, json.loads(args.config))
+    out = run(args.name, args.steps, json.loads(args.config))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f)
 
 
 if __name__ == "__main__":

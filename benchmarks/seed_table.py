@@ -85,6 +85,28 @@ def table(results: list[dict], algos: list[str], seed_games: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[dict], path: str, budget_s: float) -> None:
+    """One panel per game: each algorithm's training return (mean of the last 100 episodes) against wall time."""
+    from unirl.plot import pyplot
+
+    plt = pyplot()
+    games = list(dict.fromkeys(r["game"] for r in results))
+    fig, axes = plt.subplots(1, len(games), figsize=(4 * len(games), 3.2), squeeze=False)
+    for ax, game in zip(axes[0], games):
+        for r in (r for r in results if r["game"] == game):
+            xs = [t for _, _, t in r["curve"]]
+            ax.plot(xs, [v for _, v, _ in r["curve"]], label=f"{r['algo']} ({r['steps'] // 1000}k steps)")
+        ax.set_title(f"MinAtar {game}")
+        ax.set_xlabel("wall-clock time (s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("mean training return (last 100 episodes)")
+    fig.suptitle(f"seed table at small scale: {budget_s:.0f} s per run on this machine", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=60.0, help="wall-clock seconds per (algorithm, game) run")
@@ -93,6 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default="local")
     p.add_argument("--json", default="", help="write the results (with learning curves) here")
+    p.add_argument("--plot", default="", help="write the learning curves to this PNG (e.g. docs/seed_table.png)")
     args = p.parse_args(argv)
     algos = [a if algorithm_available(a) else "PPO" for a in args.algos]
     seed_games = [g for g in args.games if g in GAMES]
@@ -109,6 +132,8 @@ def main(argv=None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f)
+    if args.plot:
+        plot(results, args.plot, args.budget)
 
 
 if __name__ == "__main__":
