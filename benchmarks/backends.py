@@ -52,36 +52,26 @@ def _round_trip_us(backend) -> float:
     return statistics.median(times) * 1e6
 
 
-def _send_10mb_ms(backend) -> float:
-    from unirl.conformance.workers import Echo
-
-    workers = backend.spawn(Echo, [(i,) for i in range(4)])
-    array = np.random.default_rng(0).standard_normal(10 * (1 << 20) // 4).astype(np.float32)
-    times = []
-    for i in range(6):
-        t0 = time.perf_counter()
-        backend.get([backend.call(w, "array_checksum", array) for w in workers])
-        if i:  # the first one is warm-up
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
-def _broadcast_10mb_ms(backend) -> float:
-    """Like _send_10mb_ms, through `backend.broadcast` (the arguments cross once per process)."""
+def _send_10mb_ms(backend, rounds: int = 10) -> tuple[float, float]:
+    """(one call per worker, one broadcast) in ms: a 10 MB float32 array to each of 4 workers, each
+    answering with its float64 sum; the two ways alternate round by round (fair on a busy machine)."""
     from unirl.conformance.workers import Echo
 
     workers = backend.spawn(Echo, [(i,) for i in range(4)])
     array = np.random.default_rng(0).standard_normal(10 * (1 << 20) // 4).astype(np.float32)
     expected = float(np.sum(array, dtype=np.float64))
-    times = []
-    for i in range(11):
-        t0 = time.perf_counter()
-        sums = backend.get(backend.broadcast(workers, "array_checksum", array))
-        if i:  # the first one is warm-up
-            times.append(time.perf_counter() - t0)
-        if any(s[2] != expected for s in sums):
-            raise UnirlError(f"the {backend.name} backend's broadcast delivered a different array: {sums}")
-    return statistics.median(times) * 1e3
+    ways = (lambda: [backend.call(w, "array_checksum", array) for w in workers],
+            lambda: backend.broadcast(workers, "array_checksum", array))
+    times: tuple[list, list] = ([], [])
+    for i in range(rounds + 1):
+        for way, out in zip(ways, times):
+            t0 = time.perf_counter()
+            sums = backend.get(way())
+            if i:  # the first round is warm-up
+                out.append(time.perf_counter() - t0)
+            if any(s[2] != expected for s in sums):
+                raise UnirlError(f"the {backend.name} backend delivered a different array: {sums}")
+    return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3
 
 
 def _pipelined_tasks_per_s(backend, num_workers: int = 2, in_flight: int = 64, tasks: int = 4000) -> float:
@@ -213,8 +203,7 @@ def measure_backend(backend, frameworks) -> dict:
     t0 = time.perf_counter()
     record = {"backend": backend.name, "framework": framework,
               "round_trip_us": _round_trip_us(backend),
-              "send_10mb_to_4_ms": _send_10mb_ms(backend),
-              "broadcast_10mb_to_4_ms": _broadcast_10mb_ms(backend),
+              **dict(zip(("send_10mb_to_4_ms", "broadcast_10mb_to_4_ms"), _send_10mb_ms(backend))),
               "tasks_per_s_pipelined": _pipelined_tasks_per_s(backend),
               }
     if backend.name == "ray":
