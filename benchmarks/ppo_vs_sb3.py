@@ -1,9 +1,12 @@
 """PPO on CartPole-v1: unirl vs Stable-Baselines3 (rl-zoo hyperparameters), wall time and env steps to a
 mean return of 475 over the last 20 training episodes, measured in one run on this machine.
 
-    python benchmarks/ppo_vs_sb3.py --seeds 0 1 2 [--json FILE]
+    python benchmarks/ppo_vs_sb3.py --seeds 0 1 2 [--json FILE] [--config-file FILE] [--config JSON]
 
-Needs the `bench` extra (stable-baselines3). Both sides run torch with one intra-op thread;
+unirl runs the tuned CartPole config in benchmarks/configs/ppo_cartpole.json for every seed (the
+library's defaults stay generic, as rl-zoo keeps its tuned settings beside SB3); `--config-file ""`
+runs the defaults, `--config` overrides keys on top. Needs the `bench` extra (stable-baselines3).
+Both sides run torch with one intra-op thread;
 the clock starts when the algorithm object is built (imports and one short warm-up run of each
 library excluded) and stops at the end of the iteration (unirl) or env step (SB3) where the
 criterion is first met.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -19,6 +23,17 @@ import numpy as np
 
 TARGET = 475.0
 WINDOW = 20
+#: unirl's tuned PPO config for CartPole-v1 (see the file's "_doc" key), used for every seed.
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "ppo_cartpole.json")
+
+
+def load_config(path: str | None) -> dict:
+    """A unirl config from a JSON file, without its documentation keys (those starting with "_")."""
+    if not path:
+        return {}
+    with open(path) as f:
+        config = json.load(f)
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def run_sb3(seed: int, budget: int) -> dict:
@@ -53,7 +68,8 @@ def run_sb3(seed: int, budget: int) -> dict:
     cb = Stop(t0)
     model.learn(total_timesteps=budget, callback=cb)
     wall, steps = cb.hit if cb.hit else (float("nan"), None)
-    return {"library": "sb3", "seed": seed, "wall_s": wall, "steps": steps}
+    return {"library": "sb3", "seed": seed, "wall_s": wall, "steps": steps,
+            "steps_per_s": steps / wall if steps else None}
 
 
 def run_unirl(seed: int, budget: int, config: dict) -> dict:
@@ -72,13 +88,14 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
     finally:
         algo.stop()
     wall, steps = hit if hit else (float("nan"), None)
-    return {"library": "unirl", "seed": seed, "wall_s": wall, "steps": steps}
+    return {"library": "unirl", "seed": seed, "wall_s": wall, "steps": steps,
+            "steps_per_s": steps / wall if steps else None}
 
 
-def warm_up(skip_sb3: bool) -> None:
+def warm_up(skip_sb3: bool, config: dict) -> None:
     """One short untimed run of each library, so lazy initialisation (torch kernels, gymnasium
     registry) is not charged to whichever library happens to run first."""
-    run_unirl(123, 256, {})
+    run_unirl(123, 256, config)
     if not skip_sb3:
         run_sb3(123, 256)
 
@@ -90,7 +107,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=100_000, help="env steps before giving up")
-    p.add_argument("--config", default="{}", help="unirl PPO config overrides (JSON)")
+    p.add_argument("--config-file", default=CONFIG_FILE,
+                   help="unirl PPO config (JSON file; \"\" for the library defaults)")
+    p.add_argument("--config", default="{}", help="unirl PPO config overrides on top of the file (JSON)")
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
@@ -103,18 +122,19 @@ def main(argv=None) -> int:
         sentence = str(missing_extra("stable_baselines3", "bench", "the comparison with Stable-Baselines3"))
         print(f"error: {sentence.rstrip('.')} (or pass --skip-sb3).", file=sys.stderr)
         return 2
-    config = json.loads(args.config)
-    warm_up(args.skip_sb3)
+    config = dict(load_config(args.config_file), **json.loads(args.config))
+    warm_up(args.skip_sb3, config)
     records = []
     for seed in args.seeds:
         if not args.skip_sb3:
             records.append(run_sb3(seed, args.budget))
         records.append(run_unirl(seed, args.budget, config))
     table = Table(title=f"PPO CartPole-v1: time and steps until the last {WINDOW} training episodes average >= {TARGET:g}")
-    for col in ("library", "seed", "wall s", "env steps"):
+    for col in ("library", "seed", "wall s", "env steps", "env steps/s"):
         table.add_column(col)
     for r in records:
-        table.add_row(r["library"], str(r["seed"]), f"{r['wall_s']:.2f}", str(r["steps"]))
+        table.add_row(r["library"], str(r["seed"]), f"{r['wall_s']:.2f}", str(r["steps"]),
+                      f"{r['steps_per_s']:,.0f}" if r["steps_per_s"] else "-")
     console = Console()
     console.print(table)
     summary = {}
@@ -132,7 +152,7 @@ def main(argv=None) -> int:
         console.print(summary)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"records": records, "summary": summary}, f, indent=1)
+            json.dump({"records": records, "summary": summary, "unirl_config": config}, f, indent=1)
     return 0
 
 
