@@ -76,9 +76,13 @@ def plot_report(report: dict, path: str) -> None:
                            ylabel="env steps/s", title="sampling throughput, 16 CartPole envs per worker",
                            fmt=lambda v: f"{v / 1000:,.0f}k"))
         panels.append(dict(names=names, series=[("round trip (µs)", [r["round_trip_us"] for r in be]),
-                                                ("10 MB to 4 workers (µs)", [1e3 * r["send_10mb_to_4_ms"] for r in be])],
+                                                ("10 MB to 4 workers (µs)", [1e3 * r["send_10mb_to_4_ms"] for r in be])]
+                           + ([("10 MB broadcast (µs)", [1e3 * r["broadcast_10mb_to_4_ms"] for r in be])]
+                              if all("broadcast_10mb_to_4_ms" in r for r in be) else []),
                            ratios=[[r.get("round_trip_us_vs_local") for r in be],
-                                   [r.get("send_10mb_to_4_ms_vs_local") for r in be]],
+                                   [r.get("send_10mb_to_4_ms_vs_local") for r in be]]
+                           + ([[r.get("broadcast_10mb_to_4_ms_vs_local") for r in be]]
+                              if all("broadcast_10mb_to_4_ms" in r for r in be) else []),
                            ylabel="µs (log scale)", title="latency (lower is better)", log=True,
                            fmt=lambda v: f"{v:.2g}" if v < 10 else f"{v:,.0f}"))
     if not panels:
