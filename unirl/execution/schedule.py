@@ -49,14 +49,7 @@ class ArrivalSchedule:
         if not pending:
             raise ValueError("no result is pending")
         if self.replay is not None:
-            step = len(self.recorded)
-            if step >= len(self.replay):
-                raise UnirlError(f"the replayed schedule ends after {len(self.replay)} results; "
-                                 "this run asks for more (was it recorded with a longer stop condition?).")
-            wid = self.replay[step]
-            if wid not in pending:
-                raise UnirlError(f"the replayed schedule wants worker {wid}'s result at step {step}, but that worker has "
-                                 f"no task pending (pending: {sorted(pending)}); the schedule belongs to another config.")
+            wid = self.expected(pending)
             self._wait([pending[wid]])
         else:
             ready = self._wait(list(pending.values()))
