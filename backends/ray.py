@@ -96,6 +96,25 @@ class _Host:
         return True
 
 
+def _method_names(worker_cls) -> tuple[str, ...]:
+    """The worker class's public methods: each becomes an actor method of its own (see `_host_class`)."""
+    return tuple(sorted(n for n in dir(worker_cls) if not n.startswith("_") and callable(getattr(worker_cls, n, None))))
+
+
+def _host_class(names: tuple[str, ...]) -> type:
+    """A `_Host` with one actor method `w_<name>` per worker method: a call then passes the worker's own
+    arguments only (no method name, no packed tuple), as a bare actor call would."""
+
+    def method(name):
+        def run(self, *args, **kwargs):
+            return self._reply(*base.run_task(self.worker, self.worker_id, name, args, kwargs))
+
+        run.__name__ = "w_" + name
+        return run
+
+    return type("_Host", (_Host,), {"w_" + n: method(n) for n in names})
+
+
 class RayFuture(base.Future):
     __slots__ = ("worker_id", "ref")
 
@@ -141,25 +160,34 @@ class Backend(base.Backend):
                 raise UnirlError(f"cannot join the Ray cluster at `{address}`: {e}; start one with "
                                  f"`ray start --head` or leave `address` unset for a local Ray.") from None
             self._owns_ray = True
-        self._remote = ray.remote(max_restarts=0, max_task_retries=0)(_Host)
+        self._remotes: dict = {}  # method names -> the Ray actor class hosting such workers
         self._options = {"num_cpus": num_cpus_per_worker, "scheduling_strategy": placement}
         self._env = base.worker_env(num_threads)
         self._actors: list = []
         self._recipes: list[tuple] = []  # (pickled class, args) per worker id: what `restart` rebuilds
+        self._methods: list[frozenset] = []  # per worker id: the worker methods with an actor method of their own
         self._where: list[str] = []
         self._closed = False
+
+    def _remote_for(self, names):
+        if names not in self._remotes:
+            self._remotes[names] = ray.remote(max_restarts=0, max_task_retries=0)(_host_class(names))
+        return self._remotes[names]
 
     can_restart_workers = True
 
     def spawn(self, worker_cls, args_list):
         cls_bytes = cloudpickle.dumps(worker_cls)
+        names = _method_names(worker_cls)
+        remote = self._remote_for(names)
         level = base.driver_log_level()
         new = []
         for args in args_list:
             wid = len(self._actors)
-            actor = self._remote.options(name=None, **self._options).remote(wid, cls_bytes, tuple(args), level, self._env)
+            actor = remote.options(name=None, **self._options).remote(wid, cls_bytes, tuple(args), level, self._env)
             self._actors.append(actor)
-            self._recipes.append((cls_bytes, tuple(args)))
+            self._recipes.append((cls_bytes, tuple(args), names))
+            self._methods.append(frozenset(names))
             self._where.append("")
             new.append(wid)
         self.get([RayFuture(wid, self._actors[wid].ready.remote()) for wid in new])
@@ -179,8 +207,8 @@ class Backend(base.Backend):
             ray.kill(self._actors[wid], no_restart=True)
         except Exception:
             pass
-        cls_bytes, args = self._recipes[wid]
-        self._actors[wid] = self._remote.options(name=None, **self._options).remote(
+        cls_bytes, args, names = self._recipes[wid]
+        self._actors[wid] = self._remote_for(names).options(name=None, **self._options).remote(
             wid, cls_bytes, args, base.driver_log_level(), self._env)
         self.get(RayFuture(wid, self._actors[wid].ready.remote()))
         self._locate([wid])
@@ -198,11 +226,9 @@ class Backend(base.Backend):
     def call(self, handle, method, *args, **kwargs):
         wid = handle.worker_id
         actor = self._actors[wid]
-        if kwargs:
-            return RayFuture(wid, actor.call.remote(method, args, kwargs))
-        if args:
-            return RayFuture(wid, actor.call.remote(method, args))
-        return RayFuture(wid, actor.call.remote(method))
+        if method in self._methods[wid]:
+            return RayFuture(wid, getattr(actor, "w_" + method).remote(*args, **kwargs))
+        return RayFuture(wid, actor.call.remote(method, args, kwargs))
 
     def broadcast(self, handles, method, *args, **kwargs):
         """One `ray.put` of the arguments, then a call per worker that reads them from the object store."""
