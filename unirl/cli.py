@@ -512,6 +512,10 @@ def main(argv=None) -> int:
         print(str(e), file=sys.stderr)
         print(f"unirl: error: {str(e).splitlines()[0]}.", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (while starting, or a second one while shutting down): no traceback.
+        print("unirl: interrupted; exiting at once", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":
