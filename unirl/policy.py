@@ -13,8 +13,6 @@ named arrays in checkpoints); the framework's tensors never leave the policy.
 """
 from __future__ import annotations
 
-import sys
-
 from dataclasses import dataclass
 from typing import Callable
 
@@ -349,8 +347,5 @@ class PolicySpec:
         from unirl.frameworks import FRAMEWORKS
 
         if self.framework in FRAMEWORKS:
-            name = FRAMEWORKS[self.framework][0]
-            # An adapter may name modules its constructor imports (torch's deterministic mode pulls in
-            # torch._dynamo, seconds of imports): imported once in a template, not in every worker.
-            return [name, *getattr(sys.modules.get(name), "WORKER_PRELOAD", ())]
+            return [FRAMEWORKS[self.framework][0]]
         return [self.framework.partition(":")[0]] if ":" in self.framework else []

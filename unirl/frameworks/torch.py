@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from unirl import kernels
 
@@ -136,9 +137,19 @@ class TorchOps:
         return conv2d_im2col(self, x, w, int(stride), padding, lambda x, t, b, l, r: F.pad(x, (0, 0, l, r, t, b)))
 
 
-#: Imported by the constructor (torch.use_deterministic_algorithms imports torch._dynamo, 1-2 s): a
-#: process backend's template imports it once, so a worker, or a replacement, starts without it.
-WORKER_PRELOAD = ("torch._dynamo",)
+def _use_deterministic_algorithms() -> None:
+    """torch.use_deterministic_algorithms(True) without its import of torch._inductor (which pulls in
+    torch._dynamo: 1-2 s, 5 s on a loaded machine, in every worker and every replacement of a failed
+    one). The switch for eager kernels is the C flag; the inductor's flag matters only to
+    torch.compile, which unirl does not use, and is set too when the inductor is already loaded."""
+    flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if flag is None:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        return
+    flag(True, warn_only=False)
+    config = sys.modules.get("torch._inductor.config")
+    if config is not None:
+        config.deterministic = True
 
 
 class Adapter(FrameworkAdapter):
@@ -151,7 +162,7 @@ class Adapter(FrameworkAdapter):
             torch.set_num_threads(int(num_threads))
             os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
         if deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=False)
+            _use_deterministic_algorithms()
             # "highest" keeps float32 products on MKL's sgemm; lower precisions may route them
             # through oneDNN's reduced-precision (bf16/tf32) kernels on CPUs that have them.
             torch.set_float32_matmul_precision("highest")
@@ -162,7 +173,8 @@ class Adapter(FrameworkAdapter):
         x = np.asarray(x)
         if not x.flags.c_contiguous or not x.flags.writeable:
             x = x.copy()
-        return torch.from_numpy(x).to(self.device)
+        t = torch.from_numpy(x)
+        return t if self.device.type == "cpu" else t.to(self.device)
 
     def numpy(self, x):
         if isinstance(x, torch.Tensor):
