@@ -32,6 +32,10 @@ class A3CConfig(A2CConfig, FragmentConfig):
     num_workers: int = 2
     #: Env steps per training iteration, over all workers' gradients (a multiple of one worker's fragment).
     train_batch_size: int = 128
+    #: Weight of the entropy bonus. 0.01 (A2C's default is 0): free-running on 2 workers, seeds 0-5 on
+    #: multiprocessing and 0-2 on Ray all solve CartPole either way, but with 0.01 in a median of 59k
+    #: steps (mp) and 79k (Ray) instead of 91k and 111k, and seed 0 on Ray in 135k instead of 231k.
+    entropy_coeff: float = 0.01
 
 
 @dataclass

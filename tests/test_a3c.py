@@ -181,7 +181,7 @@ def train_until_solved(algo: str, config: dict, budget: int):
 @pytest.mark.timeout(300)
 def test_solves_cartpole_local_seed0():
     # Default config (2 workers), torch, seed 0, local backend (deterministic: the workers take turns):
-    # greedy mean >= 475 after 59,904 steps (9 s here); the 250k budget leaves 4x headroom.
+    # greedy mean >= 475 after 44,416 steps (59,904 before entropy_coeff 0.01); the 250k budget leaves 5x headroom.
     steps, ev, _ = train_until_solved("A3C", {"env": "CartPole-v1", "seed": 0}, 250_000)
     assert ev >= 475, f"greedy mean {ev} after {steps} steps"
 
