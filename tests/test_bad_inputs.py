@@ -354,9 +354,14 @@ def test_config_values_of_the_wrong_type(change, message):
     assert str(e.value) == message
 
 
-def test_address_with_a_backend_options_list(tmp_path):
-    rc, _, err = cli("train", "--address", "auto", "--config", '{"backend_options": []}', "--output", tmp_path / "r")
+def test_address_with_a_backend_options_list_or_without_ray(tmp_path):
+    rc, _, err = cli("train", "--address", "auto", "--backend", "ray", "--config", '{"backend_options": []}',
+                     "--output", tmp_path / "r")
     assert rc == 2 and one_line(err) == "unirl: error: config key `backend_options` must be a JSON object, got []."
+    rc, _, err = cli("train", "--address", "auto", "--output", tmp_path / "r")
+    assert rc == 2 and one_line(err) == ("unirl: error: --address joins a Ray cluster, but the backend is `local`; "
+                                         "add --backend ray.")
+    assert not (tmp_path / "r").exists()
 
 
 def test_population_algorithms_train_and_evaluate_from_the_cli(tmp_path):

@@ -52,6 +52,9 @@ def build_config(args) -> dict:
         if value is not None:
             config[key] = value
     if getattr(args, "address", None):
+        if config.get("backend", "local") in ("local", "multiprocessing", "mpi"):
+            raise UnirlError(f"--address joins a Ray cluster, but the backend is `{config.get('backend', 'local')}`; "
+                             "add --backend ray.")
         options = config.get("backend_options", {})
         if not isinstance(options, dict):
             raise UnirlError(f"config key `backend_options` must be a JSON object, got {options!r}.")
