@@ -91,6 +91,11 @@ def iteration_line(r: dict) -> str:
 CHECKPOINT_INTERVAL_S = 600.0
 
 
+#: Set once a first Ctrl-C / SIGTERM was taken while training, so a second one that lands after the
+#: training loop (while checkpointing or shutting workers down) is still reported as the second.
+_STOP_REQUESTED = False
+
+
 class StopRequest:
     """Ctrl-C / SIGTERM while training: the first finishes the iteration, checkpoints and exits 130/143;
     a second exits at once."""
@@ -110,9 +115,11 @@ class StopRequest:
     def handle(self, signum, frame):
         import signal
 
+        global _STOP_REQUESTED
         if self.signum is not None:
             raise KeyboardInterrupt  # the second signal: leave now
         self.signum = signum
+        _STOP_REQUESTED = True
         self.say(f"unirl: {signal.Signals(signum).name} received: finishing this iteration, then checkpointing "
                  "(press Ctrl-C again to exit at once)")
 
@@ -504,6 +511,8 @@ def check_conformance_names(args):
 
 
 def main(argv=None) -> int:
+    global _STOP_REQUESTED
+    _STOP_REQUESTED = False
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -517,7 +526,8 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         # Ctrl-C outside the training loop (while starting, or a second one while shutting down): no traceback.
-        print("unirl: interrupted; exiting at once", file=sys.stderr, flush=True)
+        again = " again" if _STOP_REQUESTED else ""
+        print(f"unirl: interrupted{again}; exiting at once", file=sys.stderr, flush=True)
         return 130
 
 
