@@ -9,7 +9,9 @@ runs the defaults, `--config` overrides keys on top. Needs the `bench` extra (st
 Both sides run torch with one intra-op thread;
 the clock starts when the algorithm object is built (imports and one short warm-up run of each
 library excluded) and stops at the end of the iteration (unirl) or env step (SB3) where the
-criterion is first met.
+criterion is first met. Beside wall time, each run's CPU time (`time.process_time`, the process's
+own) is reported: on a machine shared with other jobs it is the steadier comparison (both
+libraries run single-threaded in one process).
 """
 from __future__ import annotations
 
@@ -48,34 +50,34 @@ def run_sb3(seed: int, budget: int) -> dict:
         return lambda progress_remaining: progress_remaining * v
 
     class Stop(BaseCallback):
-        def __init__(self, t0):
+        def __init__(self, t0, c0):
             super().__init__()
-            self.t0, self.returns, self.hit = t0, [], None
+            self.t0, self.c0, self.returns, self.hit = t0, c0, [], None
 
         def _on_step(self) -> bool:
             for info in self.locals["infos"]:
                 if "episode" in info:
                     self.returns.append(info["episode"]["r"])
             if len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= TARGET:
-                self.hit = (time.perf_counter() - self.t0, self.num_timesteps)
+                self.hit = (time.perf_counter() - self.t0, self.num_timesteps, time.process_time() - self.c0)
                 return False
             return True
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
                 ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2), seed=seed, device="cpu", verbose=0)
-    cb = Stop(t0)
+    cb = Stop(t0, c0)
     model.learn(total_timesteps=budget, callback=cb)
-    wall, steps = cb.hit if cb.hit else (float("nan"), None)
-    return {"library": "sb3", "seed": seed, "wall_s": wall, "steps": steps,
+    wall, steps, cpu = cb.hit if cb.hit else (float("nan"), None, float("nan"))
+    return {"library": "sb3", "seed": seed, "wall_s": wall, "cpu_s": cpu, "steps": steps,
             "steps_per_s": steps / wall if steps else None}
 
 
 def run_unirl(seed: int, budget: int, config: dict) -> dict:
     import unirl
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     algo = unirl.build("PPO", dict(config, seed=seed))
     returns, hit = [], None
     try:
@@ -83,12 +85,12 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
             result = algo.train()
             returns.extend(result["episode_returns_this_iter"])
             if len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= TARGET:
-                hit = (time.perf_counter() - t0, result["timesteps_total"])
+                hit = (time.perf_counter() - t0, result["timesteps_total"], time.process_time() - c0)
                 break
     finally:
         algo.stop()
-    wall, steps = hit if hit else (float("nan"), None)
-    return {"library": "unirl", "seed": seed, "wall_s": wall, "steps": steps,
+    wall, steps, cpu = hit if hit else (float("nan"), None, float("nan"))
+    return {"library": "unirl", "seed": seed, "wall_s": wall, "cpu_s": cpu, "steps": steps,
             "steps_per_s": steps / wall if steps else None}
 
 
@@ -130,10 +132,10 @@ def main(argv=None) -> int:
             records.append(run_sb3(seed, args.budget))
         records.append(run_unirl(seed, args.budget, config))
     table = Table(title=f"PPO CartPole-v1: time and steps until the last {WINDOW} training episodes average >= {TARGET:g}")
-    for col in ("library", "seed", "wall s", "env steps", "env steps/s"):
+    for col in ("library", "seed", "wall s", "cpu s", "env steps", "env steps/s"):
         table.add_column(col)
     for r in records:
-        table.add_row(r["library"], str(r["seed"]), f"{r['wall_s']:.2f}", str(r["steps"]),
+        table.add_row(r["library"], str(r["seed"]), f"{r['wall_s']:.2f}", f"{r['cpu_s']:.2f}", str(r["steps"]),
                       f"{r['steps_per_s']:,.0f}" if r["steps_per_s"] else "-")
     console = Console()
     console.print(table)
@@ -143,11 +145,16 @@ def main(argv=None) -> int:
         steps = [r["steps"] for r in records if r["library"] == lib and r["steps"] is not None]
         if walls:
             summary[lib] = {"median_wall_s": statistics.median(walls),
+                            "median_cpu_s": statistics.median(r["cpu_s"] for r in records if r["library"] == lib),
                             "median_steps": statistics.median(steps) if steps else None}
     if "sb3" in summary and "unirl" in summary:
         summary["speedup_wall"] = summary["sb3"]["median_wall_s"] / summary["unirl"]["median_wall_s"]
+        summary["speedup_cpu"] = summary["sb3"]["median_cpu_s"] / summary["unirl"]["median_cpu_s"]
         console.print(f"median wall time: sb3 {summary['sb3']['median_wall_s']:.2f} s, unirl "
                       f"{summary['unirl']['median_wall_s']:.2f} s -> unirl is {summary['speedup_wall']:.2f}x faster")
+        console.print(f"median CPU time of the process (what other jobs on the machine do not inflate): sb3 "
+                      f"{summary['sb3']['median_cpu_s']:.2f} s, unirl {summary['unirl']['median_cpu_s']:.2f} s -> "
+                      f"{summary['speedup_cpu']:.2f}x")
     else:
         console.print(summary)
     if args.json:
