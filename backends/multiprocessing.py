@@ -139,6 +139,9 @@ class _Segment:
         try:
             os.ftruncate(fd, size)
             self.mm = mmap.mmap(fd, size)
+        except OSError:
+            os.unlink(path)
+            raise
         finally:
             os.close(fd)
         self.path, self.size = path, size
@@ -539,7 +542,10 @@ class Backend(base.Backend):
         if big and len(handles) > 1:
             if self._segments is None:
                 self._segments = _SegmentPool()
-            segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big))
+            try:
+                segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big))
+            except OSError:  # no /dev/shm (or it is full): every buffer crosses every socket instead
+                return [self.call(h, method, *args, **kwargs) for h in handles]
             offsets, offset = {}, 0
             for i in big:
                 segment.write(offset, raws[i])
