@@ -149,7 +149,8 @@ class ApeX(DQN):
                     "replay_batch_size": 32, "training_intensity": 0.25, "target_network_update_freq": 96,
                     "num_replay_shards": 2, "weight_sync_period": 4,
                     "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
-        learning={"config": {"env": "CartPole-v1", "num_workers": 4, "num_envs_per_worker": 2}, "score": 475.0,
+        learning={"config": {"env": "CartPole-v1", "num_workers": 4, "num_envs_per_worker": 2,
+                             "min_training_intensity": 0.5}, "score": 475.0,
                   "budget": 100_000, "eval_episodes": 20},
         # Asynchronous: levels 2 and 3 replay the free-running reference run's recorded schedule.
         reproducibility=REPLAYABLE,

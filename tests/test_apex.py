@@ -205,7 +205,7 @@ def test_min_training_intensity_above_the_cap_is_refused():
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("backend", ["multiprocessing", "ray", "mpi"])
 def test_apex_solves_cartpole(backend):
-    """The issue's target: 4 actors, 2 shards, greedy mean >= 475 (MPI through the CLI's relaunch)."""
+    """The issue's target: 4 actors, 2 shards, greedy mean >= 475 within 100k env steps."""
     if backend == "mpi":
         pytest.skip("MPI needs its own job: mpiexec -n 7 python -m unirl.benchmarks.replay apex-solve --backends mpi")
     if backend == "ray":
