@@ -33,24 +33,36 @@ CFG = {
 ITERS = 4
 
 
+def worker_pid(backend, wid):
+    if backend.name == "ray":
+        from unirl.backends.base import WorkerHandle
+
+        return int(backend.describe_worker(WorkerHandle(wid)).split()[1])
+    return backend.worker_pids()[wid]
+
+
 def faulted_run(algo, faults, backend="multiprocessing", iters=ITERS, **extra):
     """(weights, last result, recorded schedule) of a run where faults[it] = (worker id, signal) hits before iteration it."""
     with unirl.build(algo, dict(CFG[algo], backend=backend, **extra)) as a:
         for it in range(iters):
             for wid, sig in faults.get(it, []):
-                os.kill(a.backend.worker_pids()[wid], sig)
+                os.kill(worker_pid(a.backend, wid), sig)
             r = a.train()
         return a.policy.get_flat_weights(), r, a.get_state()[1].get("arrival_schedule")
 
 
-@pytest.mark.parametrize("algo", ["A3C", "IMPALA"])
-def test_async_worker_killed_is_replaced_and_the_faulted_run_replays(algo, caplog):
+@pytest.mark.parametrize("algo,backend", [("A3C", "multiprocessing"), ("IMPALA", "multiprocessing"),
+                                          pytest.param("IMPALA", "ray", marks=pytest.mark.slow)])
+def test_async_worker_killed_is_replaced_and_the_faulted_run_replays(algo, backend, caplog):
+    if backend == "ray":
+        pytest.importorskip("ray")
     with caplog.at_level(logging.WARNING, logger="unirl.recovery"):
-        weights, r, schedule = faulted_run(algo, {1: [(0, signal.SIGKILL)]})
+        weights, r, schedule = faulted_run(algo, {1: [(0, signal.SIGKILL)]}, backend=backend)
     assert r["num_worker_restarts"] == 1
     assert -1 in schedule  # worker 0's replacement, at the point the driver noticed it
     msg = [m for m in caplog.messages if "failed" in m]
-    assert msg and "worker 0 (pid" in msg[0] and "SIGKILL" in msg[0], caplog.messages
+    assert msg and "worker 0 (pid" in msg[0], caplog.messages
+    assert backend != "multiprocessing" or "killed by signal SIGKILL" in msg[0]
     replayed, _, again = faulted_run(algo, {}, backend="local", arrival_schedule=schedule)
     assert again == schedule
     np.testing.assert_array_equal(weights, replayed)
