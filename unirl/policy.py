@@ -70,10 +70,6 @@ class Policy:
         #: Rows are padded to a multiple of this (a module may ask for fewer: a CNN's products
         #: run over image positions, already in 64-row blocks, and 64 padded images cost 64 images).
         self._rows_multiple = int(getattr(module, "forward_rows_multiple", FORWARD_ROWS_MULTIPLE))
-        #: Acting batches are padded to a multiple of this: the adapter's own, where its products
-        #: give a row the same bits in smaller blocks (JAX: 8 rows), else the learner's.
-        self._acting_rows_multiple = min(self._rows_multiple,
-                                         int(getattr(adapter, "acting_rows_multiple", self._rows_multiple)))
         self.loss = loss
         self.optimizer = optimizer
         self.param_sets = tuple(param_sets)
@@ -171,7 +167,7 @@ class Policy:
         adapters' products run in blocks of that many rows anyway (a row's bits never depend on
         its batch), and compiled frameworks then trace one shape per 64 rows, not one per size.
         """
-        obs, n = _pad_rows(np.asarray(obs, np.float32), self._acting_rows_multiple)
+        obs, n = _pad_rows(np.asarray(obs, np.float32), self._rows_multiple)
         return self.adapter.numpy(self._policy_out(self._params, self.adapter.call_input(obs)))[:n]
 
     def forward(self, obs: np.ndarray) -> dict[str, np.ndarray]:

@@ -15,28 +15,19 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-#: Rows per block of JAX's matmul: XLA lowers the blocked product to one dot over all the padded
-#: rows, and its CPU dot gives a row the same bits whatever the number of rows, as long as there
-#: are at least two (one-row products take another path); tests/test_row_invariance.py checks
-#: 1..600 rows. Blocks of 8 rows give the bits of MATMUL_ROW_BLOCK blocks (checked in
-#: tests/test_row_invariance.py), and acting on one observation computes 8 rows, not 64.
-ROW_BLOCK = 8
-assert MATMUL_ROW_BLOCK % ROW_BLOCK == 0
-
-
-def _row_stable_matmul(a, b, block=ROW_BLOCK):
-    """a @ b computed in blocks of `block` rows (and at least two columns), see base."""
+def _row_stable_matmul(a, b):
+    """a @ b computed in blocks of MATMUL_ROW_BLOCK rows (and at least two columns), see base."""
     if a.ndim != 2 or b.ndim != 2:
         return jnp.matmul(a, b)
     rows, k = a.shape
     cols = b.shape[1]
-    blocks = -(-rows // block)
-    if blocks * block != rows:
-        a = jnp.concatenate([a, jnp.zeros((blocks * block - rows, k), a.dtype)], axis=0)
+    blocks = -(-rows // MATMUL_ROW_BLOCK)
+    if blocks * MATMUL_ROW_BLOCK != rows:
+        a = jnp.concatenate([a, jnp.zeros((blocks * MATMUL_ROW_BLOCK - rows, k), a.dtype)], axis=0)
     if cols == 1:
         b = jnp.concatenate([b, jnp.zeros_like(b)], axis=1)
-    out = jnp.einsum("rik,kn->rin", a.reshape(blocks, block, k), b)
-    return out.reshape(blocks * block, -1)[:rows, :cols]
+    out = jnp.einsum("rik,kn->rin", a.reshape(blocks, MATMUL_ROW_BLOCK, k), b)
+    return out.reshape(blocks * MATMUL_ROW_BLOCK, -1)[:rows, :cols]
 
 
 class JaxOps:
@@ -145,8 +136,6 @@ class Adapter(FrameworkAdapter):
     name = "jax"
     ops = JaxOps()
     flat_params_for_acting = True
-    #: Policy pads acting batches to a multiple of this (one trace per 8 rows; see ROW_BLOCK).
-    acting_rows_multiple = ROW_BLOCK
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1):
         super().__init__(deterministic, num_threads)
