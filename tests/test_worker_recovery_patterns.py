@@ -1,10 +1,10 @@
 """Worker recovery beyond SyncSamples (real processes, real SIGKILL / SIGSTOP), one test per execution pattern:
 
-- async gradients (A3C) and async samples (IMPALA): a killed or hung worker is replaced, the run completes, the
-  replacement is recorded in the arrival schedule (-1 - worker), and replaying that schedule on the local backend
-  gives bit-identical weights (the replacement is replayed too);
+- async gradients (A3C), async samples (IMPALA) and async replay actors (Ape-X): a killed or hung worker is
+  replaced, the run completes, the replacement is recorded in the arrival schedule (-1 - worker), and replaying
+  that schedule on the local backend gives bit-identical weights (the replacement is replayed too);
 - sync replay (DQN) and population evaluation (ES): the final weights are bit-identical to an unfaulted run;
-- async replay (Ape-X): a killed actor and a killed replay shard are both replaced and counted.
+- async replay (Ape-X): a killed actor and a killed replay shard are both replaced and counted (the shard empty).
 """
 import logging
 import os
@@ -28,7 +28,7 @@ CFG = {
             "model": {"hidden_sizes": [32, 32]}},
     "ES": {"env": "CartPole-v1", "num_workers": 2, "episodes_per_batch": 16, "noise_table_size": 100_000},
     "APEX": {"env": "CartPole-v1", "num_workers": 2, "num_envs_per_worker": 2, "train_batch_size": 32,
-             "learning_starts": 0, "replay_batch_size": 16, "num_replay_shards": 2},
+             "learning_starts": 0, "replay_batch_size": 16, "num_replay_shards": 2, "model": {"hidden_sizes": [32, 32]}},
 }
 ITERS = 4
 
@@ -51,7 +51,7 @@ def faulted_run(algo, faults, backend="multiprocessing", iters=ITERS, **extra):
         return a.policy.get_flat_weights(), r, a.get_state()[1].get("arrival_schedule")
 
 
-@pytest.mark.parametrize("algo,backend", [("A3C", "multiprocessing"), ("IMPALA", "multiprocessing"),
+@pytest.mark.parametrize("algo,backend", [("A3C", "multiprocessing"), ("IMPALA", "multiprocessing"), ("APEX", "multiprocessing"),
                                           pytest.param("IMPALA", "ray", marks=pytest.mark.slow)])
 def test_async_worker_killed_is_replaced_and_the_faulted_run_replays(algo, backend, caplog):
     if backend == "ray":
@@ -96,7 +96,6 @@ def test_population_killed_worker_chunks_are_redone_with_identical_weights():
     np.testing.assert_array_equal(ref, weights)
 
 
-@pytest.mark.slow
 def test_async_replay_actor_and_shard_killed_are_replaced():
     # Worker ids: actors 0, 1, then shards 2, 3.
     with unirl.build("APEX", dict(CFG["APEX"], backend="multiprocessing")) as a:
