@@ -71,3 +71,36 @@ def test_impala_train_batch_beyond_queued_fragments_does_not_wait_forever():
         for _ in range(2):
             result = algo.train()
     assert result["timesteps_total"] == 2 * 2 * 256
+
+
+def test_bench_matrix_has_ratios_to_torch_local():
+    from unirl.benchmarks.backends import framework_backend_matrix
+
+    per = {"torch": {"end_to_end_steps_per_s": 100.0, "sampling_1_worker_steps_per_s": 10.0,
+                     "sampling_2_workers_steps_per_s": 19.0, "sampling_2_vs_1": 1.9, "peak_rss_per_worker_mb": 200.0},
+           "jax": {"end_to_end_steps_per_s": 300.0, "sampling_1_worker_steps_per_s": 20.0,
+                   "sampling_2_workers_steps_per_s": 30.0, "sampling_2_vs_1": 1.5, "peak_rss_per_worker_mb": None}}
+    backends = [{"backend": b, "framework": "torch", "per_framework": per, "round_trip_us": rt,
+                 "broadcast_10mb_to_4_ms": 5.0, "send_10mb_to_4_ms": 9.0, "tasks_per_s_pipelined": 1e4}
+                for b, rt in (("local", 1.0), ("multiprocessing", 30.0))]
+    frameworks = [{"framework": "torch", "learner_samples_per_s": 1e5, "act_1_us": 20.0, "act_64_us": 30.0},
+                  {"framework": "jax", "learner_samples_per_s": 4e5, "act_1_us": 10.0, "act_64_us": 15.0}]
+    rows = {(r["framework"], r["backend"]): r for r in framework_backend_matrix(backends, frameworks)}
+    assert len(rows) == 4
+    jax_mp = rows["jax", "multiprocessing"]
+    assert jax_mp["end_to_end_steps_per_s_vs_ref"] == 3.0 and jax_mp["learner_samples_per_s_vs_ref"] == 4.0
+    assert jax_mp["act_1_us_vs_ref"] == 0.5 and jax_mp["peak_rss_per_worker_mb_vs_ref"] is None
+    assert jax_mp["round_trip_us"] == 30.0 and rows["torch", "local"]["sampling_2_vs_1"] == 1.9
+
+
+@pytest.mark.timeout(120)
+def test_bench_pipelined_tasks_and_10mb_on_multiprocessing():
+    from unirl.benchmarks.backends import _pipelined_tasks_per_s, _send_10mb_ms
+
+    backend = get_backend("multiprocessing")
+    try:
+        assert _pipelined_tasks_per_s(backend, num_workers=2, in_flight=8, tasks=400) > 0
+        per_call_ms, broadcast_ms = _send_10mb_ms(backend, rounds=2)  # raises if an array arrives different
+        assert per_call_ms > 0 and broadcast_ms > 0
+    finally:
+        backend.shutdown()
