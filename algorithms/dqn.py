@@ -154,12 +154,15 @@ def huber(ops, x, delta):
 def q_targets(ops, module, params, target_params, batch, double_q: bool):
     """(Q(s, a) online, r + gamma^k (1 - terminated) Q_target(s', a*) with a stop-gradient)."""
     obs, next_obs = batch[sb.OBS], batch[NEXT_OBS]
-    q = module.forward_train(ops, params, obs)["q"]
     if double_q:
-        # Only picks an action: a forward of the online weights with their gradient stopped, so the
-        # backward pass covers the B rows of `obs`, not 2B rows of which half carry zeros.
-        frozen = {k: ops.stop_gradient(v) for k, v in params.items()}
-        q_next_online = module.forward_train(ops, frozen, next_obs)["q"]
+        # One pass over [obs; next_obs]. (A separate pass over next_obs on gradient-stopped weights would spare
+        # the backward B zero rows, but under JAX its bits then differed between a driver with process workers
+        # and one without: conformance level 3 failed for jax/multiprocessing.)
+        b = obs.shape[0]
+        q_both = module.forward_train(ops, params, ops.concat([obs, next_obs], axis=0))["q"]
+        q, q_next_online = q_both[:b], q_both[b:]
+    else:
+        q = module.forward_train(ops, params, obs)["q"]
     q_next_target = module.forward_train(ops, target_params, next_obs)["q"]
     chooser = q_next_online if double_q else q_next_target
     best = ops.argmax(ops.stop_gradient(chooser), axis=-1)
