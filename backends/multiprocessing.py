@@ -94,38 +94,59 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
 _FIRST = struct.Struct("<IIQ")  # the header and the pickle's length: one read for a message without buffers
 
 
-def recv_msg(sock: socket.socket):
+def recv_msg(sock: socket.socket, mappings: list | None = None):
+    """One message; buffers in a shared segment are mapped copy-on-write (no copy) and the mapping is
+    appended to `mappings` as (path, mmap), so the caller can release it (see `_release_mappings`)."""
     n, path_len, head_len = _FIRST.unpack(_recv_exact(sock, _FIRST.size))
     sizes = (head_len,) + (struct.unpack(f"<{n}Q", _recv_exact(sock, 8 * n)) if n else ())
     path = _recv_exact(sock, path_len).decode() if path_len else None
     head = _recv_exact(sock, sizes[0])
-    buffers = []
+    buffers, mapped = [], None
     for s in sizes[1:]:
         if s & _SHARED:
             (offset,) = struct.unpack("<Q", _recv_exact(sock, 8))
-            buffers.append(_read_shared(path, offset, s & ~_SHARED))
+            if mapped is None:
+                mapped = _map_shared(path)
+                if mappings is not None:
+                    mappings.append((path, mapped))
+            buffers.append(memoryview(mapped)[offset:offset + (s & ~_SHARED)])
         else:
             buffers.append(_recv_exact(sock, s))
     return pickle.loads(head, buffers=buffers)
 
 
-def _read_shared(path: str, offset: int, nbytes: int):
-    """A private copy of bytes [offset, offset + nbytes) of a shared segment: the driver reuses the segment
-    once this message's task is answered, so the worker must not keep a view on it."""
-    import numpy as np
+def _map_shared(path: str):
+    """The segment mapped private and writable: reading costs no copy, a write copies only its page
+    (the driver's file never changes under the worker: it rewrites a segment only once every worker
+    has released it)."""
+    import mmap
 
-    out = np.empty(nbytes, np.uint8)  # not zero-filled, unlike bytearray: one pass over the memory
     fd = os.open(path, os.O_RDONLY)
     try:
-        view, got = memoryview(out), 0
-        while got < nbytes:
-            k = os.preadv(fd, [view[got:]], offset + got)
-            if k <= 0:
-                raise EOFError(f"shared segment {path} is shorter than announced")
-            got += k
+        return mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
-    return out
+
+
+def _release_mappings(mappings: list, send, final: bool = True) -> bool:
+    """After a task: unmap each segment nothing refers to any more and tell the driver ("shm", path, kept);
+    a segment the worker still holds a view of (it kept an array) is `kept`: the driver never rewrites it.
+    With `final=False`, does nothing and returns False if some view is still alive (the reply may hold it)."""
+    if not final:
+        for _, mapped in mappings:
+            try:
+                mapped.close()
+            except BufferError:
+                return False
+    for path, mapped in mappings:
+        try:
+            mapped.close()
+            kept = False
+        except BufferError:
+            kept = True
+        send(("shm", path, kept))
+    mappings.clear()
+    return True
 
 
 class _Segment:
@@ -172,8 +193,8 @@ class _SegmentPool:
         self.busy: list[tuple[_Segment, list]] = []
         _remove_stale_segments()
 
-    def acquire(self, nbytes: int) -> _Segment:
-        self.recycle()
+    def acquire(self, nbytes: int, is_dead=lambda worker_id: False) -> _Segment:
+        self.recycle(is_dead)
         fits = [s for s in self.free if s.size >= nbytes]
         if fits:
             seg = min(fits, key=lambda s: s.size)
@@ -183,17 +204,32 @@ class _SegmentPool:
         return _Segment(os.path.join(SHM_DIR, f"{self.prefix}{self.count}"), max(nbytes, 1 << 20))
 
     def hold(self, seg: _Segment, futures: list) -> None:
+        """`seg` is in use until every future's worker has said it released the segment (or is dead)."""
+        seg.waiting = collections.Counter(f.worker_id for f in futures)
+        seg.futures = futures
+        seg.kept = False
         self.busy.append((seg, futures))
 
-    def recycle(self) -> None:
+    def note(self, path: str, worker_id: int, kept: bool) -> None:
+        """A worker's ("shm", path, kept) message: it unmapped the segment, or keeps a view of it."""
+        for seg, _ in self.busy:
+            if seg.path == path and seg.waiting[worker_id] > 0:
+                seg.waiting[worker_id] -= 1
+                seg.kept = seg.kept or kept
+                return
+
+    def recycle(self, is_dead=lambda worker_id: False) -> None:
         if not self.busy:
             return
         still = []
         for seg, futures in self.busy:
-            if all(f.done for f in futures):
-                self.free.append(seg)
-            else:
+            waiting = [w for w, k in seg.waiting.items() if k > 0 and not is_dead(w)]
+            if waiting or not all(f.done for f in futures):
                 still.append((seg, futures))
+            elif seg.kept:  # a worker holds a view: never rewrite it; the file goes, its pages stay mapped there
+                seg.close()
+            else:
+                self.free.append(seg)
         self.busy = still
         self.free.sort(key=lambda s: -s.size)
         while sum(s.size for s in self.free) > self.MAX_FREE_BYTES:
@@ -241,23 +277,33 @@ def serve(fd: int) -> None:
 
     def reader():
         while True:
+            mappings = []
             try:
-                msg = recv_msg(sock)
+                # No local name for the message: a view of a shared segment must die with the task.
+                inbox.append((recv_msg(sock, mappings), mappings))
             except (EOFError, OSError):
                 # The driver is gone: end now, even if the main thread is inside a task.
                 os._exit(0)
-            inbox.append(msg)
             ready.release()
 
     threading.Thread(target=reader, daemon=True, name="unirl-reader").start()
     worker, worker_id, forwarder = None, -1, None
     while True:
         ready.acquire()
-        msg = inbox.popleft()
+        msg, mappings = inbox.popleft()
         kind = msg[0]
         if kind == "call":
             _, method, args, kwargs = msg
-            send(("r",) + base.run_task(worker, worker_id, method, args, kwargs))
+            reply = ("r",) + base.run_task(worker, worker_id, method, args, kwargs)
+            if mappings:
+                # Release before replying where possible, so the driver knows by the time the call is done.
+                del msg, args, kwargs
+                if not _release_mappings(mappings, send, final=False):
+                    send(reply)
+                    del reply
+                    _release_mappings(mappings, send)
+                    continue
+            send(reply)
         elif kind == "init":
             _, worker_id, cls_bytes, args, log_level = msg
             forwarder = base.install_log_forwarder(lambda d: send(("log", d)), log_level)
@@ -542,8 +588,10 @@ class Backend(base.Backend):
         if big and len(handles) > 1:
             if self._segments is None:
                 self._segments = _SegmentPool()
+            self._pump(0)  # take in release notes that arrived after their calls' results
             try:
-                segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big))
+                segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big),
+                                                 lambda wid: self._procs[wid].dead is not None)
             except OSError:  # no /dev/shm (or it is full): every buffer crosses every socket instead
                 return [self.call(h, method, *args, **kwargs) for h in handles]
             offsets, offset = {}, 0
@@ -642,6 +690,9 @@ class Backend(base.Backend):
                     msg = recv_msg(proc.sock)
                     if msg[0] == "log":
                         base.replay_log(msg[1])
+                    elif msg[0] == "shm":
+                        if self._segments is not None:
+                            self._segments.note(msg[1], proc.worker_id, msg[2])
                     else:
                         proc.pending.popleft()._set(msg[1], msg[2] if msg[1] else
                                                     base.task_error(proc.worker_id, msg[2]))

@@ -104,3 +104,36 @@ def test_bench_pipelined_tasks_and_10mb_on_multiprocessing():
         assert per_call_ms > 0 and broadcast_ms > 0
     finally:
         backend.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_multiprocessing_broadcast_array_a_worker_keeps_is_never_overwritten():
+    class Keeper:  # local: cloudpickled by value into the workers
+        def __init__(self, i):
+            self.kept = None
+
+        def keep(self, array):
+            self.kept = array  # a view of the shared segment, kept past the call
+            return None
+
+        def modify_and_sum(self, array):
+            array += 1  # copy-on-write: the worker's own page, never the driver's file
+            return float(np.sum(array, dtype=np.float64))
+
+        def kept_bytes(self):
+            return self.kept.tobytes()
+
+    backend = get_backend("multiprocessing")
+    try:
+        workers = backend.spawn(Keeper, [(i,) for i in range(2)])
+        first = np.arange(1 << 19, dtype=np.float32)
+        backend.get(backend.broadcast(workers, "keep", first), timeout=60)
+        for k in range(3):  # later broadcasts must not reuse the segment the workers still map
+            other = np.full(1 << 19, -7.0 - k, np.float32)
+            assert backend.get(backend.broadcast(workers, "modify_and_sum", other), timeout=60) == \
+                [float(np.sum(other + 1, dtype=np.float64))] * 2
+        assert backend.get([backend.call(w, "kept_bytes") for w in workers], timeout=60) == [first.tobytes()] * 2
+        assert backend._segments.count == 2  # the kept one retired, the next one reused
+    finally:
+        backend.shutdown()
+    assert _segments() == []
