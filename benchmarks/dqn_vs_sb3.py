@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-TARGET = 475.0
-WINDOW = 20
+from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, sb3_missing, sb3_stop_callback,
+                                          train_until_target)
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "dqn_cartpole.json")
 
@@ -50,24 +50,9 @@ def greedy_mean_sb3(model, seed: int, episodes: int = 20) -> float:
 def run_sb3(seed: int, budget: int) -> dict:
     import torch
     from stable_baselines3 import DQN
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(1)
-
-    class Stop(BaseCallback):
-        def __init__(self, t0, c0):
-            super().__init__()
-            self.t0, self.c0, self.returns, self.hit = t0, c0, [], None
-
-        def _on_step(self) -> bool:
-            for info in self.locals["infos"]:
-                if "episode" in info:
-                    self.returns.append(info["episode"]["r"])
-            if len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= TARGET:
-                self.hit = (time.perf_counter() - self.t0, self.num_timesteps, time.process_time() - self.c0)
-                return False
-            return True
 
     t0, c0 = time.perf_counter(), time.process_time()
     env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
@@ -75,7 +60,7 @@ def run_sb3(seed: int, budget: int) -> dict:
                 gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
                 exploration_fraction=0.16, exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]},
                 seed=seed, device="cpu", verbose=0)
-    cb = Stop(t0, c0)
+    cb = sb3_stop_callback(t0, c0)
     model.learn(total_timesteps=budget, callback=cb)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = model.num_timesteps
@@ -91,14 +76,8 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
 
     t0, c0 = time.perf_counter(), time.process_time()
     algo = unirl.build("DQN", dict(config, seed=seed))
-    returns, hit = [], None
     try:
-        while algo.timesteps_total < budget:
-            result = algo.train()
-            returns.extend(result["episode_returns_this_iter"])
-            if len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= TARGET:
-                hit = (time.perf_counter() - t0, result["timesteps_total"], time.process_time() - c0)
-                break
+        hit, returns = train_until_target(algo, budget, t0, c0)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         steps = algo.timesteps_total
         greedy = algo.evaluate(20)["evaluation/episode_return_mean"]
@@ -126,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
+    if sb3_missing(args.skip_sb3):
+        return 2
     if os.path.exists(args.config):
         with open(args.config) as f:
             config = json.load(f)

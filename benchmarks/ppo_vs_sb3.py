@@ -38,10 +38,45 @@ def load_config(path: str | None) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
+def sb3_stop_callback(t0: float, c0: float):
+    """An SB3 callback that stops training once the last WINDOW training episodes average >= TARGET, and
+    keeps (wall s, env steps, CPU s) since (t0, c0) at that step in `.hit` (None if never reached)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Stop(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.returns, self.hit = [], None
+
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    self.returns.append(info["episode"]["r"])
+            if len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= TARGET:
+                self.hit = (time.perf_counter() - t0, self.num_timesteps, time.process_time() - c0)
+                return False
+            return True
+
+    return Stop()
+
+
+def sb3_missing(skip_sb3: bool) -> bool:
+    """True (after printing the one sentence naming the `bench` extra) when SB3 is needed but not installed."""
+    import importlib.util
+    import sys
+
+    from unirl.errors import missing_extra
+
+    if skip_sb3 or importlib.util.find_spec("stable_baselines3") is not None:
+        return False
+    sentence = str(missing_extra("stable_baselines3", "bench", "the comparison with Stable-Baselines3"))
+    print(f"error: {sentence.rstrip('.')} (or pass --skip-sb3).", file=sys.stderr)
+    return True
+
+
 def run_sb3(seed: int, budget: int) -> dict:
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     torch.set_num_threads(1)
@@ -49,29 +84,27 @@ def run_sb3(seed: int, budget: int) -> dict:
     def linear(v):
         return lambda progress_remaining: progress_remaining * v
 
-    class Stop(BaseCallback):
-        def __init__(self, t0, c0):
-            super().__init__()
-            self.t0, self.c0, self.returns, self.hit = t0, c0, [], None
-
-        def _on_step(self) -> bool:
-            for info in self.locals["infos"]:
-                if "episode" in info:
-                    self.returns.append(info["episode"]["r"])
-            if len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= TARGET:
-                self.hit = (time.perf_counter() - self.t0, self.num_timesteps, time.process_time() - self.c0)
-                return False
-            return True
-
     t0, c0 = time.perf_counter(), time.process_time()
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
                 ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2), seed=seed, device="cpu", verbose=0)
-    cb = Stop(t0, c0)
+    cb = sb3_stop_callback(t0, c0)
     model.learn(total_timesteps=budget, callback=cb)
     wall, steps, cpu = cb.hit if cb.hit else (float("nan"), None, float("nan"))
     return {"library": "sb3", "seed": seed, "wall_s": wall, "cpu_s": cpu, "steps": steps,
             "steps_per_s": steps / wall if steps else None}
+
+
+def train_until_target(algo, budget: int, t0: float, c0: float):
+    """Train `algo` until the last WINDOW training episodes average >= TARGET or `budget` env steps pass:
+    ((wall s, env steps, CPU s) since (t0, c0) when the target was met, else None; the episode returns)."""
+    returns = []
+    while algo.timesteps_total < budget:
+        result = algo.train()
+        returns.extend(result["episode_returns_this_iter"])
+        if len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= TARGET:
+            return (time.perf_counter() - t0, result["timesteps_total"], time.process_time() - c0), returns
+    return None, returns
 
 
 def run_unirl(seed: int, budget: int, config: dict) -> dict:
@@ -79,14 +112,8 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
 
     t0, c0 = time.perf_counter(), time.process_time()
     algo = unirl.build("PPO", dict(config, seed=seed))
-    returns, hit = [], None
     try:
-        while algo.timesteps_total < budget:
-            result = algo.train()
-            returns.extend(result["episode_returns_this_iter"])
-            if len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= TARGET:
-                hit = (time.perf_counter() - t0, result["timesteps_total"], time.process_time() - c0)
-                break
+        hit, _ = train_until_target(algo, budget, t0, c0)
     finally:
         algo.stop()
     wall, steps, cpu = hit if hit else (float("nan"), None, float("nan"))
@@ -115,14 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--json", help="write the records here")
     args = p.parse_args(argv)
-    import importlib.util
-    import sys
-
-    from unirl.errors import missing_extra
-
-    if not args.skip_sb3 and importlib.util.find_spec("stable_baselines3") is None:
-        sentence = str(missing_extra("stable_baselines3", "bench", "the comparison with Stable-Baselines3"))
-        print(f"error: {sentence.rstrip('.')} (or pass --skip-sb3).", file=sys.stderr)
+    if sb3_missing(args.skip_sb3):
         return 2
     config = dict(load_config(args.config_file), **json.loads(args.config))
     warm_up(args.skip_sb3, config)
