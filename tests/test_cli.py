@@ -67,3 +67,16 @@ def test_same_command_twice_gives_identical_weights(tmp_path):
     for x, y in zip(ra, rb):
         assert {k: v for k, v in x.items() if "time" not in k and "per_s" not in k} == \
                {k: v for k, v in y.items() if "time" not in k and "per_s" not in k}
+
+
+def test_progress_bar_follows_any_stop_criterion(tmp_path):
+    """A stop on time, episodes or a return target drives the progress bar (it once crashed rich's
+    formatting with a traceback when the criterion was neither timesteps_total nor training_iteration)."""
+    for i, stop in enumerate(('{"time_total_s": 0.5}', '{"episodes_total": 20}', '{"episode_return_mean": 15}')):
+        out = tmp_path / f"run{i}"
+        proc = run_cli("train", "--run=PPO", "--env=CartPole-v1", "--stop", stop, "--evaluation-episodes", "0",
+                       "--output", str(out), timeout=300, env=dict(os.environ, COLUMNS="120", FORCE_COLOR="1",
+                                                                      TTY_COMPATIBLE="1", TTY_INTERACTIVE="1"))
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (stop, proc.stderr[-2000:])
+        rows = [json.loads(line) for line in (out / "result.json").read_text().splitlines()]
+        assert rows, stop

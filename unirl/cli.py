@@ -276,7 +276,9 @@ def cmd_train(args) -> int:
 
     with open(os.path.join(logdir, "kernels.json"), "w") as f:
         json.dump(settings(), f, indent=1, sort_keys=True)  # the kernel pins in effect (see docs/determinism.md)
-    primary = next((k for k in ("timesteps_total", "training_iteration") if k in stop), None)
+    # The progress bar follows the first stop criterion (timesteps_total, training_iteration, time_total_s,
+    # episodes_total, a return target, ...); with none (--forever) it counts iterations.
+    primary = next(iter(stop), None)
     ckdir = os.path.join(logdir, "checkpoints")
     last_checkpoint = [folder]
 
@@ -292,7 +294,7 @@ def cmd_train(args) -> int:
     stopper = StopRequest(lambda m: err.print(m, highlight=False, markup=False))
     try:
         with stopper, Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                               TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeElapsedColumn(),
+                               TextColumn("{task.completed:,.0f}/{task.total:,.0f}" if primary else "{task.completed:,.0f}"), TimeElapsedColumn(),
                                TimeRemainingColumn(), console=console, transient=True,
                                disable=args.quiet) as progress:
             task = progress.add_task(primary or "iterations", total=stop.get(primary, None))
@@ -304,8 +306,9 @@ def cmd_train(args) -> int:
                 logger.log(result)
                 logged[0] += 1
                 progress.console.print(iteration_line(result), soft_wrap=True, highlight=False)
-                progress.update(task, completed=result["timesteps_total"] if primary == "timesteps_total"
-                                else result["iteration"])
+                value = dict(result, training_iteration=result["iteration"]).get(primary or "iteration")
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    progress.update(task, completed=value)
                 done = should_stop(result, stop)
                 periodic = (result["iteration"] % args.checkpoint_freq == 0 if args.checkpoint_freq
                             else time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S)
