@@ -529,6 +529,10 @@ class LossProblem:
                 f"columns {sorted(self.batch)}, hyperparameters {sorted(self.hp)}) captured with {self.captured_with}")
 
 
+#: With call -1, how many iterations capture_problem runs at most while waiting for a first learning call.
+MAX_CAPTURE_ITERATIONS = 20
+
+
 class _Captured(Exception):
     """Raised by the recorder to end the capturing run once the wanted call is recorded."""
 
@@ -565,9 +569,13 @@ def capture_problem(algo="PPO", config: dict | None = None, framework="torch", c
     try:
         algo_obj.policy.recorder = recorder
         try:
-            for _ in range(iterations if call < 0 else 10_000):
+            # call -1: the last learning call of the first `iterations` iterations, or of the first iteration
+            # after them that makes one (a free-running learner, as Ape-X's, may not step in iteration 1).
+            done = 0
+            while done < (10_000 if call >= 0 else max(iterations, MAX_CAPTURE_ITERATIONS)):
                 algo_obj.train()
-                if call >= 0 and count[0] > call:
+                done += 1
+                if (count[0] > call) if call >= 0 else (done >= iterations and count[0] > 0):
                     break
         except _Captured:
             pass
@@ -576,7 +584,7 @@ def capture_problem(algo="PPO", config: dict | None = None, framework="torch", c
         algo_obj.stop()
     if not captured:
         raise ValueError(f"{algorithm_label(algo)} made {count[0]} learning calls (learn_on_batch or "
-                         f"compute_gradients) in {iterations} iteration(s); nothing to capture (call {call})")
+                         f"compute_gradients) in {done} iteration(s); nothing to capture (call {call})")
     return LossProblem(algo, cfg, captured["kind"], captured["index"], captured["state"], captured["batch"],
                        captured["hp"], framework_spec(framework))
 

@@ -220,3 +220,13 @@ def test_apex_solves_cartpole(backend):
         assert best >= 475, best
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(120)
+def test_level_4_captures_a_learning_call_of_the_free_running_learner():
+    """Ape-X's free-running learner makes no learning call in its first iteration on the local backend;
+    level 4's capture waits for the first iteration that makes one (it failed for tf and jax before)."""
+    from conformance import framework_checks as fc
+
+    problem = fc.capture_problem("APEX", config=fc.small_config("APEX"), framework="torch")
+    assert problem.batch and problem.kind in ("learn", "gradients") and problem.call_index >= 0
