@@ -17,6 +17,7 @@ processes into workers and returns None on the driver. The child calls that hook
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import signal
@@ -31,17 +32,52 @@ from unirl.conformance.runs import RunRecord, RunSpec, record_run
 API_CHECK_WORKERS = 4
 #: Seconds one run may take (including its backend's start) before the job counts as hung.
 RUN_TIMEOUT_S = 300
+#: How the child starts: `unirl.cli` without the current directory at sys.path[0] (what `python -m` would put
+#: there), so it imports unirl from where this process did, not from a checkout that happens to be the cwd.
+CHILD_ENTRY = "import sys; sys.path.pop(0); from unirl.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def code_fingerprint() -> dict:
+    """{module: (real path, SHA-256 of its source)} for every loaded unirl module (unirl.algorithms, .backends, ...
+    included). The suite compares its own with each child's: a child must run the code the local runs ran."""
+    out = {}
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if not path or not (name == "unirl" or name.startswith("unirl.")):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                out[name] = (os.path.realpath(path), hashlib.sha256(fh.read()).hexdigest())
+        except OSError:
+            pass
+    return out
+
+
+def code_mismatch(mine: dict, theirs: dict) -> str | None:
+    """Why two code fingerprints disagree (modules both loaded, from other files or with other sources), or None."""
+    differ = sorted(n for n in set(mine) & set(theirs) if mine[n] != theirs[n])
+    if not differ:
+        return None
+    shown = "; ".join(f"{n}: {mine[n][0]} here, {theirs[n][0]} there"
+                      + (" (same path, source edited since this process imported it)" if mine[n][0] == theirs[n][0]
+                         else "") for n in differ[:3])
+    return (f"the child job ran other unirl code than this process ({len(differ)} module(s) differ: {shown}"
+            f"{'; ...' if len(differ) > 3 else ''}); its runs cannot be compared with the local ones")
 
 
 def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
-                         api_checks: bool = False, schedules: dict | None = None) -> tuple[dict, list | None]:
+                         api_checks: bool = False, schedules: dict | None = None,
+                         code: dict | None = None) -> tuple[dict, list | None]:
     """Record `specs` (all on `backend`) in one child job, then (if asked) run the backend's level-1 checks there.
 
-    `schedules` maps a replaying spec to the arrival schedule it replays.
+    `schedules` maps a replaying spec to the arrival schedule it replays. `code` is this process's
+    `code_fingerprint()` from before its own runs (default: now); a child that ran other code fails every run.
 
     Returns (records by spec, level-1 records or None); a run the job did not record carries the
     reason. `on_record(spec, record)` is called as each record arrives.
     """
+    parent_code = code_fingerprint() if code is None else code
+    child_code: dict = {}
     with tempfile.TemporaryDirectory(prefix="unirl-conformance-") as tmp:
         spec_path, out_path = os.path.join(tmp, "specs.pkl"), os.path.join(tmp, "records.pkl")
         log_path = os.path.join(tmp, "child.log")
@@ -51,7 +87,7 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
         env = dict(os.environ)
         # The child imports what this process can (a plugin found through sys.path, e.g. under pytest).
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        cmd = [sys.executable, "-m", "unirl.cli", "conformance", "--run-specs", spec_path, out_path]
+        cmd = [sys.executable, "-c", CHILD_ENTRY, "conformance", "--run-specs", spec_path, out_path]
         records: dict = {}
         api: list = []
         failure = None
@@ -61,7 +97,7 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
             last_progress = time.monotonic()
             while True:
                 code = proc.poll()
-                new = _read_records(out_path, records, api)
+                new = _read_records(out_path, records, api, child_code)
                 for s in new:
                     if on_record:
                         on_record(s, records[s])
@@ -76,7 +112,10 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
                                f"job was stopped. Its last output: {_tail(log_path)}")
                     break
                 time.sleep(0.25)
-        _read_records(out_path, records, api)
+        _read_records(out_path, records, api, child_code)
+    mismatch = code_mismatch(parent_code, child_code)
+    if mismatch:
+        records = {s: RunRecord(s, error=mismatch) for s in specs}
     for s in specs:
         if s not in records:
             records[s] = RunRecord(s, error=failure or "the child job did not record this run")
@@ -90,7 +129,7 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
     return records, (api if api_checks else None)
 
 
-def _read_records(path: str, records: dict, api: list) -> list:
+def _read_records(path: str, records: dict, api: list, code: dict | None = None) -> list:
     """Load the output file (written whole, then renamed); returns the specs whose records are new."""
     try:
         with open(path, "rb") as fh:
@@ -100,6 +139,8 @@ def _read_records(path: str, records: dict, api: list) -> list:
     new = [s for s in loaded["records"] if s not in records]
     records.update(loaded["records"])
     api[:] = loaded["api"]
+    if code is not None:
+        code.update(loaded.get("code", {}))
     return new
 
 
@@ -161,9 +202,10 @@ def run_specs_command(spec_path: str, out_path: str) -> int:
         code = prepare(config, sys.argv)
         if code is not None:  # this process launched the job, which has done the work
             return code
-    out = {"records": {}, "api": []}
+    out = {"records": {}, "api": [], "code": {}}
 
     def save():
+        out["code"] = code_fingerprint()
         # written whole to a new file, then renamed: the parent never reads half a file
         with open(out_path + ".tmp", "wb") as fh:
             pickle.dump(out, fh)

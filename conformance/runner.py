@@ -330,8 +330,9 @@ class Suite:
         """Record every run and run level 1's backend checks: the reference backend's in this process, each other
         backend's in one child job (isolated and time-limited; launched under mpiexec for MPI)."""
         from unirl.conformance.api_checks import backend_api_checks
-        from unirl.conformance.launch import record_runs_in_child
+        from unirl.conformance.launch import code_fingerprint, record_runs_in_child
 
+        code = code_fingerprint()  # before the local runs: a child must run this code, not a later edit of it
         api = 1 in self.mode.levels
         for s in sorted((s for s in specs if s.backend == REFERENCE_BACKEND), key=lambda s: s.replay):
             self.progress.step(f"run {s.label}" + (" (again)" if s.repeat else ""))
@@ -355,7 +356,8 @@ class Suite:
                 self.progress.step(f"{backend}: recorded {spec.label}" + (" (again)" if spec.repeat else ""))
 
             schedules = {s: self.schedule_for(s) for s in group if s.replay}
-            records, api_records = record_runs_in_child(b, group, arrived, api_checks=api, schedules=schedules)
+            records, api_records = record_runs_in_child(b, group, arrived, api_checks=api, schedules=schedules,
+                                                        code=code)
             self.records.update(records)
             for r in api_records or []:
                 self.add(**r)

@@ -184,3 +184,18 @@ def test_the_example_backend_in_the_docs_passes_levels_1_to_3(tmp_path, monkeypa
     assert not report.failed, [r.line() for r in report.failed]
     checks = {r.check: r.status for r in report.results if r.backend == "doc_example_backend:MyBackend"}
     assert checks["api/backend/ordering"] == "passed" and checks["invariance"] == "passed"
+
+
+def test_a_child_job_that_ran_other_unirl_code_is_named():
+    """The suite compares its own code fingerprint with each child job's: another checkout (a cwd holding
+    one) or a source edited mid-run makes every run of that child an error instead of a false verdict."""
+    from conformance.launch import code_fingerprint, code_mismatch
+
+    mine = code_fingerprint()
+    assert "unirl.errors" in mine
+    assert code_mismatch(mine, dict(mine)) is None
+    name = "unirl.errors"
+    edited = dict(mine, **{name: (mine[name][0], "0" * 64)})
+    assert "source edited since this process imported it" in code_mismatch(mine, edited)
+    moved = dict(mine, **{name: ("/elsewhere/unirl/errors.py", "0" * 64)})
+    assert "/elsewhere/unirl/errors.py there" in code_mismatch(mine, moved)
