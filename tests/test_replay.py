@@ -16,15 +16,22 @@ def fresh_tree_sums(leaves: np.ndarray, size: int) -> np.ndarray:
     return tree
 
 
-@pytest.mark.parametrize("capacity", [1, 5, 64, 1000])
+@pytest.mark.parametrize("capacity", [1, 5, 64, 1000, 4096])
 def test_sum_tree_updates_equal_a_fresh_build(capacity):
-    """Batched updates (repeated indices included) leave exactly the sums a fresh build gives, bit for bit."""
+    """Batched updates (repeated indices included, and the contiguous, wrapping runs of slots that an
+    add writes, which take the dense slice path) leave exactly the sums a fresh build gives, bit for bit."""
     rng = np.random.default_rng(capacity)
     tree = SumTree(capacity)
     leaves = np.zeros(capacity)
     seen = np.zeros(0, np.int64)  # leaves set so far: the min tree's minimum is over these
-    for _ in range(50):
-        idx = rng.integers(0, capacity, size=rng.integers(1, 40))
+    ring = 0
+    for step in range(50):
+        if step % 2:  # an add's run of ring slots, wrapping past the end
+            n = int(rng.integers(1, 300))
+            idx = (ring + np.arange(n)) % capacity
+            ring = (ring + n) % capacity
+        else:
+            idx = rng.integers(0, capacity, size=rng.integers(1, 40))
         vals = rng.random(len(idx)) * 10
         tree.update(idx, vals)
         for i, v in zip(idx, vals):  # the last write to a repeated index wins

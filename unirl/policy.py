@@ -246,8 +246,10 @@ class Policy:
         return stats
 
     def finish_learning(self) -> None:
-        """Refresh the acting parameters after a run of learn_on_batch calls."""
-        self._refresh_acting_params()
+        """Refresh the acting parameters after a run of learn_on_batch calls (none since the last
+        refresh: nothing to do, the acting parameters are those of the unchanged weights)."""
+        if self._acting_params is None:
+            self._refresh_acting_params()
 
     def _refresh_acting_params(self) -> None:
         if getattr(self.adapter, "flat_params_for_acting", False):
