@@ -13,7 +13,10 @@
   20 episodes at the end.
 - apex: env steps/s of free-running Ape-X (2 shards, 4 envs per actor, 32 steps per env per actor
   task) with each actor count on each backend, over a fixed wall-clock window after a warm-up, with
-  the ratio to one actor, the learner's steps/s and the replay ratio in that window.
+  the ratio to one actor, the learner's steps/s and the replay ratio in that window, and where the
+  CPU went (microseconds per env step of the driver with its learner, the actors, the shards); the
+  1-actor row also gives the most 2 actors can gain on 2 cores from those, 2 max(a, r) / (a + r)
+  (a: the actors' CPU per step, r: the rest's).
 - apex-solve: 4 actors, 2 shards on CartPole-v1 until the greedy mean over 20 episodes reaches 475
   (`--backends multiprocessing ray`; MPI: run under `mpiexec -n 7 python -m unirl.benchmarks.replay
   apex-solve --backends mpi`): env steps, wall seconds, replay ratio.
@@ -27,6 +30,8 @@ import sys
 import time
 
 import numpy as np
+
+from unirl.benchmarks.throughput import scaling_bound_of, worker_cpu_s
 
 
 def bench_tree(capacities=(100_000, 1_000_000), batch_sizes=(64, 512), rounds=5, calls=200) -> list[dict]:
@@ -103,15 +108,21 @@ def bench_apex(backend: str, actors: int, seconds: float = 20.0, warmup_s: float
         t_end = time.perf_counter() + warmup_s
         while time.perf_counter() < t_end or algo.grad_steps == 0:
             algo.train()
-        s0, g0, t0 = algo.timesteps_total, algo.grad_steps, time.perf_counter()
+        p = algo.pattern
+        cpu = lambda: (time.process_time(), worker_cpu_s(algo.backend, p.actors), worker_cpu_s(algo.backend, p.shards))  # noqa: E731
+        s0, g0, t0, cpu0 = algo.timesteps_total, algo.grad_steps, time.perf_counter(), cpu()
         while time.perf_counter() - t0 < seconds:
             r = algo.train()
         dt = time.perf_counter() - t0
+        cpu1 = cpu()
         steps, grads = algo.timesteps_total - s0, algo.grad_steps - g0
+        # CPU microseconds per env step: the driver (learner included), the actors, the shards.
+        us = [None if a is None or b is None else 1e6 * (b - a) / max(steps, 1) for a, b in zip(cpu0, cpu1)]
         return {"backend": backend, "actors": actors, "env_steps_per_s": steps / dt, "learner_steps_per_s": grads / dt,
                 "replay_ratio_window": grads * algo.config.replay_batch_size / max(steps, 1),
                 "replay_ratio": r["learner/replay_ratio"], "weight_syncs": r["learner/weight_syncs"],
-                "staleness": r["learner/weight_staleness_mean_total"], "window_s": dt}
+                "staleness": r["learner/weight_staleness_mean_total"], "window_s": dt,
+                "driver_cpu_us_per_step": us[0], "actors_cpu_us_per_step": us[1], "shards_cpu_us_per_step": us[2]}
     finally:
         algo.stop()
 
@@ -165,8 +176,13 @@ def main(argv=None) -> int:
             base = None
             for n in args.actors:
                 row = bench_apex(backend, n, args.seconds, config=json.loads(args.config))
-                base = base or row["env_steps_per_s"]
-                row["ratio_to_1"] = row["env_steps_per_s"] / base
+                if base is None:
+                    base = row
+                    # 2 cores: actors need actors_cpu per step, everything else (driver, learner, shards) the rest.
+                    rest = None if None in (row["driver_cpu_us_per_step"], row["shards_cpu_us_per_step"]) else \
+                        row["driver_cpu_us_per_step"] + row["shards_cpu_us_per_step"]
+                    row["bound_2_actors_on_2_cores"] = scaling_bound_of(row["actors_cpu_us_per_step"], rest)
+                row["ratio_to_1"] = row["env_steps_per_s"] / base["env_steps_per_s"]
                 print(json.dumps(row), flush=True)
     return 0
 

@@ -19,21 +19,34 @@ import time
 import unirl
 
 
-def _worker_cpu_s(algo, num_workers: int) -> float | None:
-    """CPU seconds (user + system) used so far by the processes hosting the algorithm's workers."""
+def worker_cpu_s(backend, handles) -> float | None:
+    """CPU seconds (user + system) used so far by the processes hosting these workers (0 on a backend
+    whose workers run in the driver; None where a worker's process cannot be seen from here)."""
     import psutil
 
-    from unirl.backends.base import WorkerHandle
-
-    if algo.backend.runs_in_driver:
+    if backend.runs_in_driver:
         return 0.0
     total = 0.0
-    for pid in {algo.backend.worker_pid(WorkerHandle(i)) for i in range(num_workers)}:
+    for pid in {backend.worker_pid(h) for h in handles}:
         if pid is None:
             return None
         t = psutil.Process(pid).cpu_times()
         total += t.user + t.system
     return total
+
+
+def _worker_cpu_s(algo, num_workers: int) -> float | None:
+    from unirl.backends.base import WorkerHandle
+
+    return worker_cpu_s(algo.backend, [WorkerHandle(i) for i in range(num_workers)])
+
+
+def scaling_bound_of(worker: float | None, driver: float | None) -> float | None:
+    """The most 2 workers can gain over 1 on 2 cores when a worker needs `worker` and everything else
+    (the driver, and any helper processes) `driver` CPU per env step of one worker's work."""
+    if not worker or not driver:
+        return None
+    return 2 * max(worker, driver) / (worker + driver)
 
 
 def measure(algo: str, backend: str, num_workers: int, seconds: float, env: str, config: dict | None = None) -> dict:
@@ -75,10 +88,7 @@ def time_to_score(algo: str, backend: str, num_workers: int, env: str, score: fl
 
 def scaling_bound(one: dict) -> float | None:
     """The most 2 workers can gain over 1 on 2 cores given one worker's and the driver's CPU per step."""
-    w, d = one.get("worker_cpu_s_per_1k_steps"), one["driver_cpu_s_per_1k_steps"]
-    if not w or not d:
-        return None
-    return 2 * max(w, d) / (w + d)
+    return scaling_bound_of(one.get("worker_cpu_s_per_1k_steps"), one["driver_cpu_s_per_1k_steps"])
 
 
 def main(argv=None) -> None:
