@@ -12,6 +12,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -26,7 +27,15 @@ def _row_stable_matmul(a, b):
         a = jnp.concatenate([a, jnp.zeros((blocks * MATMUL_ROW_BLOCK - rows, k), a.dtype)], axis=0)
     if cols == 1:
         b = jnp.concatenate([b, jnp.zeros_like(b)], axis=1)
-    out = jnp.einsum("rik,kn->rin", a.reshape(blocks, MATMUL_ROW_BLOCK, k), b)
+    a = a.reshape(blocks, MATMUL_ROW_BLOCK, k)
+    if blocks == 1:
+        out = jnp.einsum("rik,kn->rin", a, b)
+    else:
+        # A true batched dot, one [MATMUL_ROW_BLOCK, k] x [k, n] problem per block. The einsum
+        # "rik,kn->rin" is one [blocks * MATMUL_ROW_BLOCK, k] GEMM in disguise, and XLA may pick
+        # another kernel for it than for one block (seen on an AMD EPYC: n = 2, 65 rows and more,
+        # other bits in the first block's rows).
+        out = lax.dot_general(a, jnp.broadcast_to(b, (blocks,) + b.shape), (((2,), (1,)), ((0,), (0,))))
     return out.reshape(blocks * MATMUL_ROW_BLOCK, -1)[:rows, :cols]
 
 
