@@ -69,15 +69,10 @@ class SumTree:
         tree[nodes] = values  # NumPy assigns repeated indices in order: the last one stays
         min_tree[nodes] = values
         lo, hi = int(nodes.min()), int(nodes.max())
-        dense = False
         for _ in range(self.depth):
             lo, hi = lo >> 1, hi >> 1
-            if not dense and hi - lo < 4 * n:
-                dense = True
-            if dense:
-                a, b = 2 * lo, 2 * hi + 2
-                tree[lo:hi + 1] = tree[a:b:2] + tree[a + 1:b:2]
-                min_tree[lo:hi + 1] = np.minimum(min_tree[a:b:2], min_tree[a + 1:b:2])
+            if hi - lo < 4 * n:  # once short, the range stays short on every level above
+                self._recompute(lo, hi + 1)
             else:
                 nodes = nodes >> 1  # repeated parents just write the same sum twice
                 tree[nodes] = tree[2 * nodes] + tree[2 * nodes + 1]
@@ -103,9 +98,13 @@ class SumTree:
         self.min_tree[:] = np.inf
         self.min_tree[self.size:self.size + len(values)] = values
         for level in range(self.depth - 1, -1, -1):
-            lo, hi = 1 << level, 2 << level
-            self.tree[lo:hi] = self.tree[2 * lo:2 * hi:2] + self.tree[2 * lo + 1:2 * hi:2]
-            self.min_tree[lo:hi] = np.minimum(self.min_tree[2 * lo:2 * hi:2], self.min_tree[2 * lo + 1:2 * hi:2])
+            self._recompute(1 << level, 2 << level)
+
+    def _recompute(self, lo: int, hi: int) -> None:
+        """Nodes lo .. hi - 1 (of one level) from their children."""
+        tree, min_tree = self.tree, self.min_tree
+        tree[lo:hi] = tree[2 * lo:2 * hi:2] + tree[2 * lo + 1:2 * hi:2]
+        min_tree[lo:hi] = np.minimum(min_tree[2 * lo:2 * hi:2], min_tree[2 * lo + 1:2 * hi:2])
 
 
 class ReplayBuffer:
@@ -140,11 +139,9 @@ class ReplayBuffer:
             n = self.capacity
         idx = (self.next_index + np.arange(n)) % self.capacity
         end = self.next_index + n
+        slots = slice(self.next_index, end) if end <= self.capacity else idx  # no wrap: a slice copy
         for k, v in rows.items():
-            if end <= self.capacity:  # one contiguous run of slots: a slice copy
-                self.columns[k][self.next_index:end] = v
-            else:
-                self.columns[k][idx] = v
+            self.columns[k][slots] = v
         self.next_index = int((self.next_index + n) % self.capacity)
         self.num_rows = min(self.capacity, self.num_rows + n)
         self.rows_added += n

@@ -34,7 +34,7 @@ def _row_stable_matmul(a, b):
         # A true batched dot, one [MATMUL_ROW_BLOCK, k] x [k, n] problem per block. The einsum
         # "rik,kn->rin" is one [blocks * MATMUL_ROW_BLOCK, k] GEMM in disguise, and XLA may pick
         # another kernel for it than for one block (seen on an AMD EPYC: n = 2, 65 rows and more,
-        # other bits in the first block's rows).
+        # other bits in the first block's rows). One block keeps the einsum: the same bits as ever.
         out = lax.dot_general(a, jnp.broadcast_to(b, (blocks,) + b.shape), (((2,), (1,)), ((0,), (0,))))
     return out.reshape(blocks * MATMUL_ROW_BLOCK, -1)[:rows, :cols]
 
