@@ -67,6 +67,26 @@ def test_atari_preprocessing_and_ppo_smoke():
     assert batch[sb.OBS].dtype == np.uint8 and batch[sb.OBS].shape[2:] == (84, 84, 4)
 
 
+@needs("ale_py")
+@pytest.mark.timeout(60)
+def test_worker_registers_an_ale_env_without_gymnasium_override_warnings():
+    """A worker process gets the driver's EnvSpec before it has imported ale_py; the family's own
+    registration must come first, or ale_py's import overrides the copy with a warning per worker."""
+    import subprocess
+    import sys
+
+    from unirl.env import env_payload
+
+    unirl.env.check_env_id("ALE/Pong-v5")
+    code = ("import sys, warnings; warnings.simplefilter('error'); import gymnasium as gym; "
+            "from unirl.env import ensure_env_registered; "
+            "assert 'ALE/Pong-v5' not in gym.registry; "
+            "ensure_env_registered(sys.stdin.buffer.read()); gym.make('ALE/Pong-v5').close()")
+    out = subprocess.run([sys.executable, "-c", code], input=env_payload("ALE/Pong-v5"), capture_output=True,
+                         timeout=50)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+
+
 @needs("mujoco")
 @pytest.mark.timeout(120)
 def test_mujoco_hopper_builds_with_gaussian():

@@ -282,5 +282,8 @@ def ensure_env_registered(payload: bytes | None) -> None:
     except Exception as e:
         raise UnirlError(f"a worker process cannot rebuild the environment sent by the driver: {e} "
                          "(its module must be importable in the workers, e.g. on PYTHONPATH).") from None
+    # an env of a known family (ALE/..., MinAtar/...): its package registers it on import; registering
+    # the driver's copy first would make that import override it, with a Gymnasium warning per worker
+    _load_family(spec.id)
     if spec.id not in gym.registry:
         gym.registry[spec.id] = spec
