@@ -8,6 +8,7 @@ its Asterix and Seaquest stand in for them, so the comparison is one of ranking,
     python -m benchmarks.seed_table                      # 60 s per run (a quick look: 12 runs)
     python -m benchmarks.seed_table --budget 600         # the long table: 10 minutes per run
     python -m benchmarks.seed_table --games Breakout --algos A2C --budget 30 --json out.json
+    python -m benchmarks.seed_table --merge a.json b.json --plot docs/seed_table.png   # join parallel halves
 """
 from __future__ import annotations
 
@@ -107,6 +108,25 @@ def plot(results: list[dict], path: str, budget_s: float) -> None:
     plt.close(fig)
 
 
+def merge(paths: list[str]) -> list[dict]:
+    """The results of several --json files, in game order then algorithm order; a run present twice is an error."""
+    results, seen = [], set()
+    for path in paths:
+        with open(path) as f:
+            for r in json.load(f):
+                key = (r["algo"], r["game"])
+                if key in seen:
+                    raise SystemExit(f"seed_table --merge: {r['algo']} on {r['game']} appears twice (in {path})")
+                seen.add(key)
+                results.append(r)
+    games, algos = list(GAMES.values()), [*SEED_TABLE, "PPO"]
+
+    def rank(name, names):
+        return names.index(name) if name in names else len(names)
+
+    return sorted(results, key=lambda r: (rank(r["game"], games), rank(r["algo"], algos)))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=60.0, help="wall-clock seconds per (algorithm, game) run")
@@ -116,16 +136,27 @@ def main(argv=None) -> None:
     p.add_argument("--backend", default="local")
     p.add_argument("--json", default="", help="write the results (with learning curves) here")
     p.add_argument("--plot", default="", help="write the learning curves to this PNG (e.g. docs/seed_table.png)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="train nothing: join the --json files of earlier runs (e.g. two halves run side by side, "
+                        "one core each) and print, plot or write them as one table")
     args = p.parse_args(argv)
-    algos = [a if algorithm_available(a) else "PPO" for a in args.algos]
-    seed_games = [g for g in args.games if g in GAMES]
-    results = []
-    for a in dict.fromkeys(algos):
+    if args.merge:
+        results = merge(args.merge)
+        algos = list(dict.fromkeys(r["algo"] for r in results))
+        played = {r["game"] for r in results}
+        seed_games = [g for g in GAMES if GAMES[g] in played]
+        args.budget = max(r["wall_s"] for r in results)
+    else:
+        algos = [a if algorithm_available(a) else "PPO" for a in args.algos]
+        seed_games = [g for g in args.games if g in GAMES]
+        results = []
+    for a in ([] if args.merge else dict.fromkeys(algos)):
         for g in seed_games:
             r = train_for(a, GAMES[g], args.budget, args.seed, args.backend)
-            print(f"{a:7s} {GAMES[g]:14s} {r['steps']:>9d} steps  train {r['train_return']:8.2f}  "
-                  f"greedy {r['eval_return']:8.2f}  {r['wall_s']:.0f} s", flush=True)
             results.append(r)
+    for r in results:
+        print(f"{r['algo']:7s} {r['game']:14s} {r['steps']:>9d} steps  train {r['train_return']:8.2f}  "
+              f"greedy {r['eval_return']:8.2f}  {r['wall_s']:.0f} s", flush=True)
     print()
     print(f"Final mean training return after {args.budget:.0f} s per run, beside the seed's Atari scores:")
     print(table(results, list(dict.fromkeys(algos)), seed_games))
