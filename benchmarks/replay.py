@@ -118,7 +118,8 @@ def bench_apex(backend: str, actors: int, seconds: float = 20.0, warmup_s: float
         steps, grads = algo.timesteps_total - s0, algo.grad_steps - g0
         # CPU microseconds per env step: the driver (learner included), the actors, the shards.
         us = [None if a is None or b is None else 1e6 * (b - a) / max(steps, 1) for a, b in zip(cpu0, cpu1)]
-        return {"backend": backend, "actors": actors, "env_steps_per_s": steps / dt, "learner_steps_per_s": grads / dt,
+        return {"backend": backend, "framework": algo.config.framework, "actors": actors,
+                "steps_per_task": steps_per_task * envs_per_actor, "env_steps_per_s": steps / dt, "learner_steps_per_s": grads / dt,
                 "replay_ratio_window": grads * algo.config.replay_batch_size / max(steps, 1),
                 "replay_ratio": r["learner/replay_ratio"], "weight_syncs": r["learner/weight_syncs"],
                 "staleness": r["learner/weight_staleness_mean_total"], "window_s": dt,
@@ -161,7 +162,10 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=["local", "multiprocessing"])
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seconds", type=float, default=20.0, help="apex: measured window per actor count")
+    p.add_argument("--steps-per-task", type=int, default=32, help="apex: steps of each env per actor task")
+    p.add_argument("--envs-per-actor", type=int, default=4, help="apex: envs per actor")
     args = p.parse_args(argv)
+    overrides = dict(json.loads(args.config), framework=args.framework)
     if args.what == "tree":
         for row in bench_tree():
             print(json.dumps(row), flush=True)
@@ -170,12 +174,13 @@ def main(argv=None) -> int:
             print(json.dumps(bench_dqn(seed, args.framework, args.budget, json.loads(args.config))), flush=True)
     elif args.what == "apex-solve":
         for backend in args.backends:
-            print(json.dumps(bench_apex_solve(backend, args.seeds[0], args.budget, json.loads(args.config))), flush=True)
+            print(json.dumps(bench_apex_solve(backend, args.seeds[0], args.budget, overrides)), flush=True)
     else:
         for backend in args.backends:
             base = None
             for n in args.actors:
-                row = bench_apex(backend, n, args.seconds, config=json.loads(args.config))
+                row = bench_apex(backend, n, args.seconds, envs_per_actor=args.envs_per_actor,
+                                 steps_per_task=args.steps_per_task, config=overrides)
                 if base is None:
                     base = row
                     # 2 cores: actors need actors_cpu per step, everything else (driver, learner, shards) the rest.

@@ -223,12 +223,15 @@ class Policy:
         return {k: self.adapter.tensor(v) for k, v in batch.items()}
 
     def hp_tensors(self, hp: dict[str, float]):
-        """Hyperparameters as scalar tensors (inputs, so a schedule never forces a recompile)."""
-        return {k: self.adapter.tensor(np.asarray(v, np.float32)) for k, v in hp.items()}
+        """Hyperparameters as scalar inputs of the compiled steps (inputs, not constants, so a schedule
+        never forces a recompile), in the form a compiled function takes fastest (call_input)."""
+        return {k: self.adapter.call_input(np.asarray(v, np.float32)) for k, v in hp.items()}
 
     def _as_tensors(self, batch, hp):
+        # A NumPy minibatch goes in as call_input: one step uses it once, so JAX's jit converts it on its
+        # C++ path rather than through a device_put per key (batch_tensors is for a batch sliced many times).
         if batch and isinstance(next(iter(batch.values())), np.ndarray):
-            batch = self.batch_tensors(batch)
+            batch = {k: self.adapter.call_input(v) for k, v in batch.items()}
         if hp and isinstance(next(iter(hp.values())), (float, int, np.floating)):
             hp = self.hp_tensors(hp)
         return batch, hp
