@@ -1,15 +1,9 @@
 """benchmarks/seed_table.py: its configs build, and --merge joins halves run side by side into one table."""
 import json
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from benchmarks import seed_table  # noqa: E402
-
-sys.path.remove(ROOT)
+from unirl.benchmarks import seed_table
 
 
 def _run(algo, game, ret):
