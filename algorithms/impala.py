@@ -41,8 +41,11 @@ class IMPALAConfig(FragmentConfig):
     train_batch_size: int = 64
     #: Learner steps per training iteration.
     learner_steps_per_iteration: int = 2
-    #: Sample requests each actor keeps queued (2: an actor samples while the learner learns).
-    max_requests_in_flight_per_worker: int = 2
+    #: Sample requests each actor keeps queued, so actors sample while the learner learns. 0 (the
+    #: default): enough for the actors' queues to hold two train batches, and at least 2 per actor
+    #: (2 for the defaults). A queue shorter than a train batch makes the learner top it up with its
+    #: current weights: on-policy data (policy lag 0) and actors idle while it learns.
+    max_requests_in_flight_per_worker: int = 0
     #: Discount factor.
     gamma: float = 0.99
     #: Adam learning rate.
@@ -56,11 +59,20 @@ class IMPALAConfig(FragmentConfig):
     #: Weight of the entropy bonus.
     entropy_coeff: float = 0.0
 
+    def requests_in_flight_per_worker(self) -> int:
+        """max_requests_in_flight_per_worker, with 0 resolved: two train batches over the actors, at least 2."""
+        if self.max_requests_in_flight_per_worker:
+            return self.max_requests_in_flight_per_worker
+        return max(2, -(-2 * self.train_batch_size // (self.num_workers * self.fragment_size)))
+
     def validate(self) -> None:
         super().validate()
-        for key in ("learner_steps_per_iteration", "max_requests_in_flight_per_worker"):
-            if getattr(self, key) < 1:
-                raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
+        if self.learner_steps_per_iteration < 1:
+            raise UnirlError(f"config key `learner_steps_per_iteration` must be at least 1, "
+                             f"got {self.learner_steps_per_iteration}.")
+        if self.max_requests_in_flight_per_worker < 0:
+            raise UnirlError("config key `max_requests_in_flight_per_worker` must be at least 1, or 0 for enough "
+                             f"to queue two train batches; got {self.max_requests_in_flight_per_worker}.")
         if self.vtrace_clip_rho_threshold <= 0 or self.vtrace_clip_c_threshold <= 0:
             raise UnirlError("config keys `vtrace_clip_rho_threshold` and `vtrace_clip_c_threshold` must be positive.")
 
@@ -84,7 +96,7 @@ class IMPALA(Algorithm):
         specs = self.worker_specs(record_dist_inputs=True)
         for s in specs:
             s.rollout_length = c.rollout_fragment_length
-        self.pattern = AsyncSamples(self.backend, specs, c.max_requests_in_flight_per_worker,
+        self.pattern = AsyncSamples(self.backend, specs, c.requests_in_flight_per_worker(),
                                     replay=c.arrival_schedule, timeout=c.worker_timeout_s or None)
         self.version = 0  # learner steps so far: the weights version
 

@@ -67,7 +67,8 @@ def test_local_broadcast_is_calls_in_order():
 @pytest.mark.timeout(120)
 def test_impala_train_batch_beyond_queued_fragments_does_not_wait_forever():
     # 1 actor x 2 queued fragments of 64 steps, 256 steps per learner step: the queue is topped up.
-    with unirl.build("IMPALA", {"env": "CartPole-v1", "num_workers": 1, "train_batch_size": 256}) as algo:
+    with unirl.build("IMPALA", {"env": "CartPole-v1", "num_workers": 1, "train_batch_size": 256,
+                                "max_requests_in_flight_per_worker": 2}) as algo:
         for _ in range(2):
             result = algo.train()
     assert result["timesteps_total"] == 2 * 2 * 256

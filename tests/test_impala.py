@@ -88,6 +88,29 @@ def test_in_flight_bound_and_importance_weights():
 
 
 @pytest.mark.timeout(120)
+def test_default_queue_depth_holds_two_train_batches_so_large_batches_stay_asynchronous():
+    """max_requests_in_flight_per_worker 0 (default): 2 for the defaults; with 256-step batches from one
+    actor of 64-step fragments, 8 queued, so fragments were sampled with older weights (lag > 0)
+    instead of the learner topping a short queue up with its current weights (lag 0)."""
+    from unirl.algorithms.impala import IMPALAConfig
+
+    assert IMPALAConfig().requests_in_flight_per_worker() == 2
+    assert IMPALAConfig(max_requests_in_flight_per_worker=3).requests_in_flight_per_worker() == 3
+    lags = {}
+    for depth in (0, 2):
+        cfg = {"env": "CartPole-v1", "backend": "local", "num_workers": 1, "train_batch_size": 256,
+               "max_requests_in_flight_per_worker": depth}
+        with unirl.build("IMPALA", cfg) as algo:
+            assert algo.pattern.max_in_flight == (8 if depth == 0 else 2)
+            for _ in range(3):
+                r = algo.train()
+        lags[depth] = r["learner/policy_lag_mean"]
+    assert lags[0] > 0 and lags[2] == 0, lags
+    with pytest.raises(unirl.UnirlError, match="`max_requests_in_flight_per_worker` must be at least 1, or 0"):
+        unirl.build("IMPALA", {"env": "CartPole-v1", "max_requests_in_flight_per_worker": -1})
+
+
+@pytest.mark.timeout(120)
 def test_checkpoint_round_trip(tmp_path):
     algo = unirl.build("IMPALA", dict(SMALL["IMPALA"], num_workers=NUM_WORKERS))
     try:
