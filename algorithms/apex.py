@@ -229,13 +229,12 @@ class ApeX(DQN):
         p = self.pattern
         out = {}
         count = c.actor_batches_per_iteration or c.num_workers
-        hp_values, hp = self.hyperparameters(), None  # as of the iteration's start; tensors at its first learner step
+        hp = self.policy.hp_tensors(self.hyperparameters())
         staleness = []
         stats = None
         consumed = learner_steps = 0
         while consumed < count:
             if self.learner_turn_now(self.results_since_step):
-                hp = hp or self.policy.hp_tensors(hp_values)
                 stats = self.learner_step(hp)
                 self.results_since_step = 0
                 learner_steps += 1

@@ -108,6 +108,11 @@ def plot(results: list[dict], path: str, budget_s: float) -> None:
     plt.close(fig)
 
 
+def print_run(r: dict) -> None:
+    print(f"{r['algo']:7s} {r['game']:14s} {r['steps']:>9d} steps  train {r['train_return']:8.2f}  "
+          f"greedy {r['eval_return']:8.2f}  {r['wall_s']:.0f} s", flush=True)
+
+
 def merge(paths: list[str]) -> list[dict]:
     """The results of several --json files, in game order then algorithm order; a run present twice is an error."""
     results, seen = [], set()
@@ -140,31 +145,31 @@ def main(argv=None) -> None:
                    help="train nothing: join the --json files of earlier runs (e.g. two halves run side by side, "
                         "one core each) and print, plot or write them as one table")
     args = p.parse_args(argv)
+    budget = args.budget
     if args.merge:
         results = merge(args.merge)
         algos = list(dict.fromkeys(r["algo"] for r in results))
         played = {r["game"] for r in results}
         seed_games = [g for g in GAMES if GAMES[g] in played]
-        args.budget = max(r["wall_s"] for r in results)
+        budget = max(r["wall_s"] for r in results)
+        for r in results:
+            print_run(r)
     else:
-        algos = [a if algorithm_available(a) else "PPO" for a in args.algos]
+        algos = list(dict.fromkeys(a if algorithm_available(a) else "PPO" for a in args.algos))
         seed_games = [g for g in args.games if g in GAMES]
         results = []
-    for a in ([] if args.merge else dict.fromkeys(algos)):
-        for g in seed_games:
-            r = train_for(a, GAMES[g], args.budget, args.seed, args.backend)
-            results.append(r)
-    for r in results:
-        print(f"{r['algo']:7s} {r['game']:14s} {r['steps']:>9d} steps  train {r['train_return']:8.2f}  "
-              f"greedy {r['eval_return']:8.2f}  {r['wall_s']:.0f} s", flush=True)
+        for a in algos:
+            for g in seed_games:
+                results.append(train_for(a, GAMES[g], budget, args.seed, args.backend))
+                print_run(results[-1])  # as each run ends: the long table takes hours
     print()
-    print(f"Final mean training return after {args.budget:.0f} s per run, beside the seed's Atari scores:")
-    print(table(results, list(dict.fromkeys(algos)), seed_games))
+    print(f"Final mean training return after {budget:.0f} s per run, beside the seed's Atari scores:")
+    print(table(results, algos, seed_games))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f)
     if args.plot:
-        plot(results, args.plot, args.budget)
+        plot(results, args.plot, budget)
 
 
 if __name__ == "__main__":
