@@ -26,7 +26,7 @@ def test_pin_sets_every_switch_once_and_records_it():
     assert "--xla_cpu_multi_thread_eigen=false" in s["XLA_FLAGS"]["value"]
     assert s["XLA_FLAGS"]["value"].count("--xla_cpu_multi_thread_eigen") == 1  # idempotent
     if kernels.x86_avx2():
-        assert s["MKL_CBWR"]["value"] == "AVX2,STRICT" and s["MKL_CBWR"]["set_by"] == "unirl"
+        assert s["MKL_CBWR"]["value"] == "COMPATIBLE,STRICT" and s["MKL_CBWR"]["set_by"] == "unirl"
         assert s["ATEN_CPU_CAPABILITY"]["value"] == "avx2"
         assert s["ONEDNN_MAX_CPU_ISA"]["value"] == "AVX2"
         assert "--xla_cpu_max_isa=AVX2" in s["XLA_FLAGS"]["value"]
@@ -59,6 +59,42 @@ def test_torch_sees_the_pinned_capability():
         pytest.skip("the ISA pins apply to x86-64 CPUs with AVX2")
     s = _run("import json, unirl.frameworks.torch, torch; print(json.dumps(torch.backends.cpu.get_cpu_capability()))")
     assert s == "AVX2"
+
+
+def test_mkl_runs_the_pinned_branch_on_this_cpu():
+    """MKL takes a branch it cannot honour on this CPU as AUTO without a word (AVX2 on an AMD EPYC:
+    `CNR:AUTO`, other bits than an Intel Xeon's AVX2 branch). Witnessed twice: MKL's own verbose
+    line for a GEMM, and `kernels.mkl_branch()` (what the run directory records)."""
+    pytest.importorskip("torch")
+    if not kernels.x86_avx2():
+        pytest.skip("the ISA pins apply to x86-64 CPUs with AVX2")
+    import os
+
+    code = ("import json, unirl.frameworks.torch, torch; from unirl import kernels\n"
+            "torch.ones(8, 8) @ torch.ones(8, 8)\n"
+            "print(json.dumps([kernels.mkl_branch(), kernels.settings()['MKL_CBWR']]))")
+    env = {k: v for k, v in os.environ.items() if k not in kernels.PINNED_ENV and k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "MKL_VERBOSE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    if "MKL_VERBOSE" not in out.stdout:
+        pytest.skip("this torch has no MKL")
+    gemm = [line for line in out.stdout.splitlines() if "SGEMM" in line]
+    assert gemm and all("CNR:COMPATIBLE,STRICT" in line for line in gemm), gemm
+    branch, record = json.loads(out.stdout.strip().splitlines()[-1])
+    assert branch == "COMPATIBLE" and record["effective"] == "COMPATIBLE"
+
+
+def test_mkl_branch_reports_a_fallback():
+    """The read-back is not an echo of the request: asking for no CNR reads back as BRANCH_OFF."""
+    pytest.importorskip("torch")
+    if not kernels.x86_avx2():
+        pytest.skip("the ISA pins apply to x86-64 CPUs with AVX2")
+    code = "import json, unirl.frameworks.torch; from unirl import kernels; print(json.dumps(kernels.mkl_branch()))"
+    branch = _run(code, {"MKL_CBWR": ""})
+    if branch is None:
+        pytest.skip("this torch exports no MKL service layer")
+    assert branch == "BRANCH_OFF"
 
 
 def test_weights_digest():

@@ -5,10 +5,14 @@ different instruction sets may sum in a different order, so the same program can
 bits on another machine. Where a library offers a switch, it is set here, once, as an
 environment variable read when the library loads:
 
-- `MKL_CBWR=AVX2,STRICT`: MKL's conditional numerical reproducibility (torch's BLAS on x86). MKL
-  otherwise picks its kernels by CPU model and vendor (AVX-512 on this Intel Xeon, other
-  branches on AMD); the AVX2 branch exists on every x86 CPU since 2013 (Intel Haswell, AMD
-  Zen), and STRICT makes it independent of the data's alignment too.
+- `MKL_CBWR=COMPATIBLE,STRICT`: MKL's conditional numerical reproducibility (torch's BLAS on x86).
+  MKL otherwise picks its kernels by CPU model and vendor (AVX-512 on an Intel Xeon, other
+  branches on AMD). COMPATIBLE is MKL's SSE2 branch without the approximate-reciprocal
+  instructions (rcpps/rsqrtps, whose results differ between vendors), and the only named branch
+  MKL honours on a non-Intel CPU: on an AMD EPYC it ignores `AVX2` and falls back to `AUTO`
+  (its own dispatch; `MKL_VERBOSE` prints `CNR:AUTO`), which gave other bits than the Intel
+  Xeon's AVX2 branch (2026-12-04). STRICT makes it independent of the data's alignment too.
+  `mkl_branch()` reads back the branch MKL actually took.
 - `ATEN_CPU_CAPABILITY=avx2`: torch's own vectorised kernels (tanh, reductions, softmax) come in
   AVX2 and AVX-512 builds chosen by CPU; this picks the AVX2 one everywhere.
 - `ONEDNN_MAX_CPU_ISA=AVX2` (and its older name `DNNL_MAX_CPU_ISA`): caps oneDNN (used by torch
@@ -34,7 +38,7 @@ import sys
 
 #: Environment variables pinned, with the value unirl sets when the user has not set one.
 PINNED_ENV = {
-    "MKL_CBWR": "AVX2,STRICT",
+    "MKL_CBWR": "COMPATIBLE,STRICT",
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "DNNL_MAX_CPU_ISA": "AVX2",
@@ -123,7 +127,35 @@ def settings() -> dict[str, dict]:
         else:
             value = os.environ.get(name)
             out[name] = {"value": value, "set_by": "user" if value is not None else "unset", "late_for": []}
+    branch = mkl_branch()
+    if branch is not None:
+        out["MKL_CBWR"]["effective"] = branch  # what MKL took: "AUTO" where it could not honour the request
     return out
+
+
+#: MKL's CNR branch codes (mkl_service.h: MKL_CBWR_OFF, MKL_CBWR_BRANCH_OFF, MKL_CBWR_AUTO, ...).
+_MKL_BRANCHES = {0: "OFF", 1: "BRANCH_OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1",
+                 8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1",
+                 14: "AVX512_E1"}
+
+
+def mkl_branch() -> str | None:
+    """The CNR branch torch's MKL actually runs ("COMPATIBLE" with the pin), or None where torch
+    has no MKL or is not loaded. MKL takes a branch it cannot honour on this CPU as "AUTO"
+    without a word, so the request (`MKL_CBWR`) alone does not say what ran."""
+    if "torch" not in sys.modules:
+        return None
+    import ctypes
+
+    torch = sys.modules["torch"]
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get  # torch links MKL statically and exports its service layer
+    except (OSError, AttributeError):
+        return None
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    torch.ones(2, 2) @ torch.ones(2, 2)  # MKL reads MKL_CBWR at its first call
+    return _MKL_BRANCHES.get(get(1), str(get(1)))  # 1 = MKL_CBWR_BRANCH: the branch part of the setting
 
 
 def weights_digest(flat) -> str:
