@@ -142,18 +142,9 @@ class PPO(Algorithm):
         self.record_batch(batch)
         rows = self.postprocess(batch)
         train_keys = (sb.OBS, sb.ACTIONS, sb.LOGP, sb.ADVANTAGES, sb.VALUE_TARGETS)
-        tensors = self.policy.batch_tensors({k: rows[k] for k in train_keys})
         hp = self.hyperparameters()
-        hp_tensors = self.policy.hp_tensors(hp)
-        n, mb = len(rows[sb.ADVANTAGES]), self.config.minibatch_size
-        stats = None
-        take_rows = self.policy.ops.take_rows
-        for _ in range(self.config.num_epochs):
-            perm = self.policy.adapter.tensor(self.learner_rng.permutation(n))
-            shuffled = {k: take_rows(v, perm) for k, v in tensors.items()}
-            for start in range(0, n, mb):
-                stats = self.policy.learn_on_batch({k: v[start:start + mb] for k, v in shuffled.items()}, hp_tensors)
-        self.policy.finish_learning()
+        stats = self.policy.learn_epochs({k: rows[k] for k in train_keys}, hp, self.config.num_epochs,
+                                         self.config.minibatch_size, self.learner_rng)
         out = self.policy.stats_numpy(stats)
         out["lr"] = hp["lr"]
         return out

@@ -37,7 +37,7 @@ class _Subject:
         self.config = self.algo.config
         rows = self.algo.postprocess(self.algo.sampler.sample(self.policy.get_flat_weights()))
         keys = (sb.OBS, sb.ACTIONS, sb.LOGP, sb.ADVANTAGES, sb.VALUE_TARGETS)
-        self.tensors = self.policy.batch_tensors({k: rows[k] for k in keys})
+        self.rows = {k: rows[k] for k in keys}
         self.hp = self.policy.hp_tensors(self.algo.hyperparameters())
         self.n = len(rows[sb.ADVANTAGES])
         self.rng = np.random.default_rng(seed)
@@ -52,13 +52,10 @@ class _Subject:
         self.warmup_s = time.perf_counter() - t0
 
     def epoch_seconds(self) -> float:
-        policy, mb = self.policy, self.config.minibatch_size
-        perm = self.rng.permutation(self.n)
+        """One epoch of PPO's learner as PPO runs it (Policy.learn_epochs), weights fetched at the end."""
         t0 = time.perf_counter()
-        for start in range(0, self.n, mb):
-            idx = policy.adapter.tensor(perm[start:start + mb])
-            policy.learn_on_batch({k: policy.ops.take_rows(v, idx) for k, v in self.tensors.items()}, self.hp)
-        policy.get_flat_weights()
+        self.policy.learn_epochs(self.rows, self.hp, 1, self.config.minibatch_size, self.rng)
+        self.policy.get_flat_weights()
         return time.perf_counter() - t0
 
     def act_seconds(self, num_obs: int, calls: int) -> list[float]:

@@ -219,8 +219,27 @@ class Policy:
 
         return self.adapter.compile(learn_step)
 
-    def batch_tensors(self, batch: dict[str, np.ndarray]):
-        return {k: self.adapter.tensor(v) for k, v in batch.items()}
+    def learn_epochs(self, rows: dict[str, np.ndarray], hp, num_epochs: int, minibatch_size: int,
+                     rng: np.random.Generator) -> dict:
+        """Minibatch SGD over a batch: `num_epochs` passes, each in a fresh permutation drawn from
+        `rng` and cut into minibatches of `minibatch_size` rows (the last may be shorter), one
+        learn_on_batch each. Returns the last step's stats (tensors, see stats_numpy).
+
+        The rows are permuted and cut in NumPy and each minibatch goes in as call_input: slicing a
+        device array eagerly costs JAX about 100 us per key and TF about 20 (a PPO iteration's
+        learner on CartPole: JAX 12.4 -> 4.4 ms, TF 24.9 -> 13.2 ms, torch the same); the gather is
+        exact, so the bits are those of slicing on the device."""
+        if hp and isinstance(next(iter(hp.values())), (float, int, np.floating)):
+            hp = self.hp_tensors(hp)
+        n = len(next(iter(rows.values())))
+        stats = None
+        for _ in range(num_epochs):
+            perm = rng.permutation(n)
+            shuffled = {k: v[perm] for k, v in rows.items()}
+            for start in range(0, n, minibatch_size):
+                stats = self.learn_on_batch({k: v[start:start + minibatch_size] for k, v in shuffled.items()}, hp)
+        self.finish_learning()
+        return stats
 
     def hp_tensors(self, hp: dict[str, float]):
         """Hyperparameters as scalar inputs of the compiled steps (inputs, not constants, so a schedule
@@ -229,7 +248,7 @@ class Policy:
 
     def _as_tensors(self, batch, hp):
         # A NumPy minibatch goes in as call_input: one step uses it once, so JAX's jit converts it on its
-        # C++ path rather than through a device_put per key (batch_tensors is for a batch sliced many times).
+        # C++ path rather than through a device_put per key.
         if batch and isinstance(next(iter(batch.values())), np.ndarray):
             batch = {k: self.adapter.call_input(v) for k, v in batch.items()}
         if hp and isinstance(next(iter(hp.values())), (float, int, np.floating)):
