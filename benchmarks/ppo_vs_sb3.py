@@ -6,12 +6,14 @@ mean return of 475 over the last 20 training episodes, measured in one run on th
 unirl runs the tuned CartPole config in benchmarks/configs/ppo_cartpole.json for every seed (the
 library's defaults stay generic, as rl-zoo keeps its tuned settings beside SB3); `--config-file ""`
 runs the defaults, `--config` overrides keys on top. Needs the `bench` extra (stable-baselines3).
-Both sides run torch with one intra-op thread;
-the clock starts when the algorithm object is built (imports and one short warm-up run of each
+Each run has a fresh process of its own (SB3's without unirl's kernel pins); SB3 runs torch
+with one intra-op thread, unirl the framework its config names (JAX in the tuned config: its
+compiled steps come from JAX's persistent compilation cache once the warm-up run has filled it).
+The clock starts when the algorithm object is built (imports and one short warm-up run of each
 library excluded) and stops at the end of the iteration (unirl) or env step (SB3) where the
 criterion is first met. Beside wall time, each run's CPU time (`time.process_time`, the process's
-own) is reported: on a machine shared with other jobs it is the steadier comparison (both
-libraries run single-threaded in one process).
+own, all its threads) is reported: on a machine shared with other jobs it is the steadier
+comparison.
 """
 from __future__ import annotations
 
@@ -121,12 +123,41 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
             "steps_per_s": steps / wall if steps else None}
 
 
-def warm_up(skip_sb3: bool, config: dict) -> None:
-    """One short untimed run of each library, so lazy initialisation (torch kernels, gymnasium
-    registry) is not charged to whichever library happens to run first."""
-    run_unirl(123, 256, config)
-    if not skip_sb3:
+def warm_up(library: str, config: dict) -> None:
+    """One short untimed run, so lazy initialisation (kernels, compilation, the gymnasium registry) is
+    not charged to the first timed run."""
+    if library == "unirl":
+        run_unirl(123, 256, config)
+    else:
         run_sb3(123, 256)
+
+
+def child_env(library: str) -> dict:
+    """The environment of a run's process: SB3's without the kernel pins unirl set in this process
+    (a value the user set stays: it applies to both libraries)."""
+    env = dict(os.environ)
+    if library == "sb3":
+        from unirl import kernels
+
+        for name, entry in kernels.settings().items():
+            if name in kernels.PINNED_ENV and entry["set_by"] == "unirl":
+                env.pop(name, None)
+    return env
+
+
+def run_in_fresh_process(library: str, seed: int, budget: int, config: dict) -> dict:
+    """One timed run of `library` in a process of its own (imports and a warm-up run excluded from
+    its clock). Each library gets a clean process: SB3 does not run under unirl's kernel pins (the
+    cross-vendor MKL branch costs torch ~10%), nor unirl beside SB3's imports."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--run-one", library, "--seeds", str(seed),
+           "--budget", str(budget), "--config-file", "", "--config", json.dumps(config)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=child_env(library))
+    if out.returncode != 0:
+        raise RuntimeError(f"{library} seed {seed} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -141,16 +172,22 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="{}", help="unirl PPO config overrides on top of the file (JSON)")
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--json", help="write the records here")
+    p.add_argument("--run-one", choices=("sb3", "unirl"), help=argparse.SUPPRESS)  # the child of run_in_fresh_process
     args = p.parse_args(argv)
+    config = dict(load_config(args.config_file), **json.loads(args.config))
+    if args.run_one:
+        warm_up(args.run_one, config)
+        seed = args.seeds[0]
+        record = run_sb3(seed, args.budget) if args.run_one == "sb3" else run_unirl(seed, args.budget, config)
+        print(json.dumps(record))
+        return 0
     if sb3_missing(args.skip_sb3):
         return 2
-    config = dict(load_config(args.config_file), **json.loads(args.config))
-    warm_up(args.skip_sb3, config)
     records = []
     for seed in args.seeds:
         if not args.skip_sb3:
-            records.append(run_sb3(seed, args.budget))
-        records.append(run_unirl(seed, args.budget, config))
+            records.append(run_in_fresh_process("sb3", seed, args.budget, config))
+        records.append(run_in_fresh_process("unirl", seed, args.budget, config))
     table = Table(title=f"PPO CartPole-v1: time and steps until the last {WINDOW} training episodes average >= {TARGET:g}")
     for col in ("library", "seed", "wall s", "cpu s", "env steps", "env steps/s"):
         table.add_column(col)

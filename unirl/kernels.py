@@ -92,6 +92,23 @@ def x86_avx2() -> bool:
     return True  # x86-64 without /proc/cpuinfo (macOS, Windows): every such CPU in use since 2013 has AVX2
 
 
+def cpu_tag() -> str:
+    """A short name for this CPU model and its instruction sets (the first 12 hex digits of the
+    SHA-256 of /proc/cpuinfo's model name and flags, or of platform.processor() elsewhere)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags", "vendor_id") and key not in fields:
+                    fields[key] = value.strip()
+    except OSError:
+        pass
+    text = "|".join(fields[k] for k in sorted(fields)) or f"{platform.machine()}|{platform.processor()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _xla_flags() -> tuple[str, ...]:
     return XLA_FLAGS if x86_avx2() else tuple(f for f in XLA_FLAGS if "max_isa" not in f)
 
