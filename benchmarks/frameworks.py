@@ -112,8 +112,9 @@ def bench_frameworks(frameworks: list[str], console=None, rounds: int = 5, epoch
                 "epochs_timed": len(epochs[fw]),
                 "act_calls_timed": len(act[fw][1]),
                 "trace_counts": {name: s.policy.adapter.trace_count(fn) for name, fn in
-                                 (("learn_step", s.policy._learn_step), ("policy_out", s.policy._policy_out),
-                                  ("forward", s.policy._forward))},
+                                 (("learn_step", s.policy._learn_step), ("learn_steps", s.policy._learn_steps),
+                                  ("policy_out", s.policy._policy_out),
+                                  ("forward", s.policy._forward)) if fn is not None},
             })
     finally:
         for s in subjects.values():

@@ -706,7 +706,7 @@ def count_traces(framework, iterations: int = 4, config: dict | None = None, alg
         p = algo_obj.policy
         algo_obj.evaluate(2)  # acting on another batch size, through greedy evaluation
         counts = {name: p.adapter.trace_count(fn) for name, fn in
-                  (("learn_step", p._learn_step), ("policy_out", p._policy_out), ("forward", p._forward),
+                  (("learn_step", p._learn_step), ("learn_steps", p._learn_steps), ("policy_out", p._policy_out), ("forward", p._forward),
                    ("unflatten", p._unflatten)) if fn is not None}
         counts["iterations"] = iterations
         return counts

@@ -90,7 +90,9 @@ def test_ppo_gradient_is_not_zero_and_some_ratios_clip(adapters, clipping_proble
 def test_ppo_traces_each_compiled_function_once(framework):
     """A decaying lr (a new value every iteration) and new minibatches never retrace the learn step."""
     counts = fc.count_traces(framework, iterations=4)
-    assert counts["learn_step"] == 1, counts
+    # JAX runs each iteration's minibatches as one compiled loop (Policy.learn_epochs), never the single step
+    loops = getattr(fc.load_adapter(framework), "compiled_loops", False)
+    assert (counts.get("learn_step", 0), counts.get("learn_steps", 0)) == ((0, 1) if loops else (1, 0)), counts
     assert counts["forward"] == 1, counts  # the learner's batch varies with truncations: padded
     # The learner's policy acts only in the evaluation (the workers have their own policies).
     assert counts["policy_out"] == 1, counts
@@ -129,7 +131,7 @@ def test_bench_reports_every_framework_with_ratios_to_torch():
         assert r["act_64_vs_torch"] == pytest.approx(r["act_64_us"] / by_name["torch"]["act_64_us"])
         assert 0 < r["act_1_us"] < 1e6 and 0 < r["act_64_us"] < 1e6
         if r["framework"] != "torch":
-            assert r["trace_counts"]["learn_step"] == 1, r["trace_counts"]
+            assert r["trace_counts"].get("learn_step", 0) + r["trace_counts"].get("learn_steps", 0) == 1, r["trace_counts"]
     console = Console(record=True, width=120)
     print_framework_table(records, console)
     assert "samples/s" in console.export_text()

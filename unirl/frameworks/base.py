@@ -47,6 +47,9 @@ class FrameworkAdapter:
     #: instead of taking one input per named parameter (pays off where a compiled call costs
     #: per input, as in TF; eager frameworks keep named views made once per weight update).
     flat_params_for_acting = False
+    #: `scan` runs a loop of steps as one compiled call (JAX: lax.scan inside jit), so the policy
+    #: hands it a whole run of minibatches; elsewhere the policy loops over them in Python.
+    compiled_loops = False
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1):
         self.deterministic = deterministic
@@ -69,6 +72,11 @@ class FrameworkAdapter:
 
     def compile(self, fn: Callable) -> Callable:
         """A compiled version of a pure function of tensors (may be the function itself)."""
+        raise NotImplementedError
+
+    def scan(self, body: Callable, init, xs):
+        """(final carry, stacked outputs) of body(carry, x) -> (carry, out) over the leading axis of
+        `xs` (a dict of arrays), inside a compiled function; only where `compiled_loops`."""
         raise NotImplementedError
 
     def trace_count(self, compiled: Callable) -> int:

@@ -183,6 +183,7 @@ class Adapter(FrameworkAdapter):
     name = "jax"
     ops = JaxOps()
     flat_params_for_acting = True
+    compiled_loops = True
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1):
         super().__init__(deterministic, num_threads)
@@ -217,6 +218,9 @@ class Adapter(FrameworkAdapter):
         run = jax.jit(counted)
         run.unirl_trace_count = lambda: traces[0]
         return run
+
+    def scan(self, body, init, xs):
+        return lax.scan(body, init, xs)
 
     def trace_count(self, compiled):
         return compiled.unirl_trace_count()
