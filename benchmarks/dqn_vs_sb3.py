@@ -6,8 +6,8 @@ the mean of the last 20 training episodes reaches 475, env steps/s and the greed
 Needs the `bench` extra (stable-baselines3). SB3 runs the rl-zoo CartPole-v1 settings (50k steps,
 lr 2.3e-3, batch 64, buffer 100k, learning_starts 1000, target update 10, train_freq 256,
 gradient_steps 128, exploration 0.16 -> 0.04, net [256, 256]); unirl runs the JSON config given
-(default: benchmarks/configs/dqn_cartpole.json). Both run torch with one intra-op thread; the clock
-starts when the algorithm object is built (imports and one short warm-up run of each library
+(default: benchmarks/configs/dqn_cartpole.json). Both run torch with one intra-op thread, each run
+in a fresh process of its own (SB3's without unirl's kernel pins); the clock starts when the algorithm object is built (imports and one short warm-up run of each library
 excluded) and stops where the criterion is first met (SB3: at that env step; unirl: at the end of
 that iteration), or at the step budget. CPU seconds of the process are recorded beside wall
 seconds: on a shared machine they stand for the wall time of a free one (every side runs one thread). The greedy mean (20 episodes, argmax actions) is measured
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, sb3_missing, sb3_stop_callback,
+from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, run_in_fresh_process, sb3_missing, sb3_stop_callback,
                                           train_until_target)
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "dqn_cartpole.json")
@@ -90,10 +90,11 @@ def run_unirl(seed: int, budget: int, config: dict) -> dict:
             "greedy_mean_20": greedy}
 
 
-def warm_up(config: dict, skip_sb3: bool) -> None:
-    """One short untimed run of each library (lazy initialisation is not charged to whichever runs first)."""
-    run_unirl(123, 2000, config)
-    if not skip_sb3:
+def warm_up(library: str, config: dict) -> None:
+    """One short untimed run (lazy initialisation is not charged to the timed run)."""
+    if library == "unirl":
+        run_unirl(123, 2000, config)
+    else:
         run_sb3(123, 1500)
 
 
@@ -104,23 +105,28 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="unirl DQN config: a JSON file or a JSON string")
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument("--json", help="write the records here")
+    p.add_argument("--run-one", choices=("sb3", "unirl"), help=argparse.SUPPRESS)  # a child of run_in_fresh_process
     args = p.parse_args(argv)
-    if sb3_missing(args.skip_sb3):
-        return 2
     if os.path.exists(args.config):
         with open(args.config) as f:
             config = json.load(f)
     else:
         config = json.loads(args.config)
     config.pop("_comment", None)
-    warm_up(config, args.skip_sb3)
+    if args.run_one:
+        warm_up(args.run_one, config)
+        seed = args.seeds[0]
+        record = run_sb3(seed, args.budget) if args.run_one == "sb3" else run_unirl(seed, args.budget, config)
+        print(json.dumps(record))
+        return 0
+    if sb3_missing(args.skip_sb3):
+        return 2
     records = []
     for seed in args.seeds:
-        if not args.skip_sb3:
-            records.append(run_sb3(seed, args.budget))
+        for lib in ("sb3", "unirl") if not args.skip_sb3 else ("unirl",):
+            records.append(run_in_fresh_process(__file__, ["--run-one", lib, "--seeds", str(seed), "--budget",
+                                                           str(args.budget), "--config", json.dumps(config)], lib))
             print(json.dumps(records[-1]), flush=True)
-        records.append(run_unirl(seed, args.budget, config))
-        print(json.dumps(records[-1]), flush=True)
     summary = {}
     for lib in ("sb3", "unirl"):
         rows = [r for r in records if r["library"] == lib]

@@ -145,19 +145,24 @@ def child_env(library: str) -> dict:
     return env
 
 
-def run_in_fresh_process(library: str, seed: int, budget: int, config: dict) -> dict:
-    """One timed run of `library` in a process of its own (imports and a warm-up run excluded from
-    its clock). Each library gets a clean process: SB3 does not run under unirl's kernel pins (the
-    cross-vendor MKL branch costs torch ~10%), nor unirl beside SB3's imports."""
+def run_in_fresh_process(script: str, args: list[str], library: str) -> dict:
+    """Run `script args` (its --run-one mode: one timed run of `library`, imports and a warm-up run
+    excluded from its clock) in a process of its own, and return the record it prints last. Each
+    library gets a clean process: SB3 does not run under unirl's kernel pins (the cross-vendor MKL
+    branch costs torch ~10%), nor unirl beside SB3's imports."""
     import subprocess
     import sys
 
-    cmd = [sys.executable, os.path.abspath(__file__), "--run-one", library, "--seeds", str(seed),
-           "--budget", str(budget), "--config-file", "", "--config", json.dumps(config)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=child_env(library))
+    out = subprocess.run([sys.executable, os.path.abspath(script)] + args, capture_output=True, text=True,
+                         timeout=1800, env=child_env(library))
     if out.returncode != 0:
-        raise RuntimeError(f"{library} seed {seed} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{library} ({' '.join(args)}) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_one_in_fresh_process(library: str, seed: int, budget: int, config: dict) -> dict:
+    return run_in_fresh_process(__file__, ["--run-one", library, "--seeds", str(seed), "--budget", str(budget),
+                                           "--config-file", "", "--config", json.dumps(config)], library)
 
 
 def main(argv=None) -> int:
@@ -186,8 +191,8 @@ def main(argv=None) -> int:
     records = []
     for seed in args.seeds:
         if not args.skip_sb3:
-            records.append(run_in_fresh_process("sb3", seed, args.budget, config))
-        records.append(run_in_fresh_process("unirl", seed, args.budget, config))
+            records.append(run_one_in_fresh_process("sb3", seed, args.budget, config))
+        records.append(run_one_in_fresh_process("unirl", seed, args.budget, config))
     table = Table(title=f"PPO CartPole-v1: time and steps until the last {WINDOW} training episodes average >= {TARGET:g}")
     for col in ("library", "seed", "wall s", "cpu s", "env steps", "env steps/s"):
         table.add_column(col)

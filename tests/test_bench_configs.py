@@ -68,5 +68,5 @@ def test_each_library_runs_in_a_fresh_process_sb3_without_unirls_pins(monkeypatc
     assert "MKL_CBWR" not in bench.child_env("sb3")
     assert bench.child_env("unirl")["MKL_CBWR"] == kernels.PINNED_ENV["MKL_CBWR"]
     # the child mode: one timed run (after its warm-up) reported as the last line of its output
-    record = bench.run_in_fresh_process("unirl", 0, 512, {"env": "CartPole-v1", "framework": "torch"})
+    record = bench.run_one_in_fresh_process("unirl", 0, 512, {"env": "CartPole-v1", "framework": "torch"})
     assert record["library"] == "unirl" and record["seed"] == 0 and record["steps"] is None  # 475 not in 512 steps
