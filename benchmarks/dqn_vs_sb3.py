@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 
-from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, run_in_fresh_process, sb3_missing, sb3_stop_callback,
-                                          train_until_target)
+from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, run_in_fresh_process, run_one, sb3_missing,
+                                          sb3_stop_callback, train_until_target)
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "dqn_cartpole.json")
 
@@ -114,11 +114,7 @@ def main(argv=None) -> int:
         config = json.loads(args.config)
     config.pop("_comment", None)
     if args.run_one:
-        warm_up(args.run_one, config)
-        seed = args.seeds[0]
-        record = run_sb3(seed, args.budget) if args.run_one == "sb3" else run_unirl(seed, args.budget, config)
-        print(json.dumps(record))
-        return 0
+        return run_one(args.run_one, args.seeds[0], args.budget, config, warm_up, run_sb3, run_unirl)
     if sb3_missing(args.skip_sb3):
         return 2
     records = []

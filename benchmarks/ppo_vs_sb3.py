@@ -132,6 +132,14 @@ def warm_up(library: str, config: dict) -> None:
         run_sb3(123, 256)
 
 
+def run_one(library: str, seed: int, budget: int, config: dict, warm_up, run_sb3, run_unirl) -> int:
+    """The --run-one mode (a child of run_in_fresh_process): a warm-up run, then one timed run of
+    `library`, its record printed as the last line of output."""
+    warm_up(library, config)
+    print(json.dumps(run_sb3(seed, budget) if library == "sb3" else run_unirl(seed, budget, config)))
+    return 0
+
+
 def child_env(library: str) -> dict:
     """The environment of a run's process: SB3's without the kernel pins unirl set in this process
     (a value the user set stays: it applies to both libraries)."""
@@ -181,11 +189,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     config = dict(load_config(args.config_file), **json.loads(args.config))
     if args.run_one:
-        warm_up(args.run_one, config)
-        seed = args.seeds[0]
-        record = run_sb3(seed, args.budget) if args.run_one == "sb3" else run_unirl(seed, args.budget, config)
-        print(json.dumps(record))
-        return 0
+        return run_one(args.run_one, args.seeds[0], args.budget, config, warm_up, run_sb3, run_unirl)
     if sb3_missing(args.skip_sb3):
         return 2
     records = []
