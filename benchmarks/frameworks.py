@@ -81,6 +81,9 @@ def bench_frameworks(frameworks: list[str], console=None, rounds: int = 5, epoch
         raise UnirlError("no framework to benchmark; install one with `pip install unirl[torch]`.")
     measured = frameworks if REFERENCE in frameworks or not installed(REFERENCE) else [REFERENCE] + frameworks
     subjects = {}
+    from unirl.policy import clear_compiled
+
+    clear_compiled()  # each subject's warm-up compiles its own functions (and its trace counts are its own)
     try:
         for fw in measured:
             if console is not None:

@@ -699,8 +699,11 @@ def count_traces(framework, iterations: int = 4, config: dict | None = None, alg
     The learning rate follows a schedule, so it changes every iteration: a count above one
     for the learn step means a new value retraced it.
     """
+    from unirl.policy import clear_compiled
+
     cfg = dict(small_config(algo) if config is None else config)
     cfg.setdefault("lr_schedule", [[0, 3e-3], [100_000, 1e-4]])
+    clear_compiled()  # the counts are this run's own, not those of policies built before in this process
     algo_obj = _build(framework, cfg, iterations, algo)
     try:
         p = algo_obj.policy

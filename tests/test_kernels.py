@@ -85,6 +85,28 @@ def test_mkl_runs_the_pinned_branch_on_this_cpu():
     assert branch == "COMPATIBLE" and record["effective"] == "COMPATIBLE"
 
 
+@pytest.mark.parametrize("framework", ["jax", "tf"])
+def test_xla_hands_no_kernel_to_a_library_that_picks_by_cpu(framework):
+    """XLA may fuse dots and reductions into XNNPACK/YNNPACK calls (jaxlib 0.10 does by default), whose
+    micro-kernels are chosen by the CPU at run time, past --xla_cpu_max_isa (JAX's weights differed
+    between AMD EPYCs with and without AVX-512). Under the pins the optimized HLO of a dense layer
+    and a sum has neither."""
+    pytest.importorskip("jax" if framework == "jax" else "tensorflow")
+    if framework == "jax":
+        code = ("import json, unirl.frameworks.jax, jax, jax.numpy as jnp, numpy as np\n"
+                "f = lambda x, w: (jnp.tanh(x @ w), jnp.exp(x @ w).sum())\n"
+                "x = np.ones((64, 64), np.float32)\n"
+                "print(json.dumps(jax.jit(f).lower(x, x).compile().as_text()))")
+    else:
+        code = ("import json, unirl.frameworks.tf, tensorflow as tf\n"
+                "f = tf.function(lambda x, w: (tf.tanh(x @ w), tf.reduce_sum(tf.exp(x @ w))), jit_compile=True)\n"
+                "x = tf.ones((64, 64))\n"
+                "print(json.dumps(f.experimental_get_compiler_ir(x, x)(stage='optimized_hlo')))")
+    hlo = _run(code)
+    assert "dot(" in hlo or "dot_general" in hlo  # the text is the compiled module's
+    assert "_ynn_fusion" not in hlo and "_xnn_fusion" not in hlo and "xnn" not in hlo.lower(), hlo[-3000:]
+
+
 def test_mkl_branch_reports_a_fallback():
     """The read-back is not an echo of the request: asking for no CNR reads back as BRANCH_OFF."""
     pytest.importorskip("torch")

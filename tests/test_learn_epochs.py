@@ -6,9 +6,11 @@ import pytest
 pytest.importorskip("jax")
 
 import unirl  # noqa: E402
+import unirl.policy  # noqa: E402
 
 
 def _run(compiled_loops: bool, config: dict, iterations: int = 3):
+    unirl.policy.clear_compiled()  # trace counts of this run's policy alone
     algo = unirl.build("PPO", {"env": "CartPole-v1", "framework": "jax", "seed": 0, **config})
     try:
         algo.policy.adapter.compiled_loops = compiled_loops  # this policy's adapter instance only
@@ -38,6 +40,7 @@ def test_uneven_minibatches_take_the_python_loop():
 
     digests = []
     for compiled_loops in (True, False):
+        unirl.policy.clear_compiled()
         algo = unirl.build("PPO", {"env": "CartPole-v1", "framework": "jax", "seed": 0})
         try:
             p = algo.policy

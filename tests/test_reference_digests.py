@@ -1,9 +1,10 @@
 """Reference fingerprints: the same short PPO run gives the same weights on every machine.
 
-The digests were recorded on an AMD EPYC (AVX-512, 2026-12-04) with unirl's kernel pins. On any
-other x86-64 CPU with AVX2 the same run must end with the same bits; a difference names a kernel
-path that still varies by CPU (docs/determinism.md says which pins exist and how the MKL one was
-found). Slow: run them on each new machine kind with `pytest -m slow tests/test_reference_digests.py`.
+The torch and TF digests were recorded on an AMD EPYC with AVX-512 (2026-12-04) and matched again on
+an AMD EPYC without it (AVX2 only); JAX's did not (YNNPACK fusions, now switched off by the XLA pins)
+and was recorded anew on the AVX2 machine. On any other x86-64 CPU with AVX2 the same run must end
+with the same bits; a difference names a kernel path that still varies by CPU (docs/determinism.md
+says which pins exist and how the MKL and YNNPACK ones were found). Slow: run them on each new machine kind with `pytest -m slow tests/test_reference_digests.py`.
 """
 import importlib.util
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from unirl import kernels
 
 #: PPO, CartPole-v1, seed 0, the library defaults, 4 iterations (1,024 env steps), local backend.
-REFERENCE = {"torch": "0d39bc1802f517eb", "jax": "4f821e913cd8d726", "tf": "224a63c303039818"}
+REFERENCE = {"torch": "0d39bc1802f517eb", "jax": "c79ab55b92aba8fa", "tf": "224a63c303039818"}
 MODULES = {"torch": "torch", "jax": "jax", "tf": "tensorflow"}
 
 CODE = """

@@ -53,8 +53,15 @@ X86_ONLY = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_C
 #: adapter; changing it moved no bit of unirl's results on the test machine (see docs/determinism.md).
 RECORDED_ENV = ("OPENBLAS_CORETYPE",)
 
-#: XLA flags (TF and JAX read XLA_FLAGS once per process, so both must ask for the same).
-XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "--xla_cpu_max_isa=AVX2")
+#: XLA flags (TF and JAX read XLA_FLAGS once per process, so both must ask for the same): Eigen's
+#: single-threaded kernels, generated code capped at AVX2, and no XNNPACK/YNNPACK fusions. jaxlib
+#: 0.10's XLA hands dots and reductions to YNNPACK by default (`__ynn_fusion`), and YNNPACK picks
+#: its micro-kernels by the CPU it finds at run time, past the ISA cap: a 4-iteration PPO run ended
+#: with other JAX weights on an AMD EPYC without AVX-512 than on one with it (TF's XLA, which fuses
+#: nothing into YNNPACK, gave the same bits on both). With the fusions off, dots run in Eigen as
+#: compiled into the wheel and everything else in code generated for the capped ISA.
+XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false", "--xla_cpu_max_isa=AVX2",
+             "--xla_cpu_experimental_ynn_fusion_type=", "--xla_cpu_experimental_xnn_fusion_type=")
 
 #: Libraries that read the variables above when they load; a pin set after one of them loaded
 #: may not apply to it, and `settings()` says so.

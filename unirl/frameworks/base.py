@@ -50,6 +50,9 @@ class FrameworkAdapter:
     #: `scan` runs a loop of steps as one compiled call (JAX: lax.scan inside jit), so the policy
     #: hands it a whole run of minibatches; elsewhere the policy loops over them in Python.
     compiled_loops = False
+    #: `compile` traces (JAX, TF): worth sharing a compiled function between policies built from
+    #: the same ingredients (unirl.policy); eager adapters' compile is free.
+    traces = False
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1):
         self.deterministic = deterministic
@@ -73,6 +76,11 @@ class FrameworkAdapter:
     def compile(self, fn: Callable) -> Callable:
         """A compiled version of a pure function of tensors (may be the function itself)."""
         raise NotImplementedError
+
+    def compile_options(self) -> tuple:
+        """Everything besides the function that decides what `compile` makes of it (a shared
+        compiled function is reused only under equal options)."""
+        return (self.deterministic, self.num_threads)
 
     def scan(self, body: Callable, init, xs):
         """(final carry, stacked outputs) of body(carry, x) -> (carry, out) over the leading axis of

@@ -184,6 +184,7 @@ class Adapter(FrameworkAdapter):
     ops = JaxOps()
     flat_params_for_acting = True
     compiled_loops = True
+    traces = True
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1):
         super().__init__(deterministic, num_threads)

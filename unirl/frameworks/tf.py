@@ -174,6 +174,11 @@ class Adapter(FrameworkAdapter):
 
         return wrapped
 
+    traces = True
+
+    def compile_options(self) -> tuple:
+        return super().compile_options() + (self.jit_compile,)
+
     def compile(self, fn):
         """fn under tf.function, called through one concrete function per input signature.
 
