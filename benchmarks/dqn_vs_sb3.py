@@ -6,7 +6,8 @@ the mean of the last 20 training episodes reaches 475, env steps/s and the greed
 Needs the `bench` extra (stable-baselines3). SB3 runs the rl-zoo CartPole-v1 settings (50k steps,
 lr 2.3e-3, batch 64, buffer 100k, learning_starts 1000, target update 10, train_freq 256,
 gradient_steps 128, exploration 0.16 -> 0.04, net [256, 256]); unirl runs the JSON config given
-(default: benchmarks/configs/dqn_cartpole.json). Both run torch with one intra-op thread, each run
+(default: benchmarks/configs/dqn_cartpole.json, which runs JAX; SB3 runs torch). Each library runs
+one intra-op thread, each run
 in a fresh process of its own (SB3's without unirl's kernel pins); the clock starts when the algorithm object is built (imports and one short warm-up run of each library
 excluded) and stops where the criterion is first met (SB3: at that env step; unirl: at the end of
 that iteration), or at the step budget. CPU seconds of the process are recorded beside wall

@@ -293,26 +293,33 @@ def solve_cartpole(framework, seed, budget=50_000):
 def test_dqn_solves_cartpole_torch_seed_0():
     """The issue's CI target: torch, seed 0, local: the last 20 training episodes average >= 475 within 50k env
     steps and the greedy policy then scores >= 475 (runs are bit-identical, so this is a fixed trajectory:
-    34,624 steps, greedy 500; ~9 s of CPU)."""
+    33,536 steps, greedy 500, on the AMD EPYCs of 2026-12-04)."""
     reached, greedy = solve_cartpole("torch", 0)
     assert reached is not None and greedy >= 475, (reached, greedy)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("framework,seed", [("torch", 0), ("torch", 1), ("torch", 2), ("tf", 0), ("jax", 0)])
+@pytest.mark.parametrize("framework,seed", [("torch", 0), ("torch", 1), ("torch", 2), ("tf", 0), ("jax", 0),
+                                            ("jax", 1), ("jax", 2)])
 def test_dqn_solves_cartpole(framework, seed):
-    """The issue's target with the library's default DQN config: a greedy mean >= 475 over 20 episodes within
-    50k env steps (evaluated every 100 iterations, 3,200 env steps, past 15k; DQN's greedy score oscillates, so
-    the step it is read at matters: torch seed 0 scores 500 at 46,912 steps and 448.75 at 50k). The tuned
-    config is faster but not robust over seeds (torch seed 2 greedy 390 at 50k); docs/qlearning.md."""
-    algo = unirl.build("DQN", {"env": "CartPole-v1", "seed": seed, "framework": framework})
+    """The issue's targets with the CartPole config: within 50k env steps a greedy mean >= 475 over 20 episodes
+    (evaluated every 3,200 env steps past 15k; DQN's greedy score oscillates, so the step it is read at
+    matters) and a training mean >= 475 over the last 20 episodes, the greedy policy then >= 475. Measured
+    (2026-12-04): training mean 475 at 33,536 / 29,952 / 42,752 steps (torch seeds 0-2), 31,168 (tf 0),
+    33,408 / 32,192 / 42,304 (jax 0-2); with the target network synced every 500 steps instead, torch seed 2
+    and jax seed 2 never got there (docs/qlearning.md)."""
+    algo = unirl.build("DQN", dict(CARTPOLE_CONFIG, seed=seed, framework=framework))
     try:
-        best = 0.0
-        while algo.timesteps_total < 50_000 and best < 475:
-            algo.train()
-            if algo.iteration % 100 == 0 and algo.timesteps_total >= 15_000:
+        best, returns, reached, greedy_then = 0.0, [], None, None
+        while algo.timesteps_total < 50_000 and (best < 475 or reached is None):
+            returns = (returns + algo.train()["episode_returns_this_iter"])[-20:]
+            if reached is None and len(returns) == 20 and np.mean(returns) >= 475:
+                reached = algo.timesteps_total
+                greedy_then = algo.evaluate(20)["evaluation/episode_return_mean"]
+            if best < 475 and algo.timesteps_total % 3200 == 0 and algo.timesteps_total >= 15_000:
                 best = max(best, algo.evaluate(20)["evaluation/episode_return_mean"])
         assert best >= 475, best
+        assert reached is not None and greedy_then >= 475, (reached, greedy_then)
     finally:
         algo.stop()
