@@ -31,8 +31,8 @@ REPLAY_COLUMNS = (sb.OBS, sb.ACTIONS, sb.REWARDS, NEXT_OBS, sb.TERMINATEDS, DISC
 class DQNConfig(AlgorithmConfig):
     """DQN's options (plus those of every algorithm). `train_batch_size` is the env steps sampled per iteration."""
 
-    # Generic defaults (CartPole-v1: greedy >= 475 after 50k env steps, tests/test_dqn.py, slow); a config
-    # tuned for CartPole's wall time is benchmarks/configs/dqn_cartpole.json.
+    # Generic defaults (on CartPole-v1 they solve some seeds within 50k env steps, not all: docs/qlearning.md);
+    # the config for CartPole (every framework, seeds 0-2, tests/test_dqn.py) is benchmarks/configs/dqn_cartpole.json.
     #: Envs stepped together in each worker.
     num_envs_per_worker: int = 4
     #: Env steps sampled per iteration, over all envs.
