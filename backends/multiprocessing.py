@@ -46,6 +46,9 @@ from unirl.errors import WorkerDiedError
 _HEADER = struct.Struct("<II")  # number of out-of-band buffers, length of the shared segment's path
 _SHARED = 1 << 63  # a buffer size with this bit set: the buffer lies in the shared segment (8-byte offset on the wire)
 
+#: Longest wait in `broadcast` for release notes that are due (every call of a segment answered).
+RELEASE_NOTE_WAIT_S = 0.05
+
 #: Out-of-band buffers at least this large travel through a shared-memory segment in `broadcast`.
 SHARED_MIN_BYTES = 1 << 20
 SHM_DIR = "/dev/shm"
@@ -217,6 +220,12 @@ class _SegmentPool:
                 seg.waiting[worker_id] -= 1
                 seg.kept = seg.kept or kept
                 return
+
+    def due(self, is_dead=lambda worker_id: False) -> bool:
+        """Some busy segment has every call answered and waits only for live workers' release notes, which
+        follow their replies at once (a reply that held a view of the segment is sent first)."""
+        return any(all(f.done for f in futures) and any(k > 0 and not is_dead(w) for w, k in seg.waiting.items())
+                   for seg, futures in self.busy)
 
     def recycle(self, is_dead=lambda worker_id: False) -> None:
         if not self.busy:
@@ -589,6 +598,12 @@ class Backend(base.Backend):
             if self._segments is None:
                 self._segments = _SegmentPool()
             self._pump(0)  # take in release notes that arrived after their calls' results
+            # Notes still on their way (a worker between its reply and its note, descheduled on a busy
+            # machine): wait for them, briefly, so the segment is reused rather than a second one made.
+            deadline = time.monotonic() + RELEASE_NOTE_WAIT_S
+            is_dead = lambda wid: self._procs[wid].dead is not None  # noqa: E731
+            while self._segments.due(is_dead) and time.monotonic() < deadline:
+                self._pump(0.001)
             try:
                 segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big),
                                                  lambda wid: self._procs[wid].dead is not None)

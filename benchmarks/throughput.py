@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --backend multiprocessing,ray
     mpiexec -n 3 python benchmarks/throughput.py --backend mpi      # rank 0 drives, 2 workers at most
     python benchmarks/throughput.py --algo IMPALA --to-score 475    # also: wall time to a training mean of 475
+    python benchmarks/throughput.py --algo IMPALA --backend ray --rounds 5   # 1 and 2 workers alternately
 
 Besides steps/s, each measurement records where the CPU went: the driver's CPU seconds and the
 workers' (summed) per 1,000 env steps. On a machine with C cores, n workers and a driver that
@@ -91,6 +92,27 @@ def scaling_bound(one: dict) -> float | None:
     return scaling_bound_of(one.get("worker_cpu_s_per_1k_steps"), one["driver_cpu_s_per_1k_steps"])
 
 
+def scaling(algo: str, backend: str, seconds: float, env: str, config: dict | None = None,
+            rounds: int = 1) -> tuple[dict, dict]:
+    """(1-worker row, 2-worker row) with the 2-worker row's `ratio_to_1_worker`. With rounds > 1 the two
+    counts are measured alternately (1, 2, 1, 2, ...) and the ratio is the median of the rounds' ratios,
+    so a baseline that drifts on a shared machine moves both sides of each ratio alike; the rows
+    returned are those of the median round, with every round's ratio in `ratio_rounds`."""
+    pairs = []
+    for _ in range(max(1, rounds)):
+        one, two = (measure(algo, backend, n, seconds, env, config) for n in (1, 2))
+        two["ratio_to_1_worker"] = two["env_steps_per_s"] / one["env_steps_per_s"]
+        pairs.append((one, two))
+    ordered = sorted(pairs, key=lambda p: p[1]["ratio_to_1_worker"])
+    one, two = ordered[(len(ordered) - 1) // 2]
+    two["ratio_rounds"] = [p[1]["ratio_to_1_worker"] for p in pairs]
+    if len(pairs) % 2 == 0:  # the median of an even count: the mean of the middle two
+        mid = [p[1]["ratio_to_1_worker"] for p in ordered[len(ordered) // 2 - 1:len(ordered) // 2 + 1]]
+        two["ratio_to_1_worker"] = sum(mid) / 2
+    two["bound_on_2_cores"] = scaling_bound(one)
+    return one, two
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algo", default="IMPALA,A2C,PPO")
@@ -101,15 +123,15 @@ def main(argv=None) -> None:
     p.add_argument("--to-score", type=float, default=None,
                    help="also measure wall time until the training episode_return_mean reaches this (2 workers)")
     p.add_argument("--budget", type=int, default=500_000, help="env-step budget of --to-score")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure 1 and 2 workers alternately this many times; the ratio is the median round's")
     p.add_argument("--json")
     args = p.parse_args(argv)
     config = json.loads(args.config)
     rows = []
     for backend in args.backend.split(","):
         for algo in args.algo.split(","):
-            one, two = (measure(algo, backend, n, args.seconds, args.env, config) for n in (1, 2))
-            two["ratio_to_1_worker"] = two["env_steps_per_s"] / one["env_steps_per_s"]
-            two["bound_on_2_cores"] = scaling_bound(one)
+            one, two = scaling(algo, backend, args.seconds, args.env, config, args.rounds)
             rows += [one, two]
             bound = "" if two["bound_on_2_cores"] is None else f", bound on 2 cores {two['bound_on_2_cores']:.2f}x"
             wcpu = one["worker_cpu_s_per_1k_steps"]
@@ -117,7 +139,9 @@ def main(argv=None) -> None:
                   f"{two['env_steps_per_s']:,.0f} ({two['ratio_to_1_worker']:.2f}x{bound}); CPU s per 1k steps "
                   f"driver {one['driver_cpu_s_per_1k_steps']:.3f}, worker "
                   f"{'-' if wcpu is None else format(wcpu, '.3f')}"
-                  + (f"; policy lag {two['policy_lag_mean']:.1f}" if "policy_lag_mean" in two else ""), flush=True)
+                  + (f"; policy lag {two['policy_lag_mean']:.1f}" if "policy_lag_mean" in two else "")
+                  + ("" if len(two["ratio_rounds"]) < 2 else
+                     "; rounds " + ", ".join(f"{r:.2f}x" for r in two["ratio_rounds"]) + " (median shown)"), flush=True)
             if args.to_score is not None:
                 r = time_to_score(algo, backend, 2, args.env, args.to_score, args.budget, config)
                 rows.append(r)

@@ -1,0 +1,29 @@
+"""benchmarks/throughput.py's rounds: 1 and 2 workers measured alternately, the ratio the median round's."""
+from unirl.benchmarks import throughput
+
+
+def test_rounds_alternate_worker_counts_and_report_the_median_ratio(monkeypatch):
+    calls = []
+    rates = iter([10_000, 17_000, 14_000, 25_200, 12_000, 24_000])  # rounds: 1.70x, 1.80x, 2.00x
+
+    def fake_measure(algo, backend, num_workers, seconds, env, config=None):
+        calls.append(num_workers)
+        return {"num_workers": num_workers, "env_steps_per_s": next(rates), "driver_cpu_s_per_1k_steps": 0.01,
+                "worker_cpu_s_per_1k_steps": 0.05}
+
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    one, two = throughput.scaling("IMPALA", "ray", 1.0, "CartPole-v1", {}, rounds=3)
+    assert calls == [1, 2, 1, 2, 1, 2]
+    assert [round(r, 6) for r in two["ratio_rounds"]] == [1.7, 1.8, 2.0]
+    assert round(two["ratio_to_1_worker"], 6) == 1.8 and one["env_steps_per_s"] == 14_000  # the median round's rows
+    assert round(two["bound_on_2_cores"], 6) == round(2 * 0.05 / 0.06, 6)
+
+
+def test_an_even_number_of_rounds_takes_the_mean_of_the_middle_two(monkeypatch):
+    rates = iter([10_000, 16_000, 10_000, 18_000])  # 1.6x, 1.8x
+
+    monkeypatch.setattr(throughput, "measure", lambda algo, backend, n, seconds, env, config=None: {
+        "num_workers": n, "env_steps_per_s": next(rates), "driver_cpu_s_per_1k_steps": 0.01,
+        "worker_cpu_s_per_1k_steps": None})
+    _, two = throughput.scaling("IMPALA", "ray", 1.0, "CartPole-v1", {}, rounds=2)
+    assert round(two["ratio_to_1_worker"], 6) == 1.7 and two["bound_on_2_cores"] is None
