@@ -605,8 +605,7 @@ class Backend(base.Backend):
             while self._segments.due(is_dead) and time.monotonic() < deadline:
                 self._pump(0.001)
             try:
-                segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big),
-                                                 lambda wid: self._procs[wid].dead is not None)
+                segment = self._segments.acquire(sum(-(-raws[i].nbytes // 64) * 64 for i in big), is_dead)
             except OSError:  # no /dev/shm (or it is full): every buffer crosses every socket instead
                 return [self.call(h, method, *args, **kwargs) for h in handles]
             offsets, offset = {}, 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import unirl
@@ -103,12 +104,10 @@ def scaling(algo: str, backend: str, seconds: float, env: str, config: dict | No
         one, two = (measure(algo, backend, n, seconds, env, config) for n in (1, 2))
         two["ratio_to_1_worker"] = two["env_steps_per_s"] / one["env_steps_per_s"]
         pairs.append((one, two))
-    ordered = sorted(pairs, key=lambda p: p[1]["ratio_to_1_worker"])
-    one, two = ordered[(len(ordered) - 1) // 2]
-    two["ratio_rounds"] = [p[1]["ratio_to_1_worker"] for p in pairs]
-    if len(pairs) % 2 == 0:  # the median of an even count: the mean of the middle two
-        mid = [p[1]["ratio_to_1_worker"] for p in ordered[len(ordered) // 2 - 1:len(ordered) // 2 + 1]]
-        two["ratio_to_1_worker"] = sum(mid) / 2
+    ratios = [p[1]["ratio_to_1_worker"] for p in pairs]
+    one, two = sorted(pairs, key=lambda p: p[1]["ratio_to_1_worker"])[(len(pairs) - 1) // 2]
+    two["ratio_rounds"] = ratios
+    two["ratio_to_1_worker"] = statistics.median(ratios)  # an even count: the mean of the middle two
     two["bound_on_2_cores"] = scaling_bound(one)
     return one, two
 

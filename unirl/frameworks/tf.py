@@ -146,6 +146,7 @@ class Adapter(FrameworkAdapter):
     name = "tf"
     ops = TFOps()
     flat_params_for_acting = True
+    traces = True
 
     def __init__(self, deterministic: bool = True, num_threads: int = 1, jit_compile: bool = True):
         super().__init__(deterministic, num_threads)
@@ -173,8 +174,6 @@ class Adapter(FrameworkAdapter):
             return (value, aux), grad
 
         return wrapped
-
-    traces = True
 
     def compile_options(self) -> tuple:
         return super().compile_options() + (self.jit_compile,)
