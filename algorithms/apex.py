@@ -13,7 +13,7 @@ are relaunched at once and the replay ratio is what the machine gives; it is rec
 
 Asynchronous, so free-running runs differ; a run is replayable: `get_state()[1]["arrival_schedule"]`
 lists the driver's choices in order, an actor id for each result consumed and `num_workers` (the
-learner's id) for each learner step, and the config key `arrival_schedule` replays it bit for bit
+learner's id) for each learner turn, and the config key `arrival_schedule` replays it bit for bit
 on any backend (same number of actors).
 """
 from __future__ import annotations
@@ -57,6 +57,11 @@ class ApeXConfig(DQNConfig, AsyncConfig):
     apex_epsilon_alpha: float = 7.0
     #: Send the learner's weights to an actor when its copy is this many learner steps old.
     weight_sync_period: int = 16
+    #: Minibatches the learner pulls from a shard in one request (and whose priorities it sends back in
+    #: one message): a learner turn takes up to this many gradient steps. More divides the messages per
+    #: learner step (each costs ~1 ms of CPU on Ray) at the price of priorities that lag by up to this
+    #: many steps within a turn. 1 is the paper's learner: one minibatch per request.
+    replay_batches_per_request: int = 1
     #: Actor results consumed per iteration (0: one per actor).
     actor_batches_per_iteration: int = 0
     #: Learner steps per env step the learner never falls below: the driver steps before it consumes more
@@ -65,8 +70,9 @@ class ApeXConfig(DQNConfig, AsyncConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_replay_shards < 1 or self.weight_sync_period < 1:
-            raise UnirlError("config keys `num_replay_shards` and `weight_sync_period` must be at least 1.")
+        if self.num_replay_shards < 1 or self.weight_sync_period < 1 or self.replay_batches_per_request < 1:
+            raise UnirlError("config keys `num_replay_shards`, `weight_sync_period` and `replay_batches_per_request` "
+                             "must be at least 1.")
         if not 0.0 <= self.min_training_intensity <= self.training_intensity:
             raise UnirlError("config key `min_training_intensity` must lie in [0, training_intensity], "
                              f"got {self.min_training_intensity}.")
@@ -124,11 +130,14 @@ class ReplayShard:
         self.buffer.add(rows, priorities)
         return len(self.buffer)
 
-    def sample(self, n: int, beta: float):
-        return self.buffer.sample(n, self.rng, beta)
+    def sample(self, n: int, beta: float, count: int = 1) -> list:
+        """`count` minibatches of n rows, [(rows, indices, importance weights)], drawn one after another."""
+        return [self.buffer.sample(n, self.rng, beta) for _ in range(count)]
 
-    def update_priorities(self, idx, td_errors) -> None:
-        self.buffer.update_priorities(idx, td_errors)
+    def update_priorities(self, updates) -> None:
+        """Apply [(indices, td_errors)] in order."""
+        for idx, td_errors in updates:
+            self.buffer.update_priorities(idx, td_errors)
 
     def get_state(self):
         arrays, meta = self.buffer.get_state()
@@ -165,6 +174,7 @@ class ApeX(DQN):
         self.pattern = AsyncReplay(self.backend, ApeXActor, actor_args, ReplayShard, shard_args,
                                    replay_schedule=c.arrival_schedule, timeout=c.worker_timeout_s or None)
         self.grad_steps = 0
+        self.learner_turns = 0  # learner turns so far (grad_steps when replay_batches_per_request is 1)
         self.last_target_update = 0
         self.target_updates = 0
         self.rows_in_shards = 0
@@ -183,19 +193,27 @@ class ApeX(DQN):
         """The learner's id in the arrival schedule (after the actors' 0 .. num_workers - 1)."""
         return len(self.pattern.actors)
 
-    def learner_step(self, hp) -> dict:
-        """One gradient step on a minibatch from a shard (the next one's sample requested ahead while
-        more steps are due); the new priorities go back to that shard. A learner turn in the schedule."""
+    def learner_turn(self, hp) -> tuple[dict, int]:
+        """(stats of the last step, steps taken): a learner turn, one entry in the schedule. It pulls up to
+        replay_batches_per_request minibatches (as many as are due) from a shard in one request (the next
+        turn's requested ahead while more steps are due), takes a gradient step on each and sends their
+        new priorities back to that shard in one message."""
         c = self.config
-        self.pattern.schedule.recorded.append(self.learner_id)
-        shard, rows, idx, weights = self.pattern.replay(self.grad_steps, c.replay_batch_size, self.beta(),
-                                                        prefetch_next=self.grad_steps_due() > 1)
-        rows[WEIGHTS] = weights
-        stats = self.policy.learn_on_batch(rows, hp)
-        td = self.policy.stats_numpy({"td_error": stats["td_error"]})["td_error"]
-        self.pattern.update_priorities(shard, idx, td)
-        self.grad_steps += 1
-        return stats
+        p = self.pattern
+        p.schedule.recorded.append(self.learner_id)
+        due = self.grad_steps_due()
+        count = max(1, min(c.replay_batches_per_request, due))
+        shard, batches = p.replay(self.learner_turns, c.replay_batch_size, self.beta(), count,
+                                  prefetch=min(c.replay_batches_per_request, due - count))
+        updates = []
+        for rows, idx, weights in batches:
+            rows[WEIGHTS] = weights
+            stats = self.policy.learn_on_batch(rows, hp)
+            updates.append((idx, self.policy.stats_numpy({"td_error": stats["td_error"]})["td_error"]))
+            self.grad_steps += 1
+        p.update_priorities(shard, updates)
+        self.learner_turns += 1
+        return stats, count
 
     def below_min_intensity(self) -> bool:
         c = self.config
@@ -235,9 +253,9 @@ class ApeX(DQN):
         consumed = learner_steps = 0
         while consumed < count:
             if self.learner_turn_now(self.results_since_step):
-                stats = self.learner_step(hp)
+                stats, steps = self.learner_turn(hp)
                 self.results_since_step = 0
-                learner_steps += 1
+                learner_steps += steps
                 continue
             _, (summary, rows, prios), stale = p.consume(self.grad_steps, self.policy.get_flat_weights,
                                                          c.weight_sync_period)
@@ -271,7 +289,7 @@ class ApeX(DQN):
             arrays.update(prefixed(a, f"replay/shard{j}"))
             shard_meta.append(meta)
         p = self.pattern
-        state.update({"replay_shards": shard_meta, "grad_steps": self.grad_steps,
+        state.update({"replay_shards": shard_meta, "grad_steps": self.grad_steps, "learner_turns": self.learner_turns,
                       "last_target_update": self.last_target_update, "target_updates": self.target_updates,
                       "arrival_schedule": list(p.schedule.recorded), "batches_consumed": p.batches_consumed,
                       "weight_syncs": p.weight_syncs, "staleness_sum": p.staleness_sum,
@@ -284,6 +302,7 @@ class ApeX(DQN):
             self.pattern.set_shard_states([(unprefixed(arrays, f"replay/shard{j}"), meta)
                                            for j, meta in enumerate(state["replay_shards"])])
         self.grad_steps = int(state.get("grad_steps", 0))
+        self.learner_turns = int(state.get("learner_turns", self.grad_steps))
         self.last_target_update = int(state.get("last_target_update", 0))
         self.target_updates = int(state.get("target_updates", 0))
         self.rows_in_shards = int(state.get("rows_in_shards", 0))

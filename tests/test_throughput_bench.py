@@ -1,4 +1,6 @@
-"""benchmarks/throughput.py's rounds: 1 and 2 workers measured alternately, the ratio the median round's."""
+"""Benchmarks measured in rounds (throughput.py, replay.py apex): worker counts measured alternately, the ratio the median round's."""
+import pytest
+
 from unirl.benchmarks import throughput
 
 
@@ -27,3 +29,21 @@ def test_an_even_number_of_rounds_takes_the_mean_of_the_middle_two(monkeypatch):
         "worker_cpu_s_per_1k_steps": None})
     _, two = throughput.scaling("IMPALA", "ray", 1.0, "CartPole-v1", {}, rounds=2)
     assert round(two["ratio_to_1_worker"], 6) == 1.7 and two["bound_on_2_cores"] is None
+
+
+def test_apex_rounds_take_each_actor_counts_median_ratio():
+    from unirl.benchmarks import replay
+
+    rates = iter([10_000, 17_000, 14_000, 25_200, 12_000, 24_000])  # rounds: 1.70x, 1.80x, 2.00x
+    calls = []
+
+    def fake(backend, n, seconds, envs_per_actor, steps_per_task, config):
+        calls.append(n)
+        return {"actors": n, "env_steps_per_s": next(rates), "driver_cpu_us_per_step": 10.0,
+                "shards_cpu_us_per_step": 10.0, "actors_cpu_us_per_step": 80.0}
+
+    one, two = replay.apex_scaling("ray", [1, 2], rounds=3, measure=fake)
+    assert calls == [1, 2, 1, 2, 1, 2]
+    assert [round(r, 6) for r in two["ratio_rounds"]] == [1.7, 1.8, 2.0]
+    assert two["ratio_to_1"] == pytest.approx(1.8) and two["env_steps_per_s"] == 25_200
+    assert one["ratio_to_1"] == 1.0 and one["bound_2_actors_on_2_cores"] == pytest.approx(1.6)

@@ -4,9 +4,11 @@ Every actor always has a sampling task in flight. The driver consumes actor resu
 order through an `ArrivalSchedule` (recorded, or replayed from a list of actor ids), sends each
 batch of rows with its initial priorities to a shard (round robin over consumed batches),
 relaunches that actor at once (with fresh weights when its copy is `weight_sync_period` learner
-steps old), and then runs the learner's due gradient steps: each pulls a prioritized minibatch
-from a shard (round robin, the next request sent before the current step runs) and sends the
-new priorities back. All messages go through the driver, so the backend protocol is all it needs.
+steps old), and then runs the learner's due gradient steps in turns: a turn pulls up to
+`replay_batches_per_request` prioritized minibatches from a shard in one request (round robin over
+turns, the next turn's request sent before the current one learns), takes a gradient step on each
+and sends their new priorities back in one message. On a backend whose messages cost ~1 ms of CPU
+each side (Ray), fewer, larger messages are what leave the cores to the actors. All messages go through the driver, so the backend protocol is all it needs.
 
 Why a recorded schedule replays bit for bit on any backend: each worker runs its calls in the
 order they were issued, every actor's sequence of tasks is deterministic given the weights it is
@@ -126,40 +128,48 @@ class AsyncReplay:
     def _shard_lost(self, lost: WorkerLost) -> None:
         self.shard_group.replace(lost.index, lost.error)
 
-    def replay(self, step: int, n: int, beta: float, prefetch_next: bool):
-        """(shard index, rows, indices, weights) of learner step `step` (shard step % num_shards)."""
+    def replay(self, turn: int, n: int, beta: float, count: int, prefetch: int):
+        """(shard index, [(rows, indices, weights)] * count): `count` minibatches of n rows for learner turn
+        `turn`, pulled from shard turn % num_shards in one request; with prefetch > 0 the next turn's request
+        (prefetch minibatches) is sent before this one's rows are used."""
         while True:
-            j = self._shard_for(step)
-            key = (step, j, self.shard_group.restarts[j])
+            j = self._shard_for(turn)
+            key = (turn, j, self.shard_group.restarts[j], count)
             if self._prefetched is not None and self._prefetched[0] == key:
                 future = self._prefetched[1]
             else:
-                future = self.shard_group.submit(j, "sample", n, beta)
+                if self._prefetched is not None:  # asked for a turn of another size: its answer is not used
+                    self._retire_prefetched()
+                future = self.shard_group.submit(j, "sample", n, beta, count)
             self._prefetched = None
-            if prefetch_next:
-                nj = self._shard_for(step + 1)
-                self._prefetched = ((step + 1, nj, self.shard_group.restarts[nj]),
-                                    self.shard_group.submit(nj, "sample", n, beta))
+            if prefetch > 0:
+                nj = self._shard_for(turn + 1)
+                self._prefetched = ((turn + 1, nj, self.shard_group.restarts[nj], prefetch),
+                                    self.shard_group.submit(nj, "sample", n, beta, prefetch))
             try:
-                rows, idx, weights = self.shard_group.result(j, future)
+                batches = self.shard_group.result(j, future)
             except WorkerLost as lost:
                 self._shard_lost(lost)
                 continue
             self._sampled = (j, self.shard_group.restarts[j])
-            return j, rows, idx, weights
+            return j, batches
 
-    def update_priorities(self, shard: int, idx: np.ndarray, td_errors: np.ndarray) -> None:
+    def update_priorities(self, shard: int, updates: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Send a turn's new priorities, [(indices, td_errors)] in learning order, to its shard in one message."""
         if self._sampled != (shard, self.shard_group.restarts[shard]):
             return  # sampled from a shard lost since: its rows are gone
         self._side_futures.append((shard, self._sampled[1],
-                                   self.shard_group.submit(shard, "update_priorities", idx, td_errors)))
+                                   self.shard_group.submit(shard, "update_priorities", updates)))
+
+    def _retire_prefetched(self) -> None:
+        (_, j, restarts, _), future = self._prefetched
+        self._side_futures.append((j, restarts, future))
+        self._prefetched = None
 
     def flush(self) -> None:
         """Wait for the shards' adds and priority updates (replacing a shard that failed)."""
         if self._prefetched is not None:
-            (_, j, restarts), future = self._prefetched
-            self._side_futures.append((j, restarts, future))
-            self._prefetched = None
+            self._retire_prefetched()
         futures, self._side_futures = self._side_futures, []
         for j, restarts, future in futures:
             if restarts != self.shard_group.restarts[j]:
