@@ -214,6 +214,12 @@ def test_min_training_intensity_above_the_cap_is_refused():
         unirl.build("APEX", apex_config("local", min_training_intensity=0.9))
 
 
+@pytest.mark.timeout(60)
+def test_no_minibatch_per_shard_request_is_refused():
+    with pytest.raises(UnirlError, match="replay_batches_per_request"):
+        unirl.build("APEX", apex_config("local", replay_batches_per_request=0))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("backend", ["multiprocessing", "ray", "mpi"])
