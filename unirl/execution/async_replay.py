@@ -8,7 +8,8 @@ steps old), and then runs the learner's due gradient steps in turns: a turn pull
 `replay_batches_per_request` prioritized minibatches from a shard in one request (round robin over
 turns, the next turn's request sent before the current one learns), takes a gradient step on each
 and sends their new priorities back in one message. On a backend whose messages cost ~1 ms of CPU
-each side (Ray), fewer, larger messages are what leave the cores to the actors. All messages go through the driver, so the backend protocol is all it needs.
+each side (Ray), fewer, larger messages are what leave the cores to the actors. All messages go
+through the driver, so the backend protocol is all it needs.
 
 Why a recorded schedule replays bit for bit on any backend: each worker runs its calls in the
 order they were issued, every actor's sequence of tasks is deterministic given the weights it is
