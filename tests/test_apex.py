@@ -183,16 +183,19 @@ SOLVE_CONFIG = {"env": "CartPole-v1", "seed": 0, "num_workers": 4, "num_envs_per
 
 
 @pytest.mark.timeout(300)
-def test_several_minibatches_per_shard_request_replay_bit_for_bit():
+@pytest.mark.parametrize("backend", ["multiprocessing", "ray"])
+def test_several_minibatches_per_shard_request_replay_bit_for_bit(backend, request):
     """replay_batches_per_request 4: a learner turn (one schedule entry, one sample request, one priority
-    message) takes up to 4 steps; a free-running multiprocessing run's schedule replays on local."""
-    w, schedule, result = run_apex("multiprocessing", replay_batches_per_request=4)
+    message) takes up to 4 steps; a free-running run's schedule replays on local."""
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+    w, schedule, result = run_apex(backend, replay_batches_per_request=4)
     check_result(result)
     turns, steps = schedule.count(2), result["learner/grad_steps"]
     assert -(-steps // 4) <= turns < steps
     w2, schedule2, _ = run_apex("local", arrival_schedule=schedule, replay_batches_per_request=4)
     assert schedule2 == schedule
-    assert_same_bits(w, w2, "4 minibatches per request, multiprocessing -> local")
+    assert_same_bits(w, w2, f"4 minibatches per request, {backend} -> local")
 
 
 @pytest.mark.slow  # ~20 s on a loaded 2-core machine; the `recorded` fixture checks the schedule's learner turns in CI
