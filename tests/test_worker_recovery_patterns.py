@@ -96,9 +96,11 @@ def test_population_killed_worker_chunks_are_redone_with_identical_weights():
     np.testing.assert_array_equal(ref, weights)
 
 
-def test_async_replay_actor_and_shard_killed_are_replaced():
-    # Worker ids: actors 0, 1, then shards 2, 3.
-    with unirl.build("APEX", dict(CFG["APEX"], backend="multiprocessing")) as a:
+@pytest.mark.parametrize("per_request", [1, 4])
+def test_async_replay_actor_and_shard_killed_are_replaced(per_request):
+    # Worker ids: actors 0, 1, then shards 2, 3. With 4 minibatches per request a lost shard may hold a
+    # prefetched multi-batch request and a turn's priority message.
+    with unirl.build("APEX", dict(CFG["APEX"], backend="multiprocessing", replay_batches_per_request=per_request)) as a:
         for it in range(ITERS):
             if it == 2:
                 os.kill(a.backend.worker_pids()[0], signal.SIGKILL)
