@@ -130,7 +130,7 @@ class ReplayShard:
         self.buffer.add(rows, priorities)
         return len(self.buffer)
 
-    def sample(self, n: int, beta: float, count: int = 1) -> list:
+    def sample(self, n: int, beta: float, count: int) -> list:
         """`count` minibatches of n rows, [(rows, indices, importance weights)], drawn one after another."""
         return [self.buffer.sample(n, self.rng, beta) for _ in range(count)]
 

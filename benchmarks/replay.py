@@ -134,18 +134,23 @@ def apex_scaling(backend: str, actors: list[int], rounds: int = 1, seconds: floa
     """One row per actor count (each a fresh run) with its ratio to the first count's rate. With rounds > 1
     the counts are measured in turn round after round (1, 2, 1, 2, ...), each row's ratio is the median of
     its rounds' ratios (a drifting baseline on a shared machine moves both sides of a round's ratio alike)
-    and its other numbers are its median round's; the first count's row also gives the 2-core bound."""
+    and its other numbers are its median round's, with that round's first-count rate as
+    `base_env_steps_per_s`; the first count's row is from the second count's median round and gives the
+    2-core bound."""
     measure = measure or bench_apex
     runs = [[measure(backend, n, seconds, envs_per_actor=envs_per_actor, steps_per_task=steps_per_task,
                      config=config) for n in actors] for _ in range(max(1, rounds))]
+    ratios = [[r[k]["env_steps_per_s"] / r[0]["env_steps_per_s"] for r in runs] for k in range(len(actors))]
+    medians = [statistics.median(rk) for rk in ratios]
+    # the round whose ratio is nearest each count's median (the first count: the second count's round)
+    shown = [min(range(len(runs)), key=lambda i, k=k: abs(ratios[k][i] - medians[k])) for k in range(len(actors))]
+    if len(actors) > 1:
+        shown[0] = shown[1]
     rows = []
-    for k in range(len(actors)):
-        ratios = [r[k]["env_steps_per_s"] / r[0]["env_steps_per_s"] for r in runs]
-        median = statistics.median(ratios)
-        row = dict(min(runs, key=lambda r: abs(r[k]["env_steps_per_s"] / r[0]["env_steps_per_s"] - median))[k])
-        row["ratio_to_1"] = median
+    for k, i in enumerate(shown):
+        row = dict(runs[i][k], ratio_to_1=medians[k], base_env_steps_per_s=runs[i][0]["env_steps_per_s"])
         if len(runs) > 1:
-            row["ratio_rounds"] = ratios
+            row["ratio_rounds"] = ratios[k]
         if k == 0:
             # 2 cores: actors need actors_cpu per step, everything else (driver, learner, shards) the rest.
             rest = None if None in (row["driver_cpu_us_per_step"], row["shards_cpu_us_per_step"]) else \
