@@ -17,7 +17,7 @@ from unirl.algorithm import Algorithm
 from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
-from unirl.execution import SyncSamples
+from unirl.execution import loops
 from unirl.postprocessing import actor_critic_rows
 
 
@@ -96,8 +96,7 @@ class A2C(Algorithm):
         learning={"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 500_000, "eval_episodes": 20},
     )
 
-    def setup(self) -> None:
-        self.sampler = SyncSamples(self.backend, self.worker_specs())
+    execution = loops.SyncSamples()
 
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
         """Advantages and value targets on the learner, over the batch joined in env order."""
@@ -105,14 +104,3 @@ class A2C(Algorithm):
 
     def hyperparameters(self) -> dict[str, float]:
         return loss_hyperparameters(self.config, self.current_lr())
-
-    def training_step(self) -> dict:
-        batch = self.sampler.sample(self.policy.get_flat_weights())
-        self.record_batch(batch)
-        rows = self.postprocess(batch)
-        hp = self.hyperparameters()
-        stats = self.policy.learn_on_batch(rows, hp)
-        self.policy.finish_learning()
-        out = self.policy.stats_numpy(stats)
-        out["lr"] = hp["lr"]
-        return out

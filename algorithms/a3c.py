@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from unirl.algorithm import Algorithm
 from unirl.algorithms.a2c import A2CConfig, actor_critic_loss, advantages, loss_hyperparameters
 from unirl.config import FragmentConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
-from unirl.execution import AsyncGradients
+from unirl.execution import loops
 
 
 @dataclass
@@ -38,19 +36,9 @@ class A3CConfig(A2CConfig, FragmentConfig):
     entropy_coeff: float = 0.01
 
 
-@dataclass
-class A3CLearner:
-    """What a worker needs to learn (plain data, pickles): the policy with the loss, and the gradient of a fragment."""
-
-    gamma: float
-    gae_lambda: float
-
-    def build_policy(self, policy_spec):
-        return policy_spec.build(loss=actor_critic_loss)
-
-    def gradients(self, policy, batch, hp):
-        rows = advantages(policy, batch, self.gamma, self.gae_lambda)
-        return policy.compute_gradients(rows, hp)
+def a3c_rows(policy, batch, config) -> dict:
+    """A worker's rows: n-step/GAE advantages and value targets of its fragment, from its own copy of the values."""
+    return advantages(policy, batch, config.gamma, config.gae_lambda)
 
 
 class A3C(Algorithm):
@@ -69,56 +57,7 @@ class A3C(Algorithm):
               "so worker counts are not compared with each other",
     )
 
-    def setup(self) -> None:
-        c = self.config
-        specs = self.worker_specs()
-        for s in specs:
-            s.rollout_length = c.rollout_fragment_length
-        self.pattern = AsyncGradients(self.backend, specs, A3CLearner(c.gamma, c.gae_lambda),
-                                      replay=c.arrival_schedule, timeout=c.worker_timeout_s or None)
-        self.version = 0  # gradients applied so far: the weights version
-        self.lags: list[int] = []
-        if self.backend.runs_in_driver:
-            # Workers in this process: their learning calls reach this policy's recorder (the
-            # conformance suite captures an algorithm's own loss inputs that way).
-            for w in self.pattern.workers:
-                self.backend.get(self.backend.call(w, "set_recorder", self._recorder))
-
-    def _recorder(self, kind, policy, batch, hp):
-        if self.policy.recorder is not None:
-            self.policy.recorder(kind, policy, batch, hp)
+    execution = loops.AsyncGradients(postprocess=a3c_rows)
 
     def hyperparameters(self) -> dict[str, float]:
         return loss_hyperparameters(self.config, self.current_lr())
-
-    def training_step(self) -> dict:
-        hp = self.hyperparameters()
-        for wid in self.pattern.idle_workers:
-            self.pattern.submit(wid, self.policy.get_flat_weights(), hp, self.version)
-        steps, stats, lags = 0, [], []
-        while steps < self.config.train_batch_size:
-            result = self.pattern.next()
-            grad, worker_stats, counters = result.value
-            self.record_batch(counters)
-            steps += counters.count
-            lags.append(self.version - result.version)
-            self.policy.apply_gradients(grad, hp)
-            self.version += 1
-            stats.append(worker_stats)
-            hp = self.hyperparameters()
-            self.pattern.submit(result.worker_id, self.policy.get_flat_weights(), hp, self.version)
-        self.lags.extend(lags)
-        out = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
-        out.update(lr=hp["lr"], num_gradients=len(stats), policy_lag_mean=float(np.mean(lags)),
-                   policy_lag_max=int(max(lags)), weights_version=self.version)
-        return out
-
-    def get_state(self):
-        arrays, state = super().get_state()
-        state["arrival_schedule"] = list(self.pattern.schedule.recorded)
-        state["weights_version"] = self.version
-        return arrays, state
-
-    def set_state(self, arrays, state) -> None:
-        super().set_state(arrays, state)
-        self.version = state.get("weights_version", 0)

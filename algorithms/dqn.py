@@ -16,27 +16,21 @@ from unirl.algorithm import Algorithm
 from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
-from unirl.execution import SyncReplay
-from unirl.optim import piecewise_linear
-from unirl.replay import make_buffer, prefixed, unprefixed
+from unirl.execution import loops
+from unirl.optim import linear_schedule
+from unirl.replay import WEIGHTS  # noqa: F401 (importance weights, ones for uniform replay; re-exported)
 
 # Replay row columns (flat rows, one per env step, in (t, global env) order).
 NEXT_OBS = "next_obs"  # observation n steps later (or where the episode ended)
 DISCOUNTS = "discounts"  # gamma ** k, k the steps the n-step return covers
-WEIGHTS = "weights"  # importance weights (ones for uniform replay)
 REPLAY_COLUMNS = (sb.OBS, sb.ACTIONS, sb.REWARDS, NEXT_OBS, sb.TERMINATEDS, DISCOUNTS)
 
 
 @dataclass
-class DQNConfig(AlgorithmConfig):
-    """DQN's options (plus those of every algorithm). `train_batch_size` is the env steps sampled per iteration."""
+class QLearningConfig(AlgorithmConfig):
+    """Options of Q-learning's math, whatever the execution (DQN, Async DQN): the network, the n-step double-Q
+    Huber loss, the target network and epsilon-greedy exploration."""
 
-    # Generic defaults (on CartPole-v1 they solve some seeds within 50k env steps, not all: docs/qlearning.md);
-    # the config for CartPole (every framework, seeds 0-2, tests/test_dqn.py) is benchmarks/configs/dqn_cartpole.json.
-    #: Envs stepped together in each worker.
-    num_envs_per_worker: int = 4
-    #: Env steps sampled per iteration, over all envs.
-    train_batch_size: int = 32
     #: Adam learning rate.
     lr: float = 1e-3
     #: Discount factor.
@@ -45,14 +39,6 @@ class DQNConfig(AlgorithmConfig):
     grad_clip: float = 10.0
     #: The Q-network (unirl.models.ModelConfig): hidden_sizes, activation, dueling.
     model: dict = field(default_factory=lambda: {"hidden_sizes": [128, 128], "activation": "relu"})
-    #: Rows the replay buffer holds (oldest dropped first).
-    replay_buffer_capacity: int = 50_000
-    #: Rows in each replayed minibatch (one gradient step).
-    replay_batch_size: int = 64
-    #: Env steps sampled before the first gradient step.
-    learning_starts: int = 1000
-    #: Gradient steps per sampled env step once learning has started (0.5: one step every 2 env steps).
-    training_intensity: float = 0.5
     #: Copy the online network into the target network every this many env steps.
     target_network_update_freq: int = 500
     #: Steps of the n-step return (1: one-step Q-learning); cut short at episode ends and fragment ends.
@@ -67,6 +53,39 @@ class DQNConfig(AlgorithmConfig):
     exploration_final_eps: float = 0.02
     #: Env steps over which epsilon decays linearly.
     exploration_timesteps: int = 10_000
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("target_network_update_freq", "n_step"):
+            if getattr(self, key) < 1:
+                raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
+        if self.exploration_timesteps < 0:
+            raise UnirlError("config key `exploration_timesteps` must not be negative.")
+        for key in ("exploration_initial_eps", "exploration_final_eps"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise UnirlError(f"config key `{key}` must lie in [0, 1], got {getattr(self, key)}.")
+        if self.huber_delta <= 0:
+            raise UnirlError(f"config key `huber_delta` must be positive, got {self.huber_delta}.")
+
+
+@dataclass
+class DQNConfig(QLearningConfig):
+    """DQN's options (plus those of every algorithm). `train_batch_size` is the env steps sampled per iteration."""
+
+    # Generic defaults (on CartPole-v1 they solve some seeds within 50k env steps, not all: docs/qlearning.md);
+    # the config for CartPole (every framework, seeds 0-2, tests/test_dqn.py) is benchmarks/configs/dqn_cartpole.json.
+    #: Envs stepped together in each worker.
+    num_envs_per_worker: int = 4
+    #: Env steps sampled per iteration, over all envs.
+    train_batch_size: int = 32
+    #: Rows the replay buffer holds (oldest dropped first).
+    replay_buffer_capacity: int = 50_000
+    #: Rows in each replayed minibatch (one gradient step).
+    replay_batch_size: int = 64
+    #: Env steps sampled before the first gradient step.
+    learning_starts: int = 1000
+    #: Gradient steps per sampled env step once learning has started (0.5: one step every 2 env steps).
+    training_intensity: float = 0.5
     #: Prioritized replay (proportional, Schaul et al. 2016) instead of uniform.
     prioritized_replay: bool = False
     #: Priority exponent alpha (0: uniform).
@@ -80,18 +99,13 @@ class DQNConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("replay_buffer_capacity", "replay_batch_size", "target_network_update_freq", "n_step"):
+        for key in ("replay_buffer_capacity", "replay_batch_size"):
             if getattr(self, key) < 1:
                 raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
         if self.training_intensity < 0:
             raise UnirlError(f"config key `training_intensity` must not be negative, got {self.training_intensity}.")
-        if self.learning_starts < 0 or self.exploration_timesteps < 0:
-            raise UnirlError("config keys `learning_starts` and `exploration_timesteps` must not be negative.")
-        for key in ("exploration_initial_eps", "exploration_final_eps"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise UnirlError(f"config key `{key}` must lie in [0, 1], got {getattr(self, key)}.")
-        if self.huber_delta <= 0:
-            raise UnirlError(f"config key `huber_delta` must be positive, got {self.huber_delta}.")
+        if self.learning_starts < 0:
+            raise UnirlError("config key `learning_starts` must not be negative.")
         if self.prioritized_replay_alpha < 0 or self.prioritized_replay_beta < 0:
             raise UnirlError("config keys `prioritized_replay_alpha` and `prioritized_replay_beta` must not be negative.")
 
@@ -184,12 +198,6 @@ def dqn_loss(ops, module, params, batch, hp, target_params):
     return loss, stats
 
 
-def linear_schedule(t: int, start: float, end: float, duration: int) -> float:
-    if duration <= 0:
-        return end
-    return piecewise_linear([[0, start], [duration, end]], t, end)
-
-
 class DQN(Algorithm):
     name = "DQN"
     config_class = DQNConfig
@@ -204,28 +212,26 @@ class DQN(Algorithm):
         learning={"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 50_000, "eval_episodes": 20},
     )
 
+    execution = loops.SyncReplay()
+
     def setup(self) -> None:
-        c = self.config
-        self.buffer = make_buffer(c.replay_buffer_capacity, c.prioritized_replay, c.prioritized_replay_alpha,
-                                  c.prioritized_replay_eps)
-        self.sampler = SyncReplay(self.backend, self.worker_specs(), self.buffer, self.postprocess)
-        self.grad_steps = 0
         self.last_target_update = 0
         self.target_updates = 0
+        super().setup()
 
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
         return n_step_rows(batch, self.config.gamma, self.config.n_step)
 
-    # -- schedules ----------------------------------------------------------------------------
     def epsilon(self) -> float:
         c = self.config
         return linear_schedule(self.timesteps_total, c.exploration_initial_eps, c.exploration_final_eps,
                                c.exploration_timesteps)
 
+    def exploration(self, worker_id: int | None = None) -> dict:
+        return {"epsilon": self.epsilon()}
+
     def beta(self) -> float:
-        c = self.config
-        return linear_schedule(self.timesteps_total, c.prioritized_replay_beta, 1.0,
-                               c.prioritized_replay_beta_annealing_timesteps)
+        return self.execution.beta()
 
     def hyperparameters(self) -> dict[str, float]:
         hp = {"lr": self.current_lr(), "huber_delta": self.config.huber_delta}
@@ -233,64 +239,22 @@ class DQN(Algorithm):
             hp["double_q"] = 1.0
         return hp
 
-    def grad_steps_due(self) -> int:
-        """Gradient steps owed: training_intensity per env step sampled since learning_starts."""
-        c = self.config
-        if self.timesteps_total < c.learning_starts or len(self.buffer) == 0:
-            return 0
-        owed = int(c.training_intensity * (self.timesteps_total - c.learning_starts))
-        return max(0, owed - self.grad_steps)
-
-    # -- one iteration ------------------------------------------------------------------------
-    def learn_from_replay(self, num_steps: int) -> dict:
-        c = self.config
-        hp = self.policy.hp_tensors(self.hyperparameters())
-        stats = None
-        for _ in range(num_steps):
-            rows, idx, weights = self.sampler.replay(c.replay_batch_size, self.learner_rng, self.beta())
-            rows[WEIGHTS] = weights
-            stats = self.policy.learn_on_batch(rows, hp)
-            if self.buffer.prioritized:
-                td = self.policy.stats_numpy({"td_error": stats["td_error"]})["td_error"]
-                self.sampler.update_priorities(idx, td)
-            self.grad_steps += 1
-        self.policy.finish_learning()
-        if stats is None:
-            return {}
-        out = self.policy.stats_numpy({k: v for k, v in stats.items() if k != "td_error"})
-        return out
-
-    def sync_target(self) -> None:
+    def after_samples(self) -> None:
+        """The target network: a copy of the online one every target_network_update_freq env steps."""
         if self.timesteps_total - self.last_target_update >= self.config.target_network_update_freq:
             self.policy.copy_params("params", "target_params")
             self.last_target_update = self.timesteps_total
             self.target_updates += 1
 
     def training_step(self) -> dict:
-        eps = self.epsilon()
-        batch = self.sampler.sample(self.policy.get_flat_weights(), epsilon=eps)
-        self.record_batch(batch)
-        out = self.learn_from_replay(self.grad_steps_due())
-        self.sync_target()
-        out.update({"epsilon": eps, "grad_steps": self.grad_steps, "target_updates": self.target_updates,
-                    "replay_size": len(self.buffer), "lr": self.current_lr()})
-        if self.buffer.prioritized:
-            out["beta"] = self.beta()
-        return out
+        return dict(super().training_step(), target_updates=self.target_updates)
 
-    # -- checkpoints: the replay buffer travels with the weights -------------------------------
     def get_state(self):
         arrays, state = super().get_state()
-        buf_arrays, buf_meta = self.buffer.get_state()
-        arrays.update(prefixed(buf_arrays, "replay"))
-        state.update({"replay": buf_meta, "grad_steps": self.grad_steps,
-                      "last_target_update": self.last_target_update, "target_updates": self.target_updates})
+        state.update(last_target_update=self.last_target_update, target_updates=self.target_updates)
         return arrays, state
 
     def set_state(self, arrays, state) -> None:
         super().set_state(arrays, state)
-        if "replay" in state:
-            self.buffer.set_state(unprefixed(arrays, "replay"), state["replay"])
-        self.grad_steps = int(state.get("grad_steps", 0))
         self.last_target_update = int(state.get("last_target_update", 0))
         self.target_updates = int(state.get("target_updates", 0))

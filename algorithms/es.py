@@ -27,8 +27,8 @@ from unirl.conformance_spec import ConformanceSpec
 from unirl.env import check_env_id, spaces
 from unirl.errors import UnirlError
 from unirl.evaluation import evaluate_policy
-from unirl.execution.population import (PopulationEvaluation, PopulationSpec, noise_offsets, noise_table,
-                                        weighted_noise_sum)
+from unirl.execution import loops
+from unirl.execution.population import noise_table, weighted_noise_sum
 from unirl.filters import MeanStdFilter, RunningMeanStd, normalize
 from unirl.ops import numpy_ops
 from unirl.optim import adam, add_decayed_weights, chain
@@ -120,6 +120,7 @@ class PopulationAlgorithm(Algorithm):
     module_kind = "policy"
     loss = None
     config_class = PopulationConfig
+    execution = loops.PopulationEvaluation()
 
     # -- to be provided ---------------------------------------------------------------------
     def make_optimizer(self):
@@ -155,58 +156,35 @@ class PopulationAlgorithm(Algorithm):
         self.policy.set_flat_weights(self.initial_weights())
         self.opt = self.make_optimizer()
         self.opt_state = self.opt.init(numpy_ops, self.policy.get_flat_weights())
-        self.perturbations_total = 0
-        spec = PopulationSpec(self.acting_policy, c.env, dict(c.env_config), c.seed, c.noise_table_size,
-                              observation_filter=self.use_filter, filter_clip=c.filter_clip,
-                              forward=c.worker_forward, max_episode_steps=c.max_episode_steps)
-        self.population = PopulationEvaluation(self.backend, [spec] * c.num_workers, chunk_size=c.chunk_size)
+        super().setup()
 
     filter_min_std = 1e-8
 
     def filter_snapshot(self):
         return self.obs_filter.snapshot() if self.use_filter else None
 
-    # -- the loop ---------------------------------------------------------------------------
-    def training_step(self) -> dict:
-        c = self.config
-        n = self.perturbations_per_iteration()
-        start = self.perturbations_total
+    # -- hooks of the population pattern ------------------------------------------------------
+    def learn(self, rows: dict, hp: dict) -> dict:
+        """One step of the optimizer chain (NumPy) down rows["gradient"], the population's estimate."""
+        grad = rows["gradient"]
         theta = self.policy.get_flat_weights()
-        result = self.population.evaluate(theta, self.filter_snapshot(), start, n, self.noise_stdev())
-        self.perturbations_total += n
-        offsets = noise_offsets(c.seed, start, n, c.noise_table_size, self.dim)
-        grad, stats = self.estimate_gradient(result, offsets)
-        hp = {k: np.float32(v) for k, v in self.hyperparameters().items()}
+        hp = {k: np.float32(v) for k, v in hp.items()}
         updates, self.opt_state = self.opt.update(numpy_ops, grad.astype(np.float32), self.opt_state, theta, hp)
         new_theta = (theta + updates).astype(np.float32)
         self.policy.set_flat_weights(new_theta)
+        return {"grad_norm": float(np.linalg.norm(grad.astype(np.float64))),
+                "update_ratio": float(np.linalg.norm(updates.astype(np.float64)) /
+                                      max(np.linalg.norm(theta.astype(np.float64)), 1e-12)),
+                "weights_norm": float(np.linalg.norm(new_theta.astype(np.float64)))}
+
+    def after_samples(self) -> None:
+        """Merge the population's observation statistics (in perturbation order) into the filter."""
+        result = self.execution.last_result
         if self.use_filter:
             self.obs_filter.merge(RunningMeanStd.combine(result["obs_count"], result["obs_mean"], result["obs_m2"]))
-        self._record(result)
-        stats.update({
-            "grad_norm": float(np.linalg.norm(grad.astype(np.float64))),
-            "update_ratio": float(np.linalg.norm(updates.astype(np.float64)) /
-                                  max(np.linalg.norm(theta.astype(np.float64)), 1e-12)),
-            "weights_norm": float(np.linalg.norm(new_theta.astype(np.float64))),
-            "population_return_mean": float(result["returns"].mean()),
-            "population_return_max": float(result["returns"].max()),
-            "perturbations_total": self.perturbations_total,
-            "filter_count": float(self.obs_filter.stats.count),
-        })
-        return stats
 
-    def _record(self, result: dict) -> None:
-        returns = result["returns"].ravel()  # (+, -) per perturbation, in perturbation order
-        lengths = result["lengths"].ravel()
-        self.timesteps_total += int(lengths.sum())
-        self.episodes_total += len(returns)
-        self.recent_returns.extend(returns.tolist())
-        self.recent_lengths.extend(lengths.tolist())
-        self._episodes_this_iter += len(returns)
-        self._returns_this_iter = np.concatenate([self._returns_this_iter, returns])
-        if self._episode_callbacks:  # each perturbation's rollout is an episode
-            for ret, length in zip(returns.tolist(), lengths.tolist()):
-                self.callbacks.on_episode_end(self, ret, int(length))
+    def training_step(self) -> dict:
+        return dict(super().training_step(), filter_count=float(self.obs_filter.stats.count))
 
     # -- acting and evaluation (through the filter) -----------------------------------------------
     def acting(self):
@@ -227,7 +205,6 @@ class PopulationAlgorithm(Algorithm):
         arrays, state = super().get_state()
         arrays.update({f"opt/{k}": np.asarray(v) for k, v in tree_paths(self.opt_state)})
         arrays.update({f"filter/{k}": v for k, v in self.obs_filter.get_state().items()})
-        state["perturbations_total"] = self.perturbations_total
         return arrays, state
 
     def set_state(self, arrays: dict, state: dict) -> None:
@@ -238,7 +215,6 @@ class PopulationAlgorithm(Algorithm):
         filt = {k[7:]: v for k, v in arrays.items() if k.startswith("filter/")}
         if filt:
             self.obs_filter.set_state(filt)
-        self.perturbations_total = int(state.get("perturbations_total", 0))
 
 
 @dataclass

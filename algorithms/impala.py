@@ -24,7 +24,7 @@ from unirl.algorithms.a2c import actor_critic_loss, loss_hyperparameters
 from unirl.config import FragmentConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
-from unirl.execution import AsyncSamples
+from unirl.execution import loops
 from unirl.ops import numpy_ops
 from unirl.postprocessing import next_values
 from unirl.vtrace import vtrace
@@ -91,14 +91,9 @@ class IMPALA(Algorithm):
         notes="level 3 replays the local run's arrival schedule at the same worker count",
     )
 
-    def setup(self) -> None:
-        c = self.config
-        specs = self.worker_specs(record_dist_inputs=True)
-        for s in specs:
-            s.rollout_length = c.rollout_fragment_length
-        self.pattern = AsyncSamples(self.backend, specs, c.requests_in_flight_per_worker(),
-                                    replay=c.arrival_schedule, timeout=c.worker_timeout_s or None)
-        self.version = 0  # learner steps so far: the weights version
+    execution = loops.AsyncSamples()
+    #: The rows' columns the loss reads (postprocess adds the log importance ratios and behaviour log-probs).
+    train_columns = (sb.OBS, sb.ACTIONS, sb.ADVANTAGES, sb.VALUE_TARGETS)
 
     def hyperparameters(self) -> dict[str, float]:
         return loss_hyperparameters(self.config, self.current_lr())
@@ -117,7 +112,7 @@ class IMPALA(Algorithm):
             sizes.append((b.count, b.num_envs, len(b[sb.TRUNC_INDEX])))
         out = self.policy.forward(np.concatenate(parts, axis=0))
         inputs_all, values_all = out["dist_inputs"], out["values"]
-        rows = {sb.OBS: [], sb.ACTIONS: [], sb.ADVANTAGES: [], sb.VALUE_TARGETS: [], "log_rhos": []}
+        rows = {sb.OBS: [], sb.ACTIONS: [], sb.ADVANTAGES: [], sb.VALUE_TARGETS: [], "log_rhos": [], sb.LOGP: []}
         offset = 0
         dist = self.policy.dist
         for b, (n, envs, k) in zip(fragments, sizes):
@@ -138,53 +133,11 @@ class IMPALA(Algorithm):
             rows[sb.ADVANTAGES].append(pg_adv.reshape(-1))
             rows[sb.VALUE_TARGETS].append(vs.reshape(-1))
             rows["log_rhos"].append(log_rhos.reshape(-1))
+            rows[sb.LOGP].append(behaviour_logp.astype(np.float32))
             offset += n + envs + k
         return {key: np.concatenate(v, axis=0) for key, v in rows.items()}
 
-    def learner_step(self) -> tuple[dict, list[int]]:
-        """Consume fragments until train_batch_size steps, learn once, re-request the actors that returned."""
-        fragments, returned, lags, steps = [], [], [], 0
-        while steps < self.config.train_batch_size:
-            if not any(self.pattern.in_flight.values()):
-                # A train batch larger than all queued fragments: top the actors up with the current
-                # weights instead of waiting forever (never happens when the queues cover a batch).
-                self.pattern.fill(self.policy.get_flat_weights(), self.version)
-            result = self.pattern.next()
-            batch = result.value
-            self.record_batch(batch)
-            steps += batch.count
-            fragments.append(batch)
-            returned.append(result.worker_id)
-            lags.append(self.version - result.version)
-        rows = self.postprocess(fragments)
-        log_rhos = rows.pop("log_rhos")
-        hp = self.hyperparameters()
-        stats = self.policy.stats_numpy(self.policy.learn_on_batch(rows, hp))
-        self.policy.finish_learning()
-        self.version += 1
-        stats.update(lr=hp["lr"], mean_rho=float(np.mean(np.exp(log_rhos))))
-        weights = self.policy.get_flat_weights()
-        for wid in returned:
-            self.pattern.request(wid, weights, self.version)
-        return stats, lags
-
-    def training_step(self) -> dict:
-        self.pattern.fill(self.policy.get_flat_weights(), self.version)
-        all_stats, lags = [], []
-        for _ in range(self.config.learner_steps_per_iteration):
-            stats, step_lags = self.learner_step()
-            all_stats.append(stats)
-            lags += step_lags
-        out = {k: float(np.mean([s[k] for s in all_stats])) for k in all_stats[0]}
-        out.update(policy_lag_mean=float(np.mean(lags)), policy_lag_max=int(max(lags)), weights_version=self.version)
-        return out
-
-    def get_state(self):
-        arrays, state = super().get_state()
-        state["arrival_schedule"] = list(self.pattern.schedule.recorded)
-        state["weights_version"] = self.version
-        return arrays, state
-
-    def set_state(self, arrays, state) -> None:
-        super().set_state(arrays, state)
-        self.version = state.get("weights_version", 0)
+    def learn(self, rows: dict, hp: dict) -> dict:
+        stats = super().learn({k: rows[k] for k in self.train_columns}, hp)
+        stats["mean_rho"] = float(np.mean(np.exp(rows["log_rhos"])))
+        return stats

@@ -10,7 +10,7 @@ from unirl.algorithm import Algorithm
 from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
-from unirl.execution import SyncSamples
+from unirl.execution import loops
 from unirl.ops import numpy_ops
 from unirl.postprocessing import actor_critic_rows
 
@@ -115,8 +115,9 @@ class PPO(Algorithm):
         },
     )
 
-    def setup(self) -> None:
-        self.sampler = SyncSamples(self.backend, self.worker_specs())
+    execution = loops.SyncSamples()
+    #: The rows' columns the loss reads.
+    train_columns = (sb.OBS, sb.ACTIONS, sb.LOGP, sb.ADVANTAGES, sb.VALUE_TARGETS)
 
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
         """Behaviour log-probs, values and GAE for a joined batch, as flat rows [T * N].
@@ -137,14 +138,8 @@ class PPO(Algorithm):
             hp["normalize_advantages"] = 1.0
         return hp
 
-    def training_step(self) -> dict:
-        batch = self.sampler.sample(self.policy.get_flat_weights())
-        self.record_batch(batch)
-        rows = self.postprocess(batch)
-        train_keys = (sb.OBS, sb.ACTIONS, sb.LOGP, sb.ADVANTAGES, sb.VALUE_TARGETS)
-        hp = self.hyperparameters()
-        stats = self.policy.learn_epochs({k: rows[k] for k in train_keys}, hp, self.config.num_epochs,
+    def learn(self, rows: dict, hp: dict) -> dict:
+        """`num_epochs` passes of minibatch SGD over the batch."""
+        stats = self.policy.learn_epochs({k: rows[k] for k in self.train_columns}, hp, self.config.num_epochs,
                                          self.config.minibatch_size, self.learner_rng)
-        out = self.policy.stats_numpy(stats)
-        out["lr"] = hp["lr"]
-        return out
+        return self.policy.stats_numpy(stats)

@@ -107,16 +107,16 @@ def bench_apex(backend: str, actors: int, seconds: float = 20.0, warmup_s: float
     algo = unirl.build("APEX", cfg)
     try:
         t_end = time.perf_counter() + warmup_s
-        while time.perf_counter() < t_end or algo.grad_steps == 0:
+        while time.perf_counter() < t_end or algo.execution.grad_steps == 0:
             algo.train()
         p = algo.pattern
         cpu = lambda: (time.process_time(), worker_cpu_s(algo.backend, p.actors), worker_cpu_s(algo.backend, p.shards))  # noqa: E731
-        s0, g0, t0, cpu0 = algo.timesteps_total, algo.grad_steps, time.perf_counter(), cpu()
+        s0, g0, t0, cpu0 = algo.timesteps_total, algo.execution.grad_steps, time.perf_counter(), cpu()
         while time.perf_counter() - t0 < seconds:
             r = algo.train()
         dt = time.perf_counter() - t0
         cpu1 = cpu()
-        steps, grads = algo.timesteps_total - s0, algo.grad_steps - g0
+        steps, grads = algo.timesteps_total - s0, algo.execution.grad_steps - g0
         # CPU microseconds per env step: the driver (learner included), the actors, the shards.
         us = [None if a is None or b is None else 1e6 * (b - a) / max(steps, 1) for a, b in zip(cpu0, cpu1)]
         return {"backend": backend, "framework": algo.config.framework, "actors": actors,
@@ -178,7 +178,7 @@ def bench_apex_solve(backend: str, seed: int = 0, budget: int = 100_000, config:
                 best = max(best, algo.evaluate(20)["evaluation/episode_return_mean"])
         return {"backend": backend, "seed": seed, "greedy_best": best, "solved": best >= 475,
                 "steps": algo.timesteps_total, "wall_s": time.perf_counter() - t0,
-                "driver_cpu_s": time.process_time() - c0, "grad_steps": algo.grad_steps,
+                "driver_cpu_s": time.process_time() - c0, "grad_steps": algo.execution.grad_steps,
                 "replay_ratio": r.get("learner/replay_ratio"), "weight_syncs": r.get("learner/weight_syncs")}
     finally:
         algo.stop()

@@ -1,5 +1,5 @@
 """REINFORCE (Williams 1992) written on unirl's public API only: a config, a loss on the neutral ops, NumPy
-returns-to-go, the SyncSamples pattern and a ConformanceSpec. Nothing in unirl knows it; the conformance
+returns-to-go, the SyncSamples execution pattern and a ConformanceSpec. Nothing in unirl knows it; the conformance
 suite checks it as `--algo reinforce_plugin:REINFORCE` (tests/ on PYTHONPATH) or `tests.reinforce_plugin:REINFORCE`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
 from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
-from unirl.execution import SyncSamples
+from unirl.execution import loops
 
 RETURNS = "returns"
 
@@ -54,19 +54,13 @@ class REINFORCE(Algorithm):
         levels=(1, 2, 3, 4),
     )
 
-    def setup(self) -> None:
-        self.sampler = SyncSamples(self.backend, self.worker_specs())
+    execution = loops.SyncSamples()
 
-    def training_step(self) -> dict:
-        batch = self.sampler.sample(self.policy.get_flat_weights())
-        self.record_batch(batch)
+    def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
         T, N = batch.num_steps, batch.num_envs
         ret = returns_to_go(batch[sb.REWARDS], batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS], self.config.gamma)
         if self.config.normalize_returns:
             ret = ((ret - ret.mean()) / (ret.std() + 1e-8)).astype(np.float32)
-        rows = {sb.OBS: batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:]),
+        return {sb.OBS: batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:]),
                 sb.ACTIONS: batch[sb.ACTIONS].reshape((T * N,) + batch[sb.ACTIONS].shape[2:]),
                 RETURNS: ret.reshape(-1)}
-        stats = self.policy.learn_on_batch(rows, {"lr": self.current_lr()})
-        self.policy.finish_learning()
-        return self.policy.stats_numpy(stats)

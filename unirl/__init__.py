@@ -29,13 +29,16 @@ def restore(path: str, resume: bool = False, trust_checkpoint: bool = False, **o
 
     resume=True also restores the workers' env states (exact continuation). A checkpoint naming
     code outside unirl's registries (an import path as algorithm, backend, framework or env) is
-    refused unless trust_checkpoint=True: loading it would import and run that code."""
+    refused unless trust_checkpoint=True: loading it would import and run that code. The class is
+    found by the checkpoint's registered algorithm name, or else by the import path of the class
+    that saved it (a plugin algorithm: code outside the registries, so it needs trust_checkpoint)."""
     from unirl.checkpoint import check_trusted, load_latest
+    from unirl.registry import checkpoint_algorithm_class
 
-    _, _, state = load_latest(path)
+    folder, _, state = load_latest(path)
     check_trusted(state, overrides, trust_checkpoint)
-    return get_algorithm_class(state["algorithm"]).from_checkpoint(path, resume=resume,
-                                                                   trust_checkpoint=trust_checkpoint, **overrides)
+    return checkpoint_algorithm_class(state).from_checkpoint(folder, resume=resume,
+                                                             trust_checkpoint=trust_checkpoint, **overrides)
 
 
 __all__ = ["build", "Callbacks", "restore", "get_algorithm_class", "UnirlError", "WorkerError", "WorkerDiedError", "__version__"]

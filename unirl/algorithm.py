@@ -20,8 +20,10 @@ from unirl.policy import Policy, PolicySpec
 
 class Algorithm:
     """Base class. An algorithm sets `name`, `config_class`, `module_kind`, `loss` (and
-    `param_sets` if it keeps more than `params`), and implements `setup` (start its execution
-    pattern) and `training_step`.
+    `param_sets` if it keeps more than `params`) and declares its `execution` pattern
+    (unirl.execution.loops), which runs the driver loop and calls the algorithm's hooks:
+    `hyperparameters`, `exploration`, `postprocess`, `learn`, `after_update`, `after_samples`.
+    An algorithm with a loop of its own overrides `setup` and `training_step` instead.
 
     Usage::
 
@@ -43,6 +45,8 @@ class Algorithm:
     param_sets = ("params",)
     #: What the conformance suite runs for this algorithm (unirl.conformance.spec.ConformanceSpec).
     conformance = None
+    #: The execution pattern (a declaration from unirl.execution.loops); bound to this algorithm in setup().
+    execution = None
     #: The learner sees every sampled batch, so config keys normalize_observations / normalize_rewards
     #: can keep their statistics (False where workers learn from batches the driver never sees).
     supports_normalization = True
@@ -82,6 +86,7 @@ class Algorithm:
 
         # Worker recovery settings and counters, read by every execution pattern on this backend.
         self.backend.recovery = Recovery.from_config(self.config, self.backend)
+        self.execution = None
         try:
             self.setup()
         except BaseException:
@@ -90,11 +95,42 @@ class Algorithm:
 
     # -- to be provided by algorithms -------------------------------------------------------
     def setup(self) -> None:
-        """Start workers and execution patterns on self.backend."""
+        """Start the declared execution pattern's workers on self.backend (self.execution: the bound pattern)."""
+        if type(self).execution is not None:
+            self.execution = type(self).execution.bind(self)
 
     def training_step(self) -> dict:
-        """One iteration; returns learner stats and adds sampled steps/episodes via `record_batch`."""
-        raise NotImplementedError
+        """One iteration of the execution pattern's loop; returns learner stats (steps and episodes are
+        counted by `record_batch`)."""
+        if self.execution is None:
+            raise NotImplementedError(f"{self.name} declares no execution pattern and no training_step")
+        return self.execution.training_step()
+
+    # -- hooks the execution patterns call (unirl.execution.loops) ---------------------------------
+    def hyperparameters(self) -> dict[str, float]:
+        """The scalars the loss and the optimizer read (inputs of the compiled steps): `lr` at least."""
+        return {"lr": self.current_lr()}
+
+    def exploration(self, worker_id: int | None = None) -> dict:
+        """The exploration settings sent with sampling requests to worker `worker_id` (None: every worker);
+        the keys the action distribution declares (Distribution.exploration_options), no others."""
+        return {}
+
+    def postprocess(self, batch):
+        """Rows for the loss from a sampled batch (on the driver)."""
+        raise NotImplementedError(f"{self.name} does not postprocess on the driver")
+
+    def learn(self, rows: dict, hp: dict) -> dict:
+        """The learner's update on postprocessed rows: one gradient step on all of them; returns stats."""
+        stats = self.policy.learn_on_batch(rows, hp)
+        self.policy.finish_learning()
+        return self.policy.stats_numpy(stats)
+
+    def after_update(self) -> None:
+        """Called after each parameter update the pattern applies (a target sync every K updates, say)."""
+
+    def after_samples(self) -> None:
+        """Called once newly sampled env steps are counted and the learning owed for them is done."""
 
     # -- building -------------------------------------------------------------------------
     @classmethod
@@ -134,14 +170,18 @@ class Algorithm:
         if self.normalizers.active and isinstance(batch, dict):
             self.normalizers.process(batch)
 
-        self.timesteps_total += batch.count
-        self.episodes_total += len(batch[sb.EP_RETURNS])
-        self.recent_returns.extend(batch[sb.EP_RETURNS].tolist())
-        self.recent_lengths.extend(batch[sb.EP_LENGTHS].tolist())
-        self._episodes_this_iter += len(batch[sb.EP_RETURNS])
-        self._returns_this_iter = np.concatenate([self._returns_this_iter, batch[sb.EP_RETURNS]])
+        self.record_episodes(batch[sb.EP_RETURNS], batch[sb.EP_LENGTHS], batch.count)
+
+    def record_episodes(self, returns: np.ndarray, lengths: np.ndarray, steps: int | None = None) -> None:
+        """Count `steps` env steps (default: the episodes' lengths summed) and these finished episodes, in order."""
+        self.timesteps_total += int(lengths.sum()) if steps is None else steps
+        self.episodes_total += len(returns)
+        self.recent_returns.extend(returns.tolist())
+        self.recent_lengths.extend(lengths.tolist())
+        self._episodes_this_iter += len(returns)
+        self._returns_this_iter = np.concatenate([self._returns_this_iter, returns])
         if self._episode_callbacks:
-            for ret, length in zip(batch[sb.EP_RETURNS].tolist(), batch[sb.EP_LENGTHS].tolist()):
+            for ret, length in zip(returns.tolist(), lengths.tolist()):
                 self.callbacks.on_episode_end(self, ret, int(length))
 
     def train(self) -> dict:
@@ -246,6 +286,8 @@ class Algorithm:
             arrays.update(self.normalizers.get_state())
         state = {
             "algorithm": self.name,
+            # The import path that loads this class: restore and evaluate find a plugin algorithm by it.
+            "algorithm_class": f"{type(self).__module__}:{type(self).__qualname__}",
             "config": self.config.to_dict(),
             "iteration": self.iteration,
             "timesteps_total": self.timesteps_total,
@@ -257,6 +299,10 @@ class Algorithm:
             "format": 2,
             "param_names": list(self.policy.layout.names),  # the flat order the weights digest hashes
         }
+        if self.execution is not None:
+            more_arrays, more = self.execution.get_state()
+            arrays.update(more_arrays)
+            state.update(more)
         return arrays, state
 
     def set_state(self, arrays: dict, state: dict) -> None:
@@ -269,6 +315,8 @@ class Algorithm:
         self.recent_returns.extend(state.get("recent_returns", []))
         self.recent_lengths.extend(state.get("recent_lengths", []))
         self.learner_rng.bit_generator.state = state["learner_rng"]
+        if self.execution is not None:
+            self.execution.set_state(arrays, state)
 
     def _patterns_with_worker_state(self) -> dict:
         """The execution patterns of this algorithm that can give and take their workers' states

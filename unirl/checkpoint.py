@@ -286,11 +286,13 @@ def resolve_checkpoint(path: str) -> str:
 def check_trusted(state: dict, overrides: dict | None = None, trust: bool = False) -> None:
     """Refuse a checkpoint that names code outside unirl's registries, unless `trust`.
 
-    A checkpoint's state names the algorithm, framework, backend and env to build; any of them
-    may be an import path ("pkg.module:Attr"), and loading would import that module and call what
-    it names (a crafted `"backend": "subprocess:Popen"` would run a command). Only registered
-    names (and env ids Gymnasium already knows, without a module prefix) pass; the user's own
-    overrides are trusted.
+    A checkpoint's state names the algorithm (and the import path of its class), framework, backend
+    and env to build; any of them may be an import path ("pkg.module:Attr"), and loading would
+    import that module and call what it names (a crafted `"backend": "subprocess:Popen"` would run
+    a command). Only registered names (an algorithm whose class is the registered one or one of its
+    conformance variants, and env ids Gymnasium already knows, without a module prefix) pass; a
+    plugin algorithm's class is refused like any other import path. The user's own overrides are
+    trusted.
     """
     if not isinstance(state.get("config"), dict) or not isinstance(state.get("algorithm"), str):
         raise CheckpointError(f"the checkpoint's {STATE_FILE} names no algorithm and config: it is not a unirl "
@@ -299,11 +301,20 @@ def check_trusted(state: dict, overrides: dict | None = None, trust: bool = Fals
         return
     from unirl.backends import BACKENDS
     from unirl.frameworks import FRAMEWORKS
-    from unirl.registry import ALGORITHMS
+    from unirl.conformance_spec import split_variant
+    from unirl.registry import ALGORITHMS, checkpoint_algorithm_name
 
     overrides = overrides or {}
     config = state.get("config") if isinstance(state.get("config"), dict) else {}
-    checks = [("algorithm", state.get("algorithm"), ALGORITHMS)]
+    if checkpoint_algorithm_name(state) is None:
+        path = state.get("algorithm_class")
+        registered_path = isinstance(path, str) and split_variant(path)[0] in ALGORITHMS.values()
+        what = (f"algorithm class is {path!r}" if path is not None and not registered_path
+                else f"algorithm is {state['algorithm']!r}")
+        raise UnirlError(f"refusing to load a checkpoint whose {what}: not one of unirl's registered algorithms, "
+                         "and loading it would import and run that code; pass trust_checkpoint=True "
+                         "(--trust-checkpoint) if you trust where it came from.")
+    checks = []
     for key, registry in (("framework", FRAMEWORKS), ("backend", BACKENDS)):
         if key not in overrides and key in config:
             checks.append((key, config[key], registry))

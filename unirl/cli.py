@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -170,6 +171,25 @@ def _worker_failure_line(e, logdir: str, last_checkpoint: str | None) -> str:
     return f"unirl: error: {str(e).splitlines()[0]}; the run stopped ({where})."
 
 
+def read_arrival_schedule(path: str, algorithm: str) -> list:
+    """The arrival schedule recorded in a checkpoint's state.json (of a checkpoint folder, or a run folder's
+    latest whole checkpoint) of a run of `algorithm`: the worker ids the asynchronous run consumed, in order."""
+    from unirl.checkpoint import STATE_FILE, load_latest
+
+    folder, _, state = load_latest(path, say=lambda m: print(m, file=sys.stderr))
+    schedule = state.get("arrival_schedule")
+    if schedule is None:
+        raise UnirlError(f"--replay-schedule: the checkpoint `{folder}` records no arrival schedule: its algorithm, "
+                         f"{state.get('algorithm')}, is synchronous (its runs repeat without one).")
+    if state.get("algorithm") != algorithm:
+        raise UnirlError(f"--replay-schedule: the checkpoint `{folder}` is of {state.get('algorithm')}, not "
+                         f"{algorithm}; replay a schedule with the algorithm that recorded it.")
+    if not isinstance(schedule, list) or not all(isinstance(w, int) and not isinstance(w, bool) for w in schedule):
+        raise UnirlError(f"--replay-schedule: the `arrival_schedule` in `{os.path.join(folder, STATE_FILE)}` is not "
+                         "a list of worker ids (integers).")
+    return schedule
+
+
 def cmd_train(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -206,6 +226,14 @@ def cmd_train(args) -> int:
         config = build_config(args)
         stop = check_stop(parse_json_flag("--stop", args.stop or '{"timesteps_total": 100000}'), args.forever)
     algo_cls = unirl.get_algorithm_class(run_name)
+    if getattr(args, "replay_schedule", None):
+        if resume:
+            raise UnirlError("--replay-schedule starts a new run and cannot be combined with --resume (a resumed "
+                             "run keeps the arrival schedule its params.json names).")
+        if "arrival_schedule" not in {f.name for f in dataclasses.fields(algo_cls.config_class)}:
+            raise UnirlError(f"--replay-schedule replays an asynchronous run's arrival schedule, but {run_name} is "
+                             "synchronous (it has no config key `arrival_schedule`).")
+        config["arrival_schedule"] = read_arrival_schedule(args.replay_schedule, algo_cls.name)
     full_config = algo_cls.config_class.from_dict(config)
     from unirl.backends import get_backend_class
 
@@ -375,34 +403,43 @@ def _continue_csv(logger) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    """`unirl evaluate`: restore the checkpoint's algorithm (local backend, one worker) and run its own
+    evaluate(), so the returns are those of `unirl.restore(checkpoint).evaluate(n)` (with --seed as the
+    config seed); returns the exit code."""
     import numpy as np
 
     from unirl.checkpoint import check_trusted, load_latest
-    from unirl.evaluation import evaluate_policy
-    from unirl.registry import get_algorithm_class
+    from unirl.registry import checkpoint_algorithm_class
 
-    folder, arrays, state = load_latest(args.checkpoint, say=lambda m: print(m, file=sys.stderr))
+    folder, _, state = load_latest(args.checkpoint, say=lambda m: print(m, file=sys.stderr))
     if not isinstance(state.get("config"), dict) or not isinstance(state.get("algorithm"), str):
         raise UnirlError(f"checkpoint file `{os.path.join(folder, 'state.json')}` names no algorithm and config: "
                          "it is not a unirl algorithm checkpoint.")
     overrides = {"framework": args.framework} if args.framework else {}
     check_trusted(state, overrides, args.trust_checkpoint)
-    algo_cls = get_algorithm_class(state["algorithm"])
-    config = dict(state["config"])
-    config.update(overrides)
-    config = algo_cls.config_class.from_dict(config)
-    policy = algo_cls.build_policy(config, for_learning=False)
-    policy.set_state(arrays)
-    seed = config.seed if args.seed is None else args.seed
-    returns = evaluate_policy(policy, config.env, config.env_config, args.episodes, seed)
-    out = {"checkpoint": folder, "framework": config.framework, "episodes": args.episodes,
-           "episode_return_mean": float(np.mean(returns)), "episode_return_std": float(np.std(returns)),
+    algo_cls = checkpoint_algorithm_class(state)
+    # Evaluation runs on the driver: one in-process worker is all the restored algorithm needs (a
+    # recorded arrival schedule names workers that are not started here, and is not used).
+    overrides.update(backend="local", backend_options={}, num_workers=1)
+    if state["config"].get("arrival_schedule") is not None:
+        overrides["arrival_schedule"] = None
+    if args.seed is not None:
+        overrides["seed"] = args.seed  # evaluate() seeds episode k's env from (config seed, k)
+    algo = algo_cls.from_checkpoint(folder, trust_checkpoint=args.trust_checkpoint, **overrides)
+    try:
+        ev = algo.evaluate(args.episodes)
+        env, framework = algo.config.env, algo.config.framework
+    finally:
+        algo.stop()
+    returns = np.asarray(ev["evaluation/episode_returns"], np.float64)
+    out = {"checkpoint": folder, "framework": framework, "episodes": args.episodes,
+           "episode_return_mean": ev["evaluation/episode_return_mean"], "episode_return_std": float(np.std(returns)),
            "episode_returns": returns.tolist()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     print(f"mean return {out['episode_return_mean']:.2f} (std {out['episode_return_std']:.2f}) over "
-          f"{args.episodes} greedy episodes of {config.env} with {config.framework}")
+          f"{args.episodes} greedy episodes of {env} with {framework}")
     return 0
 
 
@@ -455,6 +492,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its latest whole checkpoint, exactly (same results "
                         "as if it had not stopped); appends to its result.json and progress.csv")
+    t.add_argument("--replay-schedule", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="replay the arrival schedule recorded in this asynchronous run's latest checkpoint "
+                        "(sets config key arrival_schedule): the same bits on any backend")
     t.add_argument("--trust-checkpoint", action="store_true",
                    help="allow a resumed checkpoint to name code outside unirl's registries (import paths) and "
                         "to unpickle a worker state this user did not write")

@@ -24,6 +24,25 @@ class Distribution:
     action_shape: tuple[int, ...] = ()
     #: Uniforms each env draws per step for exploration.
     noise_per_step = 1
+    #: The exploration settings sample_numpy takes (EpsilonGreedy: "epsilon"): training rollouts must give
+    #: every one, and nothing else (check_exploration); a misspelt or missing one is an error, not greedy actions.
+    exploration_options: tuple = ()
+
+    def check_exploration(self, explore: dict, required: bool = True) -> None:
+        """Raise a UnirlError for an exploration setting this distribution does not take (with a suggestion)
+        or, if `required`, one it takes that is missing."""
+        from unirl.errors import did_you_mean
+
+        name = type(self).__name__
+        for key in explore:
+            if key not in self.exploration_options:
+                takes = ", ".join(f"`{k}`" for k in self.exploration_options) or "none"
+                raise UnirlError(f"unknown exploration option `{key}` for {name} actions (it takes {takes})."
+                                 + did_you_mean(key, self.exploration_options))
+        missing = [k for k in self.exploration_options if k not in explore] if required else []
+        if missing:
+            raise UnirlError(f"{name} actions need the exploration option `{missing[0]}` when sampling for "
+                             "training; the algorithm's exploration() must give it.")
 
     @property
     def num_outputs(self) -> int:
@@ -92,6 +111,7 @@ class EpsilonGreedy(Distribution):
     """
 
     noise_per_step = 2
+    exploration_options = ("epsilon",)
 
     def __init__(self, n: int):
         self.n = int(n)

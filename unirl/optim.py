@@ -130,3 +130,10 @@ def piecewise_linear(schedule, t: float, default: float) -> float:
         if t <= t1:
             return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
     return pts[-1][1]
+
+
+def linear_schedule(t: int, start: float, end: float, duration: int) -> float:
+    """start at t = 0, moving linearly to end at t = duration, end afterwards (end at once if duration <= 0)."""
+    if duration <= 0:
+        return end
+    return piecewise_linear([[0, start], [duration, end]], t, end)

@@ -152,6 +152,9 @@ class Policy:
         self._apply_step = None
         flat = layout.flatten(init_params)
         self.sets = {name: self.adapter.tensor(flat.copy()) for name in self.param_sets}
+        #: Each parameter set's version: how many times it was changed (set, learned, updated) since the
+        #: policy was built. Workers receive sets with their versions and report the versions they used.
+        self.versions = {name: 0 for name in self.param_sets}
         self._refresh_acting_params()
         self.opt_state = None
         if optimizer is not None:
@@ -165,8 +168,43 @@ class Policy:
 
     def set_flat_weights(self, flat: np.ndarray, name: str = PARAMS) -> None:
         self.sets[name] = self.adapter.tensor(np.asarray(flat, np.float32))
+        self._bump(name)
         if name == PARAMS:
             self._refresh_acting_params()
+
+    def _bump(self, name: str) -> None:
+        v = self.versions.get(name)
+        self.versions[name] = 0 if v is None else v + 1
+
+    def get_parameter_sets(self, names) -> dict[str, np.ndarray]:
+        """The named parameter sets as flat NumPy vectors (what a pattern sends to its workers)."""
+        return {name: self.get_flat_weights(name) for name in names}
+
+    def set_parameter_sets(self, sets: dict[str, np.ndarray], versions: dict[str, int]) -> None:
+        """Take parameter sets sent by the driver, with the driver's versions of them."""
+        from unirl.errors import UnirlError
+
+        for name, flat in sets.items():
+            if name not in self.sets:
+                raise UnirlError(f"a worker was sent parameter set `{name}`, which its policy does not keep "
+                                 f"(it keeps {', '.join(self.param_sets)}).")
+            self.set_flat_weights(flat, name)
+        self.versions.update({name: int(versions[name]) for name in sets})
+
+    def forget_versions(self) -> None:
+        """Mark every parameter set as never received (a worker's copy): using one before it is sent is an error."""
+        self.versions = {name: None for name in self.param_sets}
+
+    def used_versions(self) -> dict[str, int]:
+        """The versions of every parameter set the loss reads; a UnirlError names a set this (worker) copy was never sent."""
+        from unirl.errors import UnirlError
+
+        missing = [name for name, v in self.versions.items() if v is None]
+        if missing:
+            raise UnirlError(f"this worker's loss reads parameter set `{missing[0]}`, which the driver never sent "
+                             "it; list it in the execution pattern's worker_sets (by default every set the "
+                             "algorithm keeps).")
+        return dict(self.versions)
 
     def get_flat_weights(self, name: str = PARAMS) -> np.ndarray:
         return np.array(self.adapter.numpy(self.sets[name]), dtype=np.float32)
@@ -229,6 +267,7 @@ class Policy:
     def compute_actions(self, obs: np.ndarray, noise: np.ndarray | None = None, **explore) -> np.ndarray:
         """Actions for a batch of observations: drawn with `noise` ([N, dist.noise_per_step]
         uniforms) and the exploration settings (e.g. epsilon), or greedy if noise is None."""
+        self.dist.check_exploration(explore, required=False)
         out = self.policy_outputs(obs)
         if noise is None:
             return self.dist.greedy_numpy(out)
@@ -316,6 +355,7 @@ class Policy:
             self.sets[PARAMS], self.opt_state, stats = self._learn_steps(self.flat, self._others(), self.opt_state,
                                                                          batches, hp)
             self._acting_params = None
+            self._bump(PARAMS)
         else:
             stats = None
             for perm in perms:
@@ -349,6 +389,7 @@ class Policy:
         batch, hp = self._as_tensors(batch, hp)
         self.sets[PARAMS], self.opt_state, stats = self._learn_step(self.flat, self._others(), self.opt_state, batch, hp)
         self._acting_params = None
+        self._bump(PARAMS)
         return stats
 
     def finish_learning(self) -> None:
@@ -400,6 +441,7 @@ class Policy:
         _, hp = self._as_tensors({}, hp)
         self.sets[PARAMS], self.opt_state = self._apply_step(
             self.flat, self.opt_state, self.adapter.tensor(np.asarray(grad, np.float32)), hp)
+        self._bump(PARAMS)
         self._refresh_acting_params()
 
     def stats_numpy(self, stats) -> dict[str, float]:

@@ -21,6 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 
+#: The column of importance-sampling weights added to replayed rows (ones for uniform replay).
+WEIGHTS = "weights"
+
+
 class SumTree:
     """Leaf values (float64) in a complete binary tree of sums; capacity rounded up to a power of two.
 

@@ -89,6 +89,7 @@ class RolloutWorker:
         exploration settings `explore` (e.g. epsilon), which go to the distribution."""
         if flat_weights is not None:
             self.policy.set_flat_weights(flat_weights)
+        self.policy.dist.check_exploration(explore)
         T, N = self.spec.rollout_length, self.spec.num_envs
         obs = np.empty((T, N) + self.obs_shape, self.obs_dtype)
         actions = np.empty((T, N) + self.act_shape, self.act_dtype)

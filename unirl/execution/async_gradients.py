@@ -11,10 +11,12 @@ worker finished first and records it; replaying a recorded list of worker ids ma
 consume the same results in the same order, and as every worker's own task sequence is
 deterministic given the weights it is sent, the run is bit-identical to the recorded one.
 
-    learner = MyLearner(config)   # picklable: build_policy(policy_spec), gradients(policy, batch, hp)
+    learner = WorkerLearner(loss, param_sets, postprocess, config)   # unirl.execution.loops
     pattern = AsyncGradients(backend, specs, learner, replay=None)
-    pattern.submit(wid, flat_weights, hp, version)  # for every worker, then in a loop:
-    result = pattern.next()                         # AsyncResult(worker_id, value, version)
+    pattern.submit(wid, (sets, versions, hp, explore, False), version)  # for every worker, then in a loop:
+    result = pattern.next()                         # AsyncResult(worker_id, value, version, request)
+
+The driver loop that uses it (apply, record, resubmit) is unirl.execution.loops.AsyncGradients.
 """
 from __future__ import annotations
 
@@ -36,21 +38,24 @@ COUNTER_COLUMNS = (sb.REWARDS, sb.EP_KEYS, sb.EP_RETURNS, sb.EP_LENGTHS)
 
 @dataclass
 class AsyncResult:
-    """One consumed result: the worker it came from, its value, and the weights version it was computed with."""
+    """One consumed result: the worker it came from, its value, the weights version it was computed with, and
+    the request's number (requests are numbered in the order they were made)."""
 
     worker_id: int
     value: object
     version: int
+    request: int = -1
 
 
 class GradientWorker:
-    """A rollout worker whose policy can learn: compute_gradients(weights, hp) samples one fragment
-    and returns (flat gradient, stats, counters) computed by `learner.gradients(policy, batch, hp)`."""
+    """A rollout worker whose policy can learn: compute_gradients(sets, versions, hp, explore) takes the driver's
+    parameter sets, samples one fragment and returns (flat gradient, stats, counters, the versions used, rows or
+    None) computed by the learner (unirl.execution.loops.WorkerLearner)."""
 
     def __init__(self, spec: WorkerSpec, learner):
         self.learner = learner
         self.rollout = RolloutWorker(spec)
-        # The learning copy acts too: one policy, built with the algorithm's loss.
+        # The learning copy acts too: one policy, built with the algorithm's loss and parameter sets.
         self.policy = learner.build_policy(spec.policy)
         self.rollout.policy = self.policy
 
@@ -68,10 +73,17 @@ class GradientWorker:
         """Forward this worker's learning calls to `recorder` (Policy.recorder; in-process backends only)."""
         self.policy.recorder = recorder
 
-    def compute_gradients(self, flat_weights: np.ndarray, hp: dict, **explore):
-        batch = self.rollout.sample(flat_weights, **explore)
-        grad, stats = self.learner.gradients(self.policy, batch, hp)
-        return grad, stats, SampleBatch({k: batch[k] for k in COUNTER_COLUMNS})
+    def compute_gradients(self, sets: dict, versions: dict, hp: dict, explore: dict | None = None,
+                          return_rows: bool = False):
+        """Take the sets, sample a fragment with `params`, and return (gradient, stats, counters, versions used,
+        the rows learned on if return_rows else None)."""
+        self.policy.set_parameter_sets(sets, versions)
+        batch = self.rollout.sample(None, **(explore or {}))
+        used = self.policy.used_versions()
+        rows = self.learner.rows(self.policy, batch)
+        grad, stats = self.policy.compute_gradients(rows, hp)
+        counters = SampleBatch({k: batch[k] for k in COUNTER_COLUMNS})
+        return grad, stats, counters, used, (rows if return_rows else None)
 
     def close(self) -> None:
         self.rollout.close()
@@ -88,7 +100,9 @@ class AsyncGradients:
         self.schedule = ArrivalSchedule(backend, replay=replay, timeout=timeout)
         self.in_flight: dict[int, deque] = {i: deque() for i in range(len(specs))}
         self._submitted = 0  # requests made so far: orders the pending results
-        self._latest = None  # the arguments of the last request: what a replacement worker is sent
+        #: replacement_args(worker_id) -> (args, version): the request a replacement worker is sent (its own
+        #: exploration settings and the current parameter sets); set by the pattern that drives this.
+        self.replacement_args = None
 
     @property
     def workers(self):
@@ -98,18 +112,17 @@ class AsyncGradients:
     def idle_workers(self) -> list[int]:
         return [wid for wid, q in self.in_flight.items() if not q]
 
-    def submit(self, worker_id: int, flat_weights: np.ndarray, hp: dict, version: int, **explore) -> None:
-        """Ask one worker for a gradient computed with these weights (weights version `version`)."""
-        self._latest = (flat_weights, hp, version, explore)
-        future = self.group.submit(worker_id, "compute_gradients", flat_weights, hp, **explore)
+    def submit(self, worker_id: int, args: tuple, version: int) -> None:
+        """Ask one worker for a gradient: compute_gradients(*args), computed with weights version `version`."""
+        future = self.group.submit(worker_id, "compute_gradients", *args)
         self.in_flight[worker_id].append((future, version, self._submitted))
         self._submitted += 1
 
     def next(self) -> AsyncResult:
-        """The next result to consume, by the schedule: (worker id, (grad, stats, counters), version)."""
+        """The next result to consume, by the schedule: (worker id, compute_gradients' value, version, request)."""
         wid, value = self.group.next_result(self.schedule, self._heads, self._replaced)
-        _, version, _ = self.in_flight[wid].popleft()
-        return AsyncResult(wid, value, version)
+        _, version, request = self.in_flight[wid].popleft()
+        return AsyncResult(wid, value, version, request)
 
     def _heads(self) -> dict:
         # In submission order of each worker's oldest request: the longest waiting first among
@@ -119,6 +132,5 @@ class AsyncGradients:
 
     def _replaced(self, wid: int) -> None:
         self.in_flight[wid].clear()
-        if self._latest is not None:
-            weights, hp, version, explore = self._latest
-            self.submit(wid, weights, hp, version, **explore)
+        if self.replacement_args is not None:
+            self.submit(wid, *self.replacement_args(wid))

@@ -31,9 +31,44 @@ from typing import Callable
 
 import numpy as np
 
+from unirl import seeding
 from unirl.errors import UnirlError
 from unirl.execution.recovery import WorkerGroup, WorkerLost
 from unirl.execution.schedule import ArrivalSchedule
+from unirl.replay import PrioritizedReplayBuffer
+
+#: Seed stream of the replay shards' sampling generators (entropy tag; see unirl.seeding).
+REPLAY_SHARD_STREAM = 1011
+
+
+class ReplayShard:
+    """A prioritized replay buffer as a stateful worker, sampling with its own seeded generator."""
+
+    def __init__(self, shard_index: int, seed: int, capacity: int, alpha: float, eps: float):
+        self.buffer = PrioritizedReplayBuffer(capacity, alpha, eps)
+        self.rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(seed, REPLAY_SHARD_STREAM, shard_index)))
+
+    def add(self, rows, priorities) -> int:
+        self.buffer.add(rows, priorities)
+        return len(self.buffer)
+
+    def sample(self, n: int, beta: float, count: int) -> list:
+        """`count` minibatches of n rows, [(rows, indices, importance weights)], drawn one after another."""
+        return [self.buffer.sample(n, self.rng, beta) for _ in range(count)]
+
+    def update_priorities(self, updates) -> None:
+        """Apply [(indices, td_errors)] in order."""
+        for idx, td_errors in updates:
+            self.buffer.update_priorities(idx, td_errors)
+
+    def get_state(self):
+        arrays, meta = self.buffer.get_state()
+        meta["rng"] = self.rng.bit_generator.state
+        return arrays, meta
+
+    def set_state(self, arrays, meta) -> None:
+        self.buffer.set_state(arrays, meta)
+        self.rng.bit_generator.state = meta["rng"]
 
 
 class AsyncReplay:
