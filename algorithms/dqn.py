@@ -39,8 +39,6 @@ class QLearningConfig(AlgorithmConfig):
     grad_clip: float = 10.0
     #: The Q-network (unirl.models.ModelConfig): hidden_sizes, activation, dueling.
     model: dict = field(default_factory=lambda: {"hidden_sizes": [128, 128], "activation": "relu"})
-    #: Copy the online network into the target network every this many env steps.
-    target_network_update_freq: int = 500
     #: Steps of the n-step return (1: one-step Q-learning); cut short at episode ends and fragment ends.
     n_step: int = 3
     #: Double Q-learning: the online network picks the next action, the target network values it.
@@ -56,9 +54,8 @@ class QLearningConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("target_network_update_freq", "n_step"):
-            if getattr(self, key) < 1:
-                raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
+        if self.n_step < 1:
+            raise UnirlError(f"config key `n_step` must be at least 1, got {self.n_step}.")
         if self.exploration_timesteps < 0:
             raise UnirlError("config key `exploration_timesteps` must not be negative.")
         for key in ("exploration_initial_eps", "exploration_final_eps"):
@@ -78,6 +75,8 @@ class DQNConfig(QLearningConfig):
     num_envs_per_worker: int = 4
     #: Env steps sampled per iteration, over all envs.
     train_batch_size: int = 32
+    #: Copy the online network into the target network every this many env steps.
+    target_network_update_freq: int = 500
     #: Rows the replay buffer holds (oldest dropped first).
     replay_buffer_capacity: int = 50_000
     #: Rows in each replayed minibatch (one gradient step).
@@ -99,7 +98,7 @@ class DQNConfig(QLearningConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("replay_buffer_capacity", "replay_batch_size"):
+        for key in ("replay_buffer_capacity", "replay_batch_size", "target_network_update_freq"):
             if getattr(self, key) < 1:
                 raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
         if self.training_intensity < 0:

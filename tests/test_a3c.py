@@ -147,7 +147,7 @@ def test_checkpoint_round_trip(tmp_path):
             assert a.keys() == b.keys() and "opt/1/mu" in a
             for k in a:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-            assert (restored.iteration, restored.timesteps_total, restored.version) == (2, 96, algo.version)
+            assert (restored.iteration, restored.timesteps_total, restored.execution.version) == (2, 96, algo.execution.version)
             # The restored optimizer continues exactly: the same gradient applied to both gives the same weights.
             grad = np.random.default_rng(0).standard_normal(a["opt/1/mu"].shape).astype(np.float32)
             for x in (algo, restored):

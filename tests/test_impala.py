@@ -123,7 +123,7 @@ def test_checkpoint_round_trip(tmp_path):
             assert a.keys() == b.keys() and "opt/1/nu" in a
             for k in a:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-            assert (restored.iteration, restored.version) == (2, algo.version) and algo.version == 4
+            assert (restored.iteration, restored.execution.version) == (2, algo.execution.version) and algo.execution.version == 4
             # One more learner step on the same fragments gives the same weights in both.
             fragments = [algo.pattern.next().value for _ in range(2)]
             for x in (algo, restored):

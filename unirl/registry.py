@@ -12,6 +12,8 @@ ALGORITHMS = {
     "A2C": "unirl.algorithms.a2c:A2C",
     "A3C": "unirl.algorithms.a3c:A3C",
     "IMPALA": "unirl.algorithms.impala:IMPALA",
+    "ASYNC_DQN": "unirl.algorithms.async_dqn:AsyncDQN",
+    "APPO": "unirl.algorithms.appo:APPO",
 }
 
 

@@ -1,7 +1,9 @@
 """Execution patterns (the seed's "policy optimizers"), each written once against the Backend protocol.
 
-An algorithm picks one; the pattern owns the workers and the data flow, the algorithm owns the
-math. Every pattern uses only `spawn(worker_cls, args) -> handles`, `call(handle, method, ...)
+An algorithm declares one (`execution = loops.AsyncGradients(...)`, unirl.execution.loops): the
+pattern owns the driver loop, the workers and the data flow, the algorithm owns the math and
+plugs it in through hooks. The modules below are the patterns' worker drivers; loops.py holds
+the loops that drive them. Every pattern uses only `spawn(worker_cls, args) -> handles`, `call(handle, method, ...)
 -> future`, `wait(futures, k, timeout)`, `get(futures)` (in the order asked) and `shutdown()`,
 so it runs unchanged on every backend.
 
@@ -26,5 +28,6 @@ from unirl.execution.async_gradients import AsyncGradients, GradientWorker
 from unirl.execution.async_samples import AsyncSamples
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.execution.sync_samples import SyncSamples, worker_specs
+from unirl.execution import loops
 
-__all__ = ["ArrivalSchedule", "AsyncReplay", "AsyncGradients", "AsyncSamples", "GradientWorker", "PopulationEvaluation", "SyncReplay", "SyncSamples", "worker_specs"]
+__all__ = ["ArrivalSchedule", "AsyncReplay", "AsyncGradients", "AsyncSamples", "GradientWorker", "PopulationEvaluation", "SyncReplay", "SyncSamples", "loops", "worker_specs"]

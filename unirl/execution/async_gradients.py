@@ -82,6 +82,7 @@ class GradientWorker:
         used = self.policy.used_versions()
         rows = self.learner.rows(self.policy, batch)
         grad, stats = self.policy.compute_gradients(rows, hp)
+        stats = {k: v for k, v in stats.items() if np.ndim(v) == 0}  # per-row stats (TD errors) stay here
         counters = SampleBatch({k: batch[k] for k in COUNTER_COLUMNS})
         return grad, stats, counters, used, (rows if return_rows else None)
 

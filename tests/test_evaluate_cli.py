@@ -1,0 +1,53 @@
+"""`unirl evaluate` restores the checkpoint's algorithm and runs its own evaluate(): ES's observation filter (saved as
+`filter/...` arrays beside the policy) is applied, so the command gives exactly `algo.evaluate(n)`'s returns."""
+import json
+
+import numpy as np
+import pytest
+
+import unirl
+from conftest import run_cli
+from unirl import cli
+
+ES_CONFIG = {"env": "CartPole-v1", "backend": "local", "episodes_per_batch": 8, "noise_table_size": 200000,
+             "model": {"hidden_sizes": [8]}}
+
+
+@pytest.fixture(scope="module")
+def es_checkpoint(tmp_path_factory):
+    """(checkpoint folder, the trained algorithm's evaluate(5) returns) of three ES iterations."""
+    algo = unirl.build("ES", ES_CONFIG)
+    try:
+        for _ in range(3):
+            algo.train()
+        path = algo.save(str(tmp_path_factory.mktemp("es") / "ck"))
+        assert any(k.startswith("filter/") for k in np.load(f"{path}/weights.npz").files)
+        return path, algo.evaluate(5)["evaluation/episode_returns"]
+    finally:
+        algo.stop()
+
+
+@pytest.mark.timeout(600)
+def test_evaluate_cli_gives_the_algorithms_own_evaluation(es_checkpoint, tmp_path):
+    path, want = es_checkpoint
+    out = tmp_path / "ev.json"
+    res = run_cli("evaluate", path, "--episodes", "5", "--json", str(out), timeout=300)
+    assert res.returncode == 0, res.stderr
+    ev = json.load(open(out))
+    assert ev["episode_returns"] == want  # exactly, episode by episode
+    assert set(ev) == {"checkpoint", "framework", "episodes", "episode_return_mean", "episode_return_std",
+                       "episode_returns"}
+    assert ev["episodes"] == 5 and ev["framework"] == "torch" and ev["episode_return_mean"] == np.mean(want)
+    assert f"mean return {np.mean(want):.2f}" in res.stdout
+
+
+def test_evaluate_seed_is_the_config_seed_of_the_restored_algorithm(es_checkpoint, tmp_path):
+    path, _ = es_checkpoint
+    out = tmp_path / "ev.json"
+    assert cli.main(["evaluate", path, "--episodes", "4", "--seed", "7", "--json", str(out)]) == 0
+    algo = unirl.restore(path, seed=7)
+    try:
+        want = algo.evaluate(4)["evaluation/episode_returns"]
+    finally:
+        algo.stop()
+    assert json.load(open(out))["episode_returns"] == want
