@@ -133,6 +133,14 @@ class ApeX(DQN):
         reproducibility=REPLAYABLE,
     )
     execution = loops.AsyncReplay(actor_cls=ApeXActor)
+    #: DQN's keys Ape-X accepts and does not use (the conformance suite's config-keys check reads this).
+    inert_config_keys = {
+        "exploration_initial_eps": "Ape-X's actors explore with fixed per-env epsilons (apex_epsilon, apex_epsilon_alpha)",
+        "exploration_final_eps": "Ape-X's actors explore with fixed per-env epsilons (apex_epsilon, apex_epsilon_alpha)",
+        "exploration_timesteps": "Ape-X's actors explore with fixed per-env epsilons (apex_epsilon, apex_epsilon_alpha)",
+        "prioritized_replay": "Ape-X's replay is always prioritized",
+        "min_training_intensity": "read only where actors run in other processes (in-process, the learner steps whenever allowed)",
+    }
 
     def exploration(self, worker_id: int | None = None) -> dict:
         return {}  # each actor's per-env epsilons are its own (ApeXActor)

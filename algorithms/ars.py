@@ -85,6 +85,8 @@ class ARS(PopulationAlgorithm):
         notes="no loss: level 4 compares forward passes and the (NumPy) update step",
     )
 
+    inert_config_keys = {"version": "validate() turns it into observation_filter (V2: MeanStdFilter)"}
+
     def initial_weights(self) -> np.ndarray:
         if self.config.zero_init:
             return np.zeros(self.policy.layout.size, np.float32)

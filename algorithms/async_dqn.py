@@ -53,6 +53,7 @@ class AsyncDQN(Algorithm):
     execution = loops.AsyncGradients(postprocess=async_dqn_rows)
     supports_normalization = False
     hyperparameters = DQN.hyperparameters
+    inert_config_keys = {"exploration_final_eps": "read only when exploration_final_eps_per_worker is []"}
     conformance = ConformanceSpec(
         run_config={"env": "CartPole-v1", "total_envs": 12, "rollout_fragment_length": 4, "train_batch_size": 96,
                     "target_update_period": 3, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},

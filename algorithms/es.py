@@ -121,6 +121,13 @@ class PopulationAlgorithm(Algorithm):
     loss = None
     config_class = PopulationConfig
     execution = loops.PopulationEvaluation()
+    #: Keys of every algorithm that a population method does not use (the conformance config-keys check reads this).
+    inert_config_keys = {
+        "lr": "the step size is the algorithm's own key (ES stepsize, ARS step_size)",
+        "lr_decay_timesteps": "the step size is the algorithm's own key (ES stepsize, ARS step_size)",
+        "lr_schedule": "the step size is the algorithm's own key (ES stepsize, ARS step_size)",
+        "grad_clip": "the update is a gradient estimate from returns, never clipped",
+    }
 
     # -- to be provided ---------------------------------------------------------------------
     def make_optimizer(self):

@@ -21,6 +21,12 @@ backend with n workers is the reference; its recorded arrival schedule
 (`get_state()[1]["arrival_schedule"]`) is replayed (config key `arrival_schedule`) on every
 backend with n workers, and each replay must be bit-identical to it (level 3); two replays on
 one backend must be bit-identical (level 2).
+
+Two checks are about an algorithm rather than its runs' bits: level 1's "config keys" (every config key
+the algorithm accepts is read, or declared inert; unirl.conformance.config_keys) and level 2's "worker
+updates" (algorithms whose workers compute learning updates, i.e. whose execution pattern has an
+`audit` mode: one run per framework and backend with every update recomputed on the driver from the
+parameter sets the worker was sent, and compared bit for bit).
 """
 from __future__ import annotations
 
@@ -195,6 +201,18 @@ def algo_spec(name: str):
     return get_algorithm_class(name).conformance
 
 
+def audits_worker_updates(name: str) -> bool:
+    """Whether the algorithm's workers compute learning updates that the driver can recompute: its declared
+    execution pattern has an `audit` mode (unirl.execution.loops.AsyncGradients)."""
+    from unirl.registry import get_algorithm_class
+
+    return hasattr(getattr(get_algorithm_class(name), "execution", None), "audit")
+
+
+#: Level 2's "worker updates" runs recompute every audit-th update on the driver (1: every one).
+AUDIT_EVERY = 1
+
+
 # -- the suite -------------------------------------------------------------------------------
 class Suite:
     """One run of the suite: availability, the planned runs, and every level's checks."""
@@ -283,6 +301,7 @@ class Suite:
         for a in o.algos:
             if self.why_unavailable(algo=a):
                 continue
+            specs += self.audit_runs(a)
             levels = self.algo_levels(a)
             if not ({2, 3} & levels):
                 continue
@@ -313,10 +332,25 @@ class Suite:
                         specs.append(RunSpec.make(a, f, b, pair, its, cfg, repeat=1))
         return list(dict.fromkeys(specs))
 
+    def audit_workers(self) -> int:
+        counts = self.mode.worker_counts
+        return REPEAT_WORKERS if REPEAT_WORKERS in counts else counts[0]
+
+    def audit_runs(self, algo: str) -> list[RunSpec]:
+        """Level 2's "worker updates" runs of an algorithm whose workers compute updates: one per available
+        framework x backend, REPEAT_WORKERS workers, free-running, every update audited. They run whenever the
+        mode runs level 2, whatever the spec's `levels` (they check the workers' arithmetic, not repeatability)."""
+        if 2 not in self.mode.levels or self.why_unavailable(algo=algo) or not audits_worker_updates(algo):
+            return []
+        cfg, its = algo_spec(algo).run_config, self.iterations(algo)
+        return [RunSpec.make(algo, f, b, self.audit_workers(), its, cfg, audit=AUDIT_EVERY)
+                for f in self.options.frameworks if not self.why_unavailable(framework=f)
+                for b in self.options.backends if not self.why_unavailable(backend=b)]
+
     def reference_of(self, spec: RunSpec) -> RunSpec:
         """The run `spec` is compared with at level 3 (and, for a replay, whose schedule it replays)."""
         n = spec.num_workers if spec.replay else 1
-        return replace(spec, backend=REFERENCE_BACKEND, num_workers=n, repeat=0, replay=False)
+        return replace(spec, backend=REFERENCE_BACKEND, num_workers=n, repeat=0, replay=False, audit=0)
 
     def schedule_for(self, spec: RunSpec):
         """The arrival schedule a replaying run replays: the one its free-running reference recorded."""
@@ -429,7 +463,7 @@ class Suite:
                                 self.add(level, "repeatability" if level == 2 else "invariance", a, f, b,
                                          UNAVAILABLE, message=reason)
                         continue
-                    mine = [s for s in specs if (s.algo, s.framework, s.backend) == (a, f, b)]
+                    mine = [s for s in specs if (s.algo, s.framework, s.backend) == (a, f, b) and not s.audit]
                     if 2 in levels:
                         second = next(s for s in mine if s.repeat == 1)
                         self._compare(2, "repeatability", replace(second, repeat=0), second)
@@ -440,6 +474,82 @@ class Suite:
                             # REPLAYABLE: only replays are compared (free-running runs are references, not results)
                             if s.repeat == 0 and s != ref and (s.replay or not replayable):
                                 self._compare(3, "invariance", ref, s)
+
+    def worker_updates(self, specs: list[RunSpec]) -> None:
+        """Level 2, "worker updates": in each audited run, every update a worker computed equals the driver's
+        recomputation from the parameter sets it sent that worker (and the worker reports their versions)."""
+        check = "worker updates"
+        for a in self.options.algos:
+            unavailable = self.why_unavailable(algo=a)
+            if unavailable:
+                if a not in self.load_failed:
+                    self.add(2, check, a, None, None, UNAVAILABLE, message=unavailable)
+                continue
+            if not audits_worker_updates(a):
+                from unirl.registry import get_algorithm_class
+
+                execution = getattr(get_algorithm_class(a), "execution", None)
+                why = ("it declares no execution pattern" if execution is None else
+                       f"its execution pattern, {type(execution).__name__}, has no `audit` mode")
+                self.add(2, check, a, None, None, SKIPPED,
+                         message=f"{a}'s workers compute no learning updates ({why})")
+                continue
+            for f in self.options.frameworks:
+                for b in self.options.backends:
+                    reason = self.why_unavailable(a, f, b)
+                    if reason:
+                        if not {a, f, b} & self.load_failed:
+                            self.add(2, check, a, f, b, UNAVAILABLE, message=reason)
+                        continue
+                    spec = next((s for s in specs if s.audit and (s.algo, s.framework, s.backend) == (a, f, b)), None)
+                    self._worker_updates_record(check, spec, a, f, b)
+
+    def _worker_updates_record(self, check, spec, a, f, b) -> None:
+        rec = self.records.get(spec) if spec is not None else None
+        n = spec.num_workers if spec is not None else None
+        if rec is None:
+            self.add(2, check, a, f, b, FAILED, message="the audited run was not recorded", num_workers=n)
+            return
+        audit = rec.audit or {"audited": 0, "findings": []}
+        findings = audit["findings"]
+        difference = {"run": spec.label, "audited": audit["audited"], "findings": findings[:10],
+                      "num_findings": len(findings), "iterations": len(rec.results)}
+        if rec.error:
+            difference["error"] = rec.error
+        if findings:
+            more = len(findings) - 1
+            self.add(2, check, a, f, b, FAILED, rec.duration_s,
+                     findings[0] + (f" (and {more} more of the {audit['audited']} audited updates)" if more else "")
+                     + (f"; then the run failed: {rec.error.strip().splitlines()[0]}" if rec.error else ""),
+                     difference, num_workers=n)
+        elif rec.error:
+            self.add(2, check, a, f, b, FAILED, rec.duration_s,
+                     f"the run {spec.label} failed: {rec.error.strip().splitlines()[0]}", difference, num_workers=n)
+        elif not audit["audited"]:
+            self.add(2, check, a, f, b, FAILED, rec.duration_s,
+                     f"no worker update was audited in {spec.label} ({len(rec.results)} iterations)", difference,
+                     num_workers=n)
+        else:
+            self.add(2, check, a, f, b, PASSED, rec.duration_s,
+                     f"{audit['audited']} worker updates recomputed on the driver from the parameter sets sent, "
+                     f"bit-identical ({len(rec.results)} iterations)", difference, num_workers=n)
+
+    def level1_config_keys(self) -> None:
+        """Level 1, "config keys": every config key each algorithm accepts is read in a short run, or declared inert."""
+        from unirl.conformance.config_keys import ITERATIONS, config_keys_check
+
+        ref = self.report.reference_framework
+        for a in self.options.algos:
+            reason = self.why_unavailable(algo=a) or self.why_unavailable(backend=REFERENCE_BACKEND)
+            if reason or ref is None:
+                if a not in self.load_failed:
+                    self.add(1, "config keys", a, None, None, UNAVAILABLE,
+                             message=reason or "no reference framework is installed")
+                continue
+            self.progress.step(f"{a}: config keys read in {ITERATIONS} iterations on {REFERENCE_BACKEND} ({ref})")
+            config = RunSpec.make(a, ref, REFERENCE_BACKEND, 1, ITERATIONS, algo_spec(a).run_config).algorithm_config()
+            self.add(**config_keys_check(a, config))
+            self.progress.advance()
 
     # level 4 ----------------------------------------------------------------------------------
     def level4(self) -> None:
@@ -511,7 +621,7 @@ class Suite:
         m, o = self.mode, self.options
         n = len(specs)
         if 1 in m.levels:
-            n += len(o.frameworks) + len(o.backends)
+            n += len(o.frameworks) + len(o.backends) + len(o.algos)
         if 4 in m.levels:
             n += (len(o.frameworks) - 1 + len(o.frameworks) * len(m.curve_seeds)) * len(o.algos)
         if 5 in m.levels:
@@ -526,9 +636,12 @@ class Suite:
         levels = self.mode.levels
         if 1 in levels:
             self._guard(1, self.level1_frameworks)
+            self._guard(1, self.level1_config_keys)
         self._guard(2, lambda: self.run_all(specs))
         if {2, 3} & set(levels):
             self._guard(2, lambda: self.levels_2_and_3(specs))
+        if 2 in levels:
+            self._guard(2, lambda: self.worker_updates(specs))
         if 4 in levels:
             self._guard(4, self.level4)
         if 5 in levels:

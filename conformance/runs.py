@@ -46,20 +46,24 @@ class RunSpec:
     #: A REPLAYABLE algorithm's run that replays the arrival schedule recorded by the free-running reference run
     #: (local backend, the same worker count); the schedule itself is passed to record_run.
     replay: bool = False
+    #: Level 2's "worker updates" run: > 0 sets the bound execution pattern's `audit` to this (AsyncGradients:
+    #: every audit-th gradient is recomputed on the driver from the parameter sets it was sent); 0: a plain run.
+    audit: int = 0
 
     @staticmethod
     def make(algo: str, framework: str, backend: str, num_workers: int, iterations: int, config: dict,
-             repeat: int = 0, replay: bool = False) -> "RunSpec":
+             repeat: int = 0, replay: bool = False, audit: int = 0) -> "RunSpec":
         import json
 
         return RunSpec(algo, framework, backend, num_workers, iterations,
-                       tuple(sorted((k, json.dumps(v)) for k, v in config.items())), repeat, replay)
+                       tuple(sorted((k, json.dumps(v)) for k, v in config.items())), repeat, replay, audit)
 
     @property
     def label(self) -> str:
         n = self.num_workers
         return (f"{self.algo}/{self.framework}/{self.backend} with {n} worker{'s' if n != 1 else ''}"
-                + (" (replaying the reference's schedule)" if self.replay else ""))
+                + (" (replaying the reference's schedule)" if self.replay else "")
+                + (" (worker updates audited)" if self.audit else ""))
 
     def algorithm_config(self) -> dict:
         """The config dict for `unirl.build`: total envs split evenly over the workers."""
@@ -88,6 +92,9 @@ class RunRecord:
     error: str | None = None
     #: The arrival schedule at the run's end (REPLAYABLE algorithms), or None.
     schedule: list | None = None
+    #: An audited run's (spec.audit > 0) verdict: {"audited": updates recomputed on the driver, "findings": the
+    #: pattern's audit findings (strings)}, or None.
+    audit: dict | None = None
 
     @property
     def weights(self) -> list:
@@ -135,6 +142,11 @@ def record_run(spec: RunSpec, schedule: list | None = None) -> RunRecord:
         elif spec.replay:
             raise ValueError(f"{spec.label} replays a schedule, and none was given (the reference run failed?)")
         algo = unirl.build(spec.algo, config)
+        if spec.audit:
+            if not hasattr(algo.execution, "audit"):
+                raise ValueError(f"{spec.label}: {type(algo).__name__}'s execution pattern has no `audit` mode")
+            algo.execution.audit = spec.audit
+            rec.audit = {"audited": 0, "findings": []}
         for _ in range(spec.iterations):
             result = algo.train()
             rec.results.append({k: v for k, v in result.items() if k not in UNCOMPARED_KEYS})
@@ -148,6 +160,8 @@ def record_run(spec: RunSpec, schedule: list | None = None) -> RunRecord:
         if not isinstance(e, unirl.UnirlError):
             rec.error += "\n" + traceback.format_exc(limit=8)
     finally:
+        if rec.audit is not None:  # what was audited before an error too
+            rec.audit = {"audited": int(algo.execution.audited), "findings": list(algo.execution.audit_findings)}
         if algo is not None:
             try:
                 algo.stop()

@@ -1,4 +1,5 @@
-"""Deliberately broken third-party plugins that the conformance suite must catch (see test_conformance_catches_faults).
+"""Deliberately broken third-party plugins that the conformance suite must catch (see test_conformance_catches_faults
+and, for the algorithms at the end, test_conformance_catches_compositions).
 
 Importable by path, as a user's plugin would be: `broken_plugins:ArrivalOrderBackend` with tests/
 on sys.path (pytest puts it there; set PYTHONPATH for a subprocess).
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import traceback
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -166,3 +169,62 @@ class RoundBigFloat32Backend(LocalBackend):
         if isinstance(futures, base.Future):
             return round_big_float32(super().get(futures, timeout))
         return [self.get(f, timeout) for f in futures]
+
+
+# -- algorithms ----------------------------------------------------------------------------------------------
+from unirl.algorithms.async_dqn import AsyncDQN, async_dqn_rows  # noqa: E402
+from unirl.algorithms.dqn import DQN  # noqa: E402
+from unirl.algorithms.ppo import PPO, PPOConfig  # noqa: E402
+from unirl.conformance_spec import REPLAYABLE, ConformanceSpec  # noqa: E402
+from unirl.execution import loops  # noqa: E402
+
+#: The target network each worker policy saw first, by id(policy): (a weak reference to it, the flat target).
+_FIRST_TARGETS: dict = {}
+
+
+def stale_rows(policy, batch, config) -> dict:
+    """Async DQN's worker-side rows, after setting the policy's target network back to the one it was first sent
+    (the bug: a worker that keeps the target it first saw, so its gradients ignore every later target sync)."""
+    entry = _FIRST_TARGETS.get(id(policy))
+    if entry is None or entry[0]() is not policy:  # a new policy (an id can be reused after the old one is gone)
+        entry = _FIRST_TARGETS[id(policy)] = (weakref.ref(policy),
+                                              np.array(policy.get_flat_weights("target_params"), copy=True))
+    policy.set_flat_weights(entry[1], "target_params")  # (bumps this copy's version; the versions used are taken
+    return async_dqn_rows(policy, batch, config)          # before the rows, so only the gradient shows the bug)
+
+
+class StaleTargetAsyncDQN(AsyncDQN):
+    """Async DQN whose workers learn against the first target network they were sent, never a synced one. Its
+    runs are deterministic (levels 2 and 3 replay them bit for bit); only the worker-updates audit sees it."""
+
+    name = "STALE_TARGET_DQN"
+    execution = loops.AsyncGradients(postprocess=stale_rows)
+    conformance = ConformanceSpec(
+        # a target sync every 2 gradients: 2 workers x 6 envs x 4 steps = 24 steps a gradient, 4 gradients an
+        # iteration, so 4 syncs within the 2 quick iterations
+        run_config=dict(AsyncDQN.conformance.run_config, target_update_period=2),
+        reproducibility=REPLAYABLE, levels=(1, 3, 4), quick_iterations=2,
+    )
+
+
+class MisspeltExplorationDQN(DQN):
+    """DQN whose exploration() misspells `epsilon`: the rollout workers refuse the unknown option, so every
+    run fails (before the check, it sampled greedily: no exploration at all)."""
+
+    name = "MISSPELT_EXPLORATION_DQN"
+
+    def exploration(self, worker_id: int | None = None) -> dict:
+        return {"epsilom": self.epsilon()}
+
+
+@dataclass
+class UnusedKeyPPOConfig(PPOConfig):
+    #: A coefficient that nothing reads (the bug: accepted, validated, saved, and inert).
+    mystery_coeff: float = 1.0
+
+
+class UnusedKeyPPO(PPO):
+    """PPO with a config key it never reads."""
+
+    name = "UNUSED_KEY_PPO"
+    config_class = UnusedKeyPPOConfig

@@ -43,6 +43,14 @@ from unirl.execution import sync_samples as _ss
 from unirl.replay import WEIGHTS, make_buffer, prefixed, unprefixed
 
 
+def exploration(algo, worker_id: int | None = None) -> dict:
+    """algo.exploration(worker_id), checked on the driver against what the action distribution declares
+    (a misspelt or missing option is a one-sentence UnirlError here, before any worker samples)."""
+    explore = algo.exploration(worker_id)
+    algo.policy.dist.check_exploration(explore)
+    return explore
+
+
 def mean_stats(stats: list[dict]) -> dict:
     """The mean of each scalar stat over a list of stats dicts (the keys of the first)."""
     return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
@@ -89,7 +97,7 @@ class SyncSamples(Execution):
 
     def training_step(self) -> dict:
         a = self.algo
-        batch = self.driver.sample(a.policy.get_flat_weights(), **a.exploration())
+        batch = self.driver.sample(a.policy.get_flat_weights(), **exploration(a))
         a.record_batch(batch)
         rows = a.postprocess(batch)
         hp = a.hyperparameters()
@@ -153,7 +161,7 @@ class SyncReplay(Execution):
 
     def training_step(self) -> dict:
         a = self.algo
-        explore = a.exploration()
+        explore = exploration(a)
         batch = self.driver.sample(a.policy.get_flat_weights(), **explore)
         a.record_batch(batch)
         out = self.learn_from_replay(self.grad_steps_due())
@@ -263,7 +271,7 @@ class AsyncGradients(_Scheduled):
         audit = bool(self.audit) and self.driver is not None and self.driver._submitted % self.audit == 0
         if audit:
             self._sent[self.driver._submitted] = (sets, versions, dict(self._hp))
-        return (sets, versions, self._hp, a.exploration(wid), audit), self.version
+        return (sets, versions, self._hp, exploration(a, wid), audit), self.version
 
     def submit(self, wid: int) -> None:
         args, version = self._request(wid)
@@ -326,14 +334,14 @@ class AsyncSamples(_Scheduled):
                                   c.requests_in_flight_per_worker(), replay=c.arrival_schedule,
                                   timeout=c.worker_timeout_s or None)
         driver.replacement_args = lambda wid: (self.algo.policy.get_flat_weights(), self.version)
-        driver.explore_for = algo.exploration
+        driver.explore_for = lambda wid: exploration(self.algo, wid)
         return driver
 
     def fill(self) -> None:
         a = self.algo
         weights = a.policy.get_flat_weights()
         for wid in self.driver.in_flight:
-            while self.driver.request(wid, weights, self.version, **a.exploration(wid)):
+            while self.driver.request(wid, weights, self.version, **exploration(a, wid)):
                 pass
 
     def learner_step(self) -> tuple[dict, list[int]]:
@@ -359,7 +367,7 @@ class AsyncSamples(_Scheduled):
         stats["lr"] = hp["lr"]
         weights = a.policy.get_flat_weights()
         for wid in returned:
-            self.driver.request(wid, weights, self.version, **a.exploration(wid))
+            self.driver.request(wid, weights, self.version, **exploration(a, wid))
         return stats, lags
 
     def training_step(self) -> dict:
