@@ -108,7 +108,9 @@ def learning_curve_agreement(algo: str, reference: str, frameworks: list, mode, 
 
 
 def reaches_reference_score(algo: str, framework: str, target: dict, seed: int = 0) -> dict:
-    """Train on the local backend; once the smoothed training return reaches the score, evaluate greedily.
+    """Train on the local backend; once the smoothed training return reaches the score, evaluate greedily
+    (and every target["eval_every"] env steps too, where the target gives it: an algorithm whose training
+    return cannot reach the score, e.g. Async DQN's workers exploring with epsilons up to 0.5).
 
     Passes when a greedy evaluation (target["eval_episodes"] episodes) averages at least
     target["score"] within target["budget"] env steps.
@@ -121,9 +123,14 @@ def reaches_reference_score(algo: str, framework: str, target: dict, seed: int =
     algo_obj = None
     try:
         algo_obj = unirl.build(algo, dict(target["config"], framework=framework, backend="local", seed=seed))
+        every = target.get("eval_every")
+        next_eval = every
         while algo_obj.timesteps_total < budget:
             result = algo_obj.train()
-            if result["episode_return_mean"] >= score:
+            due = every is not None and algo_obj.timesteps_total >= next_eval
+            if due:
+                next_eval += every
+            if result["episode_return_mean"] >= score or due:
                 ev = algo_obj.evaluate(target["eval_episodes"])["evaluation/episode_return_mean"]
                 if ev > best[1]:
                     best = (algo_obj.timesteps_total, ev)

@@ -138,3 +138,20 @@ def test_composition_learns_with_its_defaults(algo, score, budget):
         assert best >= score, f"{algo}: best training mean {best} within {a.timesteps_total} steps"
     finally:
         a.stop()
+
+
+@pytest.mark.timeout(300)
+def test_async_dqn_learns_with_its_defaults():
+    """Local backend, seed 0, the defaults: a greedy evaluation every 25k env steps (the training mean is held
+    down by the worker exploring with epsilon 0.5) reaches 150 within 150k steps (349 at 125k when recorded)."""
+    a = unirl.build("ASYNC_DQN", {"env": "CartPole-v1", "backend": "local", "seed": 0})
+    try:
+        best, next_eval = 0.0, 25_000
+        while a.timesteps_total < 150_000 and best < 150:
+            a.train()
+            if a.timesteps_total >= next_eval:
+                next_eval += 25_000
+                best = max(best, a.evaluate(5)["evaluation/episode_return_mean"])
+        assert best >= 150, f"best greedy mean {best} within {a.timesteps_total} steps"
+    finally:
+        a.stop()

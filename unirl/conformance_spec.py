@@ -21,7 +21,8 @@ class ConformanceSpec:
     `run_config` and `curve_config` are algorithm configs with `total_envs` in place of
     `num_envs_per_worker` (the suite splits the envs over the worker counts it checks; it must be
     divisible by 1, 2, 3 and 4, so 12 or 24). `learning` is level 5's target:
-    {"config": {...}, "score": float, "budget": env steps, "eval_episodes": int}.
+    {"config": {...}, "score": float, "budget": env steps, "eval_episodes": int, optionally "eval_every": env
+    steps between greedy evaluations whatever the training return (otherwise evaluated once it reaches the score)}.
     """
 
     run_config: dict
