@@ -486,14 +486,7 @@ class Suite:
                     self.add(2, check, a, None, None, UNAVAILABLE, message=unavailable)
                 continue
             if not audits_worker_updates(a):
-                from unirl.registry import get_algorithm_class
-
-                execution = getattr(get_algorithm_class(a), "execution", None)
-                why = ("it declares no execution pattern" if execution is None else
-                       f"its execution pattern, {type(execution).__name__}, has no `audit` mode")
-                self.add(2, check, a, None, None, SKIPPED,
-                         message=f"{a}'s workers compute no learning updates ({why})")
-                continue
+                continue  # its workers compute no learning updates: nothing to recompute (no record)
             for f in self.options.frameworks:
                 for b in self.options.backends:
                     reason = self.why_unavailable(a, f, b)
