@@ -18,6 +18,7 @@ on any backend (same number of actors).
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,14 +60,19 @@ class ApeXConfig(DQNConfig, AsyncConfig):
     #: Actor results consumed per iteration (0: one per actor).
     actor_batches_per_iteration: int = 0
     #: Learner steps per env step the learner never falls below: the driver steps before it consumes more
-    #: actor results (actors wait meanwhile). 0: the learner runs free; training_intensity is the cap.
-    min_training_intensity: float = 0.0
+    #: actor results (actors wait meanwhile). None (the default): training_intensity, so the replay ratio
+    #: holds whatever the number of actors (a free learner falls behind 4 actors on 2 cores: its target
+    #: network then syncs every few learner steps and Q diverges). 0: the learner runs free, as in the
+    #: paper; training_intensity is the cap.
+    min_training_intensity: typing.Optional[float] = None
 
     def validate(self) -> None:
         super().validate()
         if self.num_replay_shards < 1 or self.weight_sync_period < 1 or self.replay_batches_per_request < 1:
             raise UnirlError("config keys `num_replay_shards`, `weight_sync_period` and `replay_batches_per_request` "
                              "must be at least 1.")
+        if self.min_training_intensity is None:
+            self.min_training_intensity = self.training_intensity
         if not 0.0 <= self.min_training_intensity <= self.training_intensity:
             raise UnirlError("config key `min_training_intensity` must lie in [0, training_intensity], "
                              f"got {self.min_training_intensity}.")
