@@ -51,3 +51,35 @@ def test_evaluate_seed_is_the_config_seed_of_the_restored_algorithm(es_checkpoin
     finally:
         algo.stop()
     assert json.load(open(out))["episode_returns"] == want
+
+
+#: Two short iterations of every registered algorithm (local backend, small networks where it matters).
+EVERY_ALGORITHM = {
+    "PPO": {}, "A2C": {}, "A3C": {}, "IMPALA": {}, "APPO": {},
+    "DQN": {"learning_starts": 0}, "APEX": {"learning_starts": 0}, "ASYNC_DQN": {},
+    "ES": {"episodes_per_batch": 8, "noise_table_size": 200000, "model": {"hidden_sizes": [8]}},
+    "ARS": {"noise_table_size": 100000},
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(EVERY_ALGORITHM))
+def test_every_algorithm_evaluates_the_same_after_a_checkpoint(name, tmp_path):
+    """The trained algorithm, the algorithm restored from its checkpoint and the command line give the same
+    episode returns, episode by episode (the same seeds: one evaluation path)."""
+    algo = unirl.build(name, dict({"env": "CartPole-v1", "backend": "local"}, **EVERY_ALGORITHM[name]))
+    try:
+        for _ in range(2):
+            algo.train()
+        want = algo.evaluate(3)["evaluation/episode_returns"]
+        path = algo.save(str(tmp_path / "ck"))
+    finally:
+        algo.stop()
+    restored = unirl.restore(path)
+    try:
+        assert restored.evaluate(3)["evaluation/episode_returns"] == want
+    finally:
+        restored.stop()
+    out = tmp_path / "ev.json"
+    assert cli.main(["evaluate", path, "--episodes", "3", "--json", str(out)]) == 0
+    assert json.load(open(out))["episode_returns"] == want
