@@ -41,3 +41,19 @@ def test_replay_schedule_of_a_synchronous_run_is_one_line(tmp_path, capsys, tiny
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("unirl: error:") and "synchronous" in err[0], err
         assert not out.exists()
+
+
+def test_replay_schedule_with_another_worker_count_is_one_line(tmp_path, capsys):
+    algo = unirl.build("A3C", {"env": "CartPole-v1", "backend": "local", "num_workers": 2, "num_envs_per_worker": 2,
+                               "rollout_fragment_length": 4, "train_batch_size": 16})
+    try:
+        algo.train()
+        ck = algo.save(str(tmp_path / "ck"))
+    finally:
+        algo.stop()
+    out = tmp_path / "run"
+    assert cli.main(["train", "--run=A3C", "--replay-schedule", ck, "--config", '{"num_workers": 4}',
+                     "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "recorded with 2 workers, this run has 4" in err[0], err
+    assert not out.exists()
