@@ -155,3 +155,33 @@ def test_async_dqn_learns_with_its_defaults():
         assert best >= 150, f"best greedy mean {best} within {a.timesteps_total} steps"
     finally:
         a.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_diverging_q_function_is_flagged_and_warned_about_once():
+    """A DQN run whose Q-network is pushed far beyond what CartPole's rewards allow (100 at gamma 0.99): the result
+    flags it and the run warns once, naming the keys that usually fix it."""
+    import warnings
+
+    from unirl.errors import UnirlWarning
+
+    a = unirl.build("DQN", {"env": "CartPole-v1", "backend": "local", "learning_starts": 0,
+                            "model": {"hidden_sizes": [16], "activation": "relu"}})
+    try:
+        r = a.train()
+        assert r["learner/value_diverging"] is False and abs(r["learner/mean_q"]) < 100
+        # the output layer's biases at 1e5: Q ~ 1e5, three orders beyond the largest possible return
+        names = a.policy.layout.names
+        weights = a.policy.get_weights()
+        out_bias = [k for k in names if k.endswith("b")][-1]
+        weights[out_bias] = weights[out_bias] + 1e5
+        a.policy.set_weights(weights)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            r1, r2 = a.train(), a.train()
+        assert r1["learner/value_diverging"] is True and r2["learner/value_diverging"] is True
+        ours = [w for w in seen if issubclass(w.category, UnirlWarning)]
+        assert len(ours) == 1 and "Q-values are diverging" in str(ours[0].message)
+        assert "target_network_update_freq" in str(ours[0].message)
+    finally:
+        a.stop()

@@ -76,6 +76,8 @@ class Algorithm:
         self.normalizers = Normalizers(self.config, self.policy)
         self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(self.config.seed, seeding.LEARNER)))
         self.iteration = 0
+        #: The largest |reward| sampled so far (after reward normalisation): the scale the value guard checks against.
+        self.max_abs_reward = 0.0
         self.timesteps_total = 0
         self.episodes_total = 0
         self.time_total_s = 0.0
@@ -171,6 +173,8 @@ class Algorithm:
             self.normalizers.process(batch)
 
         self.record_episodes(batch[sb.EP_RETURNS], batch[sb.EP_LENGTHS], batch.count)
+        if sb.REWARDS in batch and batch[sb.REWARDS].size:
+            self.max_abs_reward = max(self.max_abs_reward, float(np.max(np.abs(batch[sb.REWARDS]))))
 
     def record_episodes(self, returns: np.ndarray, lengths: np.ndarray, steps: int | None = None) -> None:
         """Count `steps` env steps (default: the episodes' lengths summed) and these finished episodes, in order."""
@@ -215,6 +219,7 @@ class Algorithm:
             "env_steps_per_s": self.timesteps_total / max(self.time_total_s, 1e-9),
         }
         result.update({f"learner/{k}": v for k, v in stats.items()})
+        self._check_value_scale(result)
         recovery = getattr(self.backend, "recovery", None)
         if recovery is not None:
             result["num_worker_restarts"] = recovery.num_worker_restarts
@@ -228,6 +233,32 @@ class Algorithm:
         result["weights_digest"] = weights_digest(flat)
         self.callbacks.on_train_result(self, result)
         return result
+
+    #: Q-values (or TD errors) beyond this many times max|reward| / (1 - gamma), the largest |return| the rewards
+    #: seen allow, mean the value function diverged.
+    DIVERGENCE_MARGIN = 10.0
+
+    def _check_value_scale(self, result: dict) -> None:
+        """Value-based learners (a `learner/mean_q` stat): flag |mean Q| or the mean |TD error| beyond
+        DIVERGENCE_MARGIN x max|reward| / (1 - gamma) in the result (`learner/value_diverging`), and warn once."""
+        q = result.get("learner/mean_q")
+        gamma = getattr(self.config, "gamma", None)
+        if q is None or gamma is None or gamma >= 1.0 or self.max_abs_reward <= 0.0:
+            return
+        bound = self.DIVERGENCE_MARGIN * self.max_abs_reward / (1.0 - gamma)
+        worst = max(abs(float(q)), abs(float(result.get("learner/mean_td_error", 0.0))))
+        result["learner/value_diverging"] = worst > bound
+        if worst > bound and not getattr(self, "_warned_divergence", False):
+            import warnings
+
+            from unirl.errors import UnirlWarning
+
+            self._warned_divergence = True
+            warnings.warn(f"{self.name}'s Q-values are diverging in iteration {self.iteration}: |mean Q| or the mean "
+                          f"|TD error| is {worst:.3g}, beyond {bound:.3g} ({self.DIVERGENCE_MARGIN:g} x max|reward| "
+                          f"{self.max_abs_reward:.3g} / (1 - gamma)); lower `lr`, sync the target network less often "
+                          "(`target_network_update_freq`, `target_update_period`), or keep the learner's replay "
+                          "ratio up (`min_training_intensity`).", UnirlWarning, stacklevel=3)
 
     def weights_digest(self) -> str:
         """A short fingerprint of the trained weights: equal digests, bit-identical weights (any machine)."""

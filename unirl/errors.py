@@ -5,6 +5,10 @@ import difflib
 from typing import Iterable
 
 
+class UnirlWarning(UserWarning):
+    """Something in a run the user should look at (it goes on): Q-values far beyond what the rewards allow, say."""
+
+
 class UnirlError(ValueError):
     """An error the user can fix: a bad config key, an unknown env, a missing extra, ...
 
