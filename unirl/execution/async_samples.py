@@ -45,11 +45,9 @@ class AsyncSamples:
         self.in_flight: dict[int, deque] = {i: deque() for i in range(len(specs))}
         self._submitted = 0  # requests made so far: orders the pending results
         self._latest = None  # the arguments of the last request: what a replacement actor is sent
-        #: replacement_args(worker_id) -> (weights, version): what a replacement actor is sent (set by the pattern
-        #: that drives this; None: the last request's weights); its exploration comes from explore_for.
+        #: replacement_args(worker_id) -> (weights, version, exploration): what a replacement actor is sent (its
+        #: own exploration settings); set by the pattern that drives this; None: the last request's arguments.
         self.replacement_args = None
-        #: explore_for(worker_id) -> that actor's exploration settings (None: the last request's).
-        self.explore_for = None
 
     @property
     def workers(self):
@@ -86,10 +84,6 @@ class AsyncSamples:
     def _replaced(self, wid: int) -> None:
         self.in_flight[wid].clear()
         if self._latest is not None:
-            weights, version, explore = self._latest
-            if self.replacement_args is not None:
-                weights, version = self.replacement_args(wid)
-            if self.explore_for is not None:
-                explore = self.explore_for(wid)
+            weights, version, explore = self._latest if self.replacement_args is None else self.replacement_args(wid)
             while self.request(wid, weights, version, **explore):
                 pass

@@ -333,8 +333,8 @@ class AsyncSamples(_Scheduled):
         driver = _as.AsyncSamples(algo.backend, fragment_specs(algo, record_dist_inputs=True),
                                   c.requests_in_flight_per_worker(), replay=c.arrival_schedule,
                                   timeout=c.worker_timeout_s or None)
-        driver.replacement_args = lambda wid: (self.algo.policy.get_flat_weights(), self.version)
-        driver.explore_for = lambda wid: exploration(self.algo, wid)
+        driver.replacement_args = lambda wid: (self.algo.policy.get_flat_weights(), self.version,
+                                               exploration(self.algo, wid))
         return driver
 
     def fill(self) -> None:
