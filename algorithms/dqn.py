@@ -13,7 +13,7 @@ import numpy as np
 
 from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
-from unirl.config import AlgorithmConfig
+from unirl.config import AlgorithmConfig, ReplayConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
@@ -66,7 +66,7 @@ class QLearningConfig(AlgorithmConfig):
 
 
 @dataclass
-class DQNConfig(QLearningConfig):
+class DQNConfig(QLearningConfig, ReplayConfig):
     """DQN's options (plus those of every algorithm). `train_batch_size` is the env steps sampled per iteration."""
 
     # Generic defaults (on CartPole-v1 they solve some seeds within 50k env steps, not all: docs/qlearning.md);
@@ -77,36 +77,12 @@ class DQNConfig(QLearningConfig):
     train_batch_size: int = 32
     #: Copy the online network into the target network every this many env steps.
     target_network_update_freq: int = 500
-    #: Rows the replay buffer holds (oldest dropped first).
-    replay_buffer_capacity: int = 50_000
-    #: Rows in each replayed minibatch (one gradient step).
-    replay_batch_size: int = 64
-    #: Env steps sampled before the first gradient step.
-    learning_starts: int = 1000
-    #: Gradient steps per sampled env step once learning has started (0.5: one step every 2 env steps).
-    training_intensity: float = 0.5
-    #: Prioritized replay (proportional, Schaul et al. 2016) instead of uniform.
-    prioritized_replay: bool = False
-    #: Priority exponent alpha (0: uniform).
-    prioritized_replay_alpha: float = 0.6
-    #: Importance-sampling exponent beta at the start; annealed linearly to 1.
-    prioritized_replay_beta: float = 0.4
-    #: Env steps over which beta reaches 1.
-    prioritized_replay_beta_annealing_timesteps: int = 50_000
-    #: Added to |TD error| so every row keeps a chance to be replayed.
-    prioritized_replay_eps: float = 1e-6
 
     def validate(self) -> None:
         super().validate()
-        for key in ("replay_buffer_capacity", "replay_batch_size", "target_network_update_freq"):
-            if getattr(self, key) < 1:
-                raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
-        if self.training_intensity < 0:
-            raise UnirlError(f"config key `training_intensity` must not be negative, got {self.training_intensity}.")
-        if self.learning_starts < 0:
-            raise UnirlError("config key `learning_starts` must not be negative.")
-        if self.prioritized_replay_alpha < 0 or self.prioritized_replay_beta < 0:
-            raise UnirlError("config keys `prioritized_replay_alpha` and `prioritized_replay_beta` must not be negative.")
+        if self.target_network_update_freq < 1:
+            raise UnirlError(f"config key `target_network_update_freq` must be at least 1, "
+                             f"got {self.target_network_update_freq}.")
 
 
 def next_observations(batch: sb.SampleBatch) -> np.ndarray:

@@ -522,6 +522,8 @@ class LossProblem:
     batch: dict
     hp: dict
     captured_with: str = ""  # the framework that ran the capturing run
+    #: learn_on_batch's options in the call (a policy with several learners: which ran, the updates after them)
+    options: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         rows = max((len(v) for v in self.batch.values() if np.ndim(v)), default=0)
@@ -553,7 +555,7 @@ def capture_problem(algo="PPO", config: dict | None = None, framework="torch", c
     captured: dict = {}
     count = [0]
 
-    def recorder(kind, policy, batch, hp):
+    def recorder(kind, policy, batch, hp, options):
         index = count[0]
         count[0] += 1
         if call >= 0 and index != call:
@@ -561,7 +563,7 @@ def capture_problem(algo="PPO", config: dict | None = None, framework="torch", c
         adapter = policy.adapter
         captured.update(kind=kind, index=index, state=policy.get_state(),
                         batch={k: _as_numpy(adapter, v) for k, v in batch.items()},
-                        hp={k: float(_as_numpy(adapter, v)) for k, v in hp.items()})
+                        hp={k: float(_as_numpy(adapter, v)) for k, v in hp.items()}, options=dict(options))
         if call >= 0:
             raise _Captured()
 
@@ -586,7 +588,7 @@ def capture_problem(algo="PPO", config: dict | None = None, framework="torch", c
         raise ValueError(f"{algorithm_label(algo)} made {count[0]} learning calls (learn_on_batch or "
                          f"compute_gradients) in {done} iteration(s); nothing to capture (call {call})")
     return LossProblem(algo, cfg, captured["kind"], captured["index"], captured["state"], captured["batch"],
-                       captured["hp"], framework_spec(framework))
+                       captured["hp"], framework_spec(framework), captured["options"])
 
 
 _DEFAULT_PROBLEMS: dict = {}
@@ -637,7 +639,7 @@ def loss_and_grads(adapter, problem: LossProblem | None = None) -> dict[str, np.
     out.update({f"stats/{k}": np.float64(v) for k, v in stats.items()})
     if policy.optimizer is not None:
         policy.set_state(problem.state)
-        policy.learn_on_batch(dict(problem.batch), dict(problem.hp))
+        policy.learn_on_batch(dict(problem.batch), dict(problem.hp), **problem.options)
         policy.finish_learning()
         out["weights_after_step"] = policy.get_flat_weights()
         out.update({f"after_step/{k}": np.asarray(v) for k, v in policy.get_state().items()

@@ -43,6 +43,9 @@ class Algorithm:
     loss = None
     #: Named parameter sets the learner keeps (the optimizer trains `params`).
     param_sets = ("params",)
+    #: Several losses instead of one `loss`: unirl.policy.Learner triples (loss, the part of `params` it trains,
+    #: its optimizer; None: the algorithm's `optimizer`), run in order in one compiled step (SAC, TD3).
+    learners = ()
     #: What the conformance suite runs for this algorithm (unirl.conformance.spec.ConformanceSpec).
     conformance = None
     #: The execution pattern (a declaration from unirl.execution.loops); bound to this algorithm in setup().
@@ -128,6 +131,11 @@ class Algorithm:
         self.policy.finish_learning()
         return self.policy.stats_numpy(stats)
 
+    def learn_minibatch(self, rows: dict, hp: dict, step: int):
+        """One gradient step on a replayed minibatch (replay patterns), `step` the learner's steps before it;
+        returns the stats as tensors (Policy.learn_on_batch). Override to choose learners or add columns."""
+        return self.policy.learn_on_batch(rows, hp)
+
     def after_update(self) -> None:
         """Called after each parameter update the pattern applies (a target sync every K updates, say)."""
 
@@ -153,8 +161,15 @@ class Algorithm:
         spec = spec or cls.policy_spec(config)
         if not for_learning:
             return spec.build()
-        optimizer = cls.optimizer(config) if cls.loss is not None else None
-        return spec.build(loss=cls.loss, optimizer=optimizer, param_sets=cls.param_sets)
+        learns = cls.loss is not None or bool(cls.learners)
+        optimizer = cls.optimizer(config) if learns else None
+        return spec.build(loss=cls.loss, optimizer=optimizer, param_sets=cls.param_sets,
+                          learners=cls.build_learners(config))
+
+    @classmethod
+    def build_learners(cls, config: AlgorithmConfig) -> tuple:
+        """The policy's learners for this config (default: the class's `learners`)."""
+        return tuple(cls.learners)
 
     def worker_specs(self, **options) -> list:
         """Rollout worker specs for this run: worker i hosts global envs [i * k, (i + 1) * k)."""

@@ -259,6 +259,113 @@ class DiagGaussian(Distribution):
         return np.clip(actions, self.low, self.high)
 
 
+def softplus(ops, x):
+    """log(1 + exp(x)) without overflow: max(x, 0) + log(1 + exp(-|x|))."""
+    return ops.maximum(x, 0.0) + ops.log(1.0 + ops.exp(-ops.abs(x)))
+
+
+class _BoxTanh(Distribution):
+    """Actions in [-1, 1]^d (a tanh range) that the env receives rescaled to its Box, low + (a + 1)(high - low) / 2.
+
+    Exploration option `random` (1.0: each action uniform in [-1, 1] from the env's uniforms, what
+    off-policy algorithms do before learning starts)."""
+
+    action_dtype = np.float32
+
+    def __init__(self, low, high):
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
+        if not (np.all(np.isfinite(self.low)) and np.all(np.isfinite(self.high))):
+            raise UnirlError("a tanh-squashed policy needs a bounded Box action space (finite low and high), got "
+                             f"low {self.low.tolist()}, high {self.high.tolist()}.")
+        self.action_shape = tuple(self.low.shape)
+        self.dim = int(np.prod(self.action_shape, dtype=np.int64))
+        self.noise_per_step = self.dim
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        a = np.asarray(actions, np.float32).reshape((-1,) + self.action_shape)
+        return np.clip(self.low + (a + np.float32(1.0)) * np.float32(0.5) * (self.high - self.low), self.low, self.high)
+
+    def _uniform(self, noise: np.ndarray) -> np.ndarray:
+        return (2.0 * noise[:, :self.dim] - 1.0).astype(np.float32).reshape((-1,) + self.action_shape)
+
+
+class SquashedGaussian(_BoxTanh):
+    """A tanh-squashed diagonal Gaussian (SAC): inputs [B, 2d], the means and the log-stds (clipped to
+    [LOG_STD_MIN, LOG_STD_MAX]) the head outputs; the action is tanh(mean + std z) in [-1, 1]^d.
+
+    Acting draws z from the env's uniforms (normal quantile, float64 NumPy); the learner's loss draws
+    its reparameterised samples with `rsample` from normals that come with the minibatch. The
+    log-probability corrects the Gaussian's by the tanh's Jacobian in the stable form
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (Haarnoja et al. 2018, appendix C)."""
+
+    LOG_STD_MIN = -20.0
+    LOG_STD_MAX = 2.0
+    exploration_options = ("random",)
+
+    def __init__(self, low, high):
+        super().__init__(low, high)
+        self.num_inputs = 2 * self.dim
+
+    def inputs(self, ops, params, head_out):
+        mean, log_std = head_out[:, :self.dim], head_out[:, self.dim:]
+        return ops.concat([mean, ops.clip(log_std, self.LOG_STD_MIN, self.LOG_STD_MAX)], axis=-1)
+
+    def rsample(self, ops, inputs, z):
+        """(actions tanh(mean + std z), their log-probabilities) for standard normals z [B, d]; differentiable."""
+        mean, log_std = inputs[:, :self.dim], inputs[:, self.dim:]
+        u = mean + ops.exp(log_std) * z
+        gauss = -0.5 * ops.sum(ops.square(z), axis=-1) - ops.sum(log_std, axis=-1) - 0.5 * self.dim * LOG_2PI
+        log_det = ops.sum(2.0 * (float(np.log(2.0)) - u - softplus(ops, -2.0 * u)), axis=-1)
+        return ops.tanh(u), gauss - log_det
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, random: float = 0.0, **explore) -> np.ndarray:
+        if random:
+            return self._uniform(noise)
+        x = np.asarray(inputs, np.float64)
+        u = x[:, :self.dim] + np.exp(x[:, self.dim:]) * normal_quantile(noise[:, :self.dim])
+        return np.tanh(u).astype(np.float32).reshape((-1,) + self.action_shape)
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        mean = np.tanh(np.asarray(inputs, np.float64)[:, :self.dim]).astype(np.float32)
+        return self.env_actions(mean)
+
+
+class TanhDeterministic(_BoxTanh):
+    """A deterministic policy in [-1, 1]^d (TD3, DDPG): inputs [B, d] = tanh(head). Acting adds Gaussian noise of
+    standard deviation `noise_scale` (exploration option) from the env's uniforms and clips to [-1, 1]."""
+
+    exploration_options = ("random", "noise_scale")
+
+    def __init__(self, low, high):
+        super().__init__(low, high)
+        self.num_inputs = self.dim
+
+    def inputs(self, ops, params, head_out):
+        return ops.tanh(head_out)
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, random: float = 0.0, noise_scale: float = 0.0,
+                     **explore) -> np.ndarray:
+        if random:
+            return self._uniform(noise)
+        x = np.asarray(inputs, np.float64)[:, :self.dim] + noise_scale * normal_quantile(noise[:, :self.dim])
+        return np.clip(x, -1.0, 1.0).astype(np.float32).reshape((-1,) + self.action_shape)
+
+    def greedy_numpy(self, inputs: np.ndarray) -> np.ndarray:
+        return self.env_actions(np.asarray(inputs, np.float32)[:, :self.dim])
+
+
+class SoftCategorical(Categorical):
+    """A categorical policy (discrete SAC) with the exploration option `random`: uniform actions before learning starts."""
+
+    exploration_options = ("random",)
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, random: float = 0.0, **explore) -> np.ndarray:
+        if random:
+            return np.minimum((noise[:, 0] * self.n).astype(np.int64), self.n - 1)
+        return super().sample_numpy(inputs, noise)
+
+
 class MultiCategorical(Distribution):
     """Independent categoricals over a MultiDiscrete space: logits concatenated, one uniform per component."""
 
@@ -307,6 +414,13 @@ def for_action_space(space: gym.Space, kind: str = "actor_critic", log_std_init:
     """The distribution for a Gymnasium action space and a module kind ("q" modules act
     epsilon-greedily, "policy" modules act deterministically on a Box; actor-critic modules
     sample: Categorical, MultiCategorical or a diagonal Gaussian)."""
+    if kind == "actor_q":  # off-policy actor-critic (SAC, TD3): squashed Gaussian, or categorical for Discrete
+        if isinstance(space, gym.spaces.Discrete):
+            return SoftCategorical(space.n)
+        if isinstance(space, gym.spaces.Box):
+            return SquashedGaussian(space.low, space.high)
+    if kind == "deterministic_actor_q" and isinstance(space, gym.spaces.Box):  # TD3, DDPG
+        return TanhDeterministic(space.low, space.high)
     if isinstance(space, gym.spaces.Discrete):
         return EpsilonGreedy(space.n) if kind == "q" else Categorical(space.n)
     if isinstance(space, gym.spaces.Box) and kind == "policy":
@@ -317,5 +431,6 @@ def for_action_space(space: gym.Space, kind: str = "actor_critic", log_std_init:
         return MultiCategorical(space.nvec)
     raise UnirlError(
         f"action space {space} is not supported for a `{kind}` module; unirl handles Discrete actions "
-        "(every module), Box (actor-critic: diagonal Gaussian; policy: deterministic) and MultiDiscrete (actor-critic)."
+        "(every module but the deterministic actor's), Box (actor-critic: diagonal Gaussian; policy: deterministic; "
+        "off-policy actor: squashed Gaussian or deterministic tanh) and MultiDiscrete (actor-critic)."
     )

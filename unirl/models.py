@@ -361,7 +361,65 @@ class PolicyNetwork(Module):
         return {"dist_inputs": self.forward_inference(ops, params, obs)}
 
 
-MODULE_KINDS = {"actor_critic": ActorCritic, "q": QNetwork, "policy": PolicyNetwork}
+class ActorQ(Module):
+    """An actor and twin Q critics on MLP towers (off-policy actor-critic: SAC, TD3, DDPG), and SAC's temperature.
+
+    Parameters, in this order (each learner trains a consecutive part): `pi/...` (the actor's tower and
+    head, dist.num_outputs wide), `q1/...` and `q2/...` (each a tower over [observation, action] with one
+    output for Box actions; over the observation with one output per action for Discrete ones) and
+    `log_alpha` (the log entropy temperature, a parameter set of its own for SAC; unused by TD3).
+    `forward_inference` gives the actor's distribution inputs (what acting needs).
+    """
+
+    kind = "actor_q"
+
+    def __init__(self, obs_dim, dist, config: ModelConfig, initial_log_alpha: float = 0.0):
+        config.validate()
+        if config.conv_filters or np.ndim(obs_dim) != 0:
+            raise UnirlError("the off-policy actor-critic module (SAC, TD3) takes flat Box observations; image "
+                             "observations need a convolutional torso it does not have yet.")
+        hidden = [int(h) for h in config.hidden_sizes]
+        self.discrete = not hasattr(dist, "dim")
+        self.action_dim = 0 if self.discrete else dist.dim
+        q_in = int(obs_dim) + self.action_dim
+        q_out = dist.n if self.discrete else 1
+        shapes = mlp_shapes("pi", [int(obs_dim)] + hidden)
+        shapes.update({"pi/out/w": (hidden[-1], dist.num_outputs), "pi/out/b": (dist.num_outputs,)})
+        for q in ("q1", "q2"):
+            shapes.update(mlp_shapes(q, [q_in] + hidden))
+            shapes.update({f"{q}/out/w": (hidden[-1], q_out), f"{q}/out/b": (q_out,)})
+        shapes["log_alpha"] = (1,)
+        self.torso_width = int(obs_dim)
+        self.initial_log_alpha = float(initial_log_alpha)
+        super().__init__(obs_dim, dist, config, shapes,
+                         {"pi/out/w": config.pi_out_gain, "q1/out/w": 1.0, "q2/out/w": 1.0})
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        params = super().init_params(seed)
+        params["log_alpha"] = np.full((1,), self.initial_log_alpha, np.float32)
+        return params
+
+    def forward_inference(self, ops, params, obs):
+        h = self.tower(ops, params, "pi", obs)
+        return self.dist.inputs(ops, params, self.dense(ops, params, "pi/out", h))
+
+    def forward_train(self, ops, params, obs) -> dict:
+        return {"dist_inputs": self.forward_inference(ops, params, obs)}
+
+    def q(self, ops, params, critic: str, obs, actions=None):
+        """Critic `critic` ("q1" or "q2"): Q(s, a) [B] for Box actions; Q(s, .) [B, n] for Discrete ones (actions None)."""
+        x = self.preprocess(ops, params, obs)
+        if not self.discrete:
+            x = ops.concat([x, ops.reshape(ops.cast_float(actions), (-1, self.action_dim))], axis=-1)
+        act = self._act(ops)
+        for i in range(len(self.hidden)):
+            x = act(ops.matmul(x, params[f"{critic}/{i}/w"]) + params[f"{critic}/{i}/b"])
+        out = self.dense(ops, params, f"{critic}/out", x)
+        return out if self.discrete else ops.reshape(out, (-1,))
+
+
+MODULE_KINDS = {"actor_critic": ActorCritic, "q": QNetwork, "policy": PolicyNetwork, "actor_q": ActorQ,
+                "deterministic_actor_q": ActorQ}
 
 
 def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Module:
@@ -383,7 +441,7 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
                          "of 1 (MLP), 2 (flattened) or 3 (HWC image: CNN) dimensions.")
     changes = {}
     if config.conv_filters is None:
-        changes["conv_filters"] = default_conv_filters(shape) if kind != "policy" else []
+        changes["conv_filters"] = default_conv_filters(shape) if kind in ("actor_critic", "q") else []
     if not config.obs_scale:
         uint8 = np.dtype(obs_space.dtype) == np.uint8 and np.all(np.asarray(obs_space.high) == 255)
         changes["obs_scale"] = 1.0 / 255.0 if uint8 else 1.0

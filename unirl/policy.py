@@ -96,12 +96,83 @@ def tree_replace(tree, values: dict, prefix: str = ""):
     return values[prefix]
 
 
+@dataclass(frozen=True)
+class Learner:
+    """One (loss, trained parameters, optimizer) triple of a policy with several losses.
+
+    `trains`: name prefixes of the parameters of `params` this loss trains (the rest are constants to
+    it; "q1/" trains every "q1/..." array); `optimizer`: its own chain (None: the algorithm's
+    default); `lr`: the hyperparameter key of its step size (its optimizer reads it as `lr`). The loss
+    has the single-loss signature, loss(ops, module, params, batch, hp, **other_sets)."""
+
+    name: str
+    loss: LossFn
+    trains: tuple = ()
+    optimizer: GradientTransformation | None = None
+    lr: str = "lr"
+
+
+@dataclass(frozen=True)
+class Polyak:
+    """Polyak averaging of one parameter set towards another, `dst <- (1 - tau) dst + tau src` (a target
+    network's soft update), with `tau` the hyperparameter of that name; run after the learners of a step."""
+
+    src: str = PARAMS
+    dst: str = "target_params"
+    tau: str = "tau"
+
+    def apply(self, ops, sets: dict, hp: dict) -> None:
+        tau = hp[self.tau]
+        sets[self.dst] = (1.0 - tau) * sets[self.dst] + tau * sets[self.src]
+
+
+def learner_ranges(layout, trains: tuple) -> list[tuple[int, int]]:
+    """The flat ranges [(start, end), ...] of the parameters whose names start with one of `trains`
+    (every parameter for ()), consecutive arrays merged."""
+    from unirl.errors import UnirlError
+
+    ranges: list[list[int]] = []
+    for name in layout.names:
+        if trains and not any(name.startswith(t) for t in trains):
+            continue
+        a, b = layout.slices[name]
+        if ranges and ranges[-1][1] == a:
+            ranges[-1][1] = b
+        else:
+            ranges.append([a, b])
+    if not ranges:
+        raise UnirlError(f"a learner trains {list(trains)}, which names no parameter of this module "
+                         f"(its parameters: {', '.join(layout.names[:8])}{', ...' if len(layout.names) > 8 else ''}).")
+    return [(a, b) for a, b in ranges]
+
+
+def _gather(ops, flat, ranges):
+    """The ranges of `flat`, one after the other."""
+    pieces = [flat[a:b] for a, b in ranges]
+    return pieces[0] if len(pieces) == 1 else ops.concat(pieces, axis=0)
+
+
+def _scatter(ops, flat, ranges, x, size):
+    """`flat` with the ranges replaced by consecutive pieces of `x`."""
+    pieces, pos, off = [], 0, 0
+    for a, b in ranges:
+        if a > pos:
+            pieces.append(flat[pos:a])
+        pieces.append(x[off:off + b - a])
+        off += b - a
+        pos = b
+    if pos < size:
+        pieces.append(flat[pos:size])
+    return pieces[0] if len(pieces) == 1 else ops.concat(pieces, axis=0)
+
+
 class Policy:
     """Acting (policy_outputs, compute_actions), learner passes (forward), learning (learn_on_batch,
     compute_gradients, apply_gradients) and state (weights per parameter set, optimizer state)."""
 
     def __init__(self, adapter, module, init_params: dict[str, np.ndarray], loss: LossFn | None = None,
-                 optimizer: GradientTransformation | None = None, param_sets: tuple = (PARAMS,)):
+                 optimizer: GradientTransformation | None = None, param_sets: tuple = (PARAMS,),
+                 learners: tuple = ()):
         self.adapter = adapter
         self.ops = adapter.ops
         self.module = module
@@ -112,6 +183,13 @@ class Policy:
         self._rows_multiple = int(getattr(module, "forward_rows_multiple", FORWARD_ROWS_MULTIPLE))
         self.loss = loss
         self.optimizer = optimizer
+        #: Several (loss, trained part, optimizer) triples (Learner) instead of one loss training all of `params`.
+        self.learners = tuple(learners)
+        if self.learners and loss is not None:
+            raise ValueError("a policy takes one `loss` or several `learners`, not both")
+        names = [l.name for l in self.learners]
+        if len(set(names)) != len(names):
+            raise ValueError(f"learner names must differ, got {names}")
         self.param_sets = tuple(param_sets)
         if PARAMS not in self.param_sets:
             raise ValueError(f"a policy's parameter sets must include `{PARAMS}`, got {self.param_sets}")
@@ -141,7 +219,8 @@ class Policy:
         #: Policies of this process built from equal ingredients share their compiled functions (JAX and
         #: TF trace each once per process, not once per policy: a new PPO policy's first iteration on
         #: CartPole with JAX 0.3-0.5 s -> ~0.03 s); unirl.policy.clear_compiled() forgets them.
-        self._share_key = _ingredients_key(adapter, module, loss, optimizer, self.param_sets)
+        self._share_key = _ingredients_key(adapter, module, loss if not self.learners else self.learners, optimizer,
+                                           self.param_sets)
         self._unflatten = self._compile("unflatten", unflatten)
         self._policy_out = self._compile("policy_out", policy_out)
         self._forward = self._compile("forward", forward)
@@ -150,6 +229,8 @@ class Policy:
         self._learn_steps = None
         self._grad_step = None
         self._apply_step = None
+        self._multi_steps: dict = {}
+        self._ranges = {l.name: learner_ranges(layout, l.trains) for l in self.learners}
         flat = layout.flatten(init_params)
         self.sets = {name: self.adapter.tensor(flat.copy()) for name in self.param_sets}
         #: Each parameter set's version: how many times it was changed (set, learned, updated) since the
@@ -157,7 +238,11 @@ class Policy:
         self.versions = {name: 0 for name in self.param_sets}
         self._refresh_acting_params()
         self.opt_state = None
-        if optimizer is not None:
+        if self.learners:
+            # one optimizer state per learner, over the parameters it trains: {learner name: state}
+            self.opt_state = adapter.tree_tensor({l.name: self._optimizer_of(l).init(
+                _numpy_ops(), np.concatenate([flat[a:b] for a, b in self._ranges[l.name]])) for l in self.learners})
+        elif optimizer is not None:
             self.opt_state = adapter.tree_tensor(optimizer.init(_numpy_ops(), flat))
 
     # -- weights -------------------------------------------------------------------------
@@ -344,6 +429,8 @@ class Policy:
         the learn step: ~1.5 ms less per PPO CartPole iteration than 20 calls, the same bits);
         a recorder (conformance's capture of one learning call) sees each step as a call."""
         _, hp = self._as_tensors({}, hp)  # floats become tensors once, not at every step
+        if self.learners:
+            raise ValueError("learn_epochs is for single-loss policies; call learn_on_batch per minibatch")
         n = len(next(iter(rows.values())))
         perms = [rng.permutation(n) for _ in range(num_epochs)]
         if self.adapter.compiled_loops and n % minibatch_size == 0 and self.recorder is None and perms:
@@ -379,11 +466,92 @@ class Policy:
             hp = self.hp_tensors(hp)
         return batch, hp
 
-    def learn_on_batch(self, batch, hp) -> dict:
+    def _optimizer_of(self, learner: Learner) -> GradientTransformation:
+        opt = learner.optimizer or self.optimizer
+        if opt is None:
+            raise ValueError(f"learner `{learner.name}` has no optimizer and the policy no default one")
+        return opt
+
+    def _active(self, learners) -> tuple:
+        """The learners named (all for None), in declared order; an unknown name is a UnirlError."""
+        if learners is None:
+            return self.learners
+        from unirl.errors import UnirlError
+
+        known = {l.name for l in self.learners}
+        for name in learners:
+            if name not in known:
+                raise UnirlError(f"this policy has no learner `{name}` (it has {', '.join(sorted(known)) or 'none'}).")
+        return tuple(l for l in self.learners if l.name in learners)
+
+    def _learner_grad_fn(self, learner: Learner):
+        """g(flat, others, batch, hp) -> ((loss, stats), gradient over the parameters `learner` trains): the
+        rest of `params` and the other sets are constants."""
+        ops, layout, module, size = self.ops, self.layout, self.module, self.layout.size
+        ranges = self._ranges[learner.name]
+
+        def loss_of_part(x, flat, others, batch, hp):
+            frozen = {name: layout.unflatten(ops, v) for name, v in others.items()}
+            full = _scatter(ops, flat, ranges, x, size)
+            return learner.loss(ops, module, layout.unflatten(ops, full), batch, hp, **frozen)
+
+        vg = self.adapter.value_and_grad(loss_of_part)
+
+        def grad(flat, others, batch, hp):
+            return vg(_gather(ops, flat, ranges), flat, others, batch, hp)
+
+        return grad
+
+    def _multi_step(self, active: tuple, then: tuple):
+        """The compiled step running the `active` learners in order (each on the parameters as the previous
+        left them), then the `then` updates (Polyak); one per (learners, updates) combination."""
+        key = (tuple(l.name for l in active), tuple(then))
+        step = self._multi_steps.get(key)
+        if step is not None:
+            return step
+        ops, size = self.ops, self.layout.size
+        parts = [(l, self._learner_grad_fn(l), self._optimizer_of(l), self._ranges[l.name]) for l in active]
+
+        def multi_step(flat, others, opt_state, batch, hp):
+            opt_state, stats, total = dict(opt_state), {}, 0.0
+            for learner, grad_fn, opt, ranges in parts:
+                (loss, learner_stats), grad = grad_fn(flat, others, batch, hp)
+                lhp = hp if learner.lr == "lr" else dict(hp, lr=hp[learner.lr])
+                x = _gather(ops, flat, ranges)
+                updates, opt_state[learner.name] = opt.update(ops, grad, opt_state[learner.name], x, lhp)
+                flat = _scatter(ops, flat, ranges, x + updates, size)
+                stats.update(learner_stats)
+                stats[f"{learner.name}_loss"] = loss
+                stats[f"{learner.name}_grad_gnorm"] = global_norm(ops, grad)
+                total = total + loss
+            stats["total_loss"] = total
+            sets = dict(others, **{PARAMS: flat})
+            for update in then:
+                update.apply(ops, sets, hp)
+            return sets, opt_state, stats
+
+        step = self._multi_steps[key] = self._compile("learn_step:" + ",".join(key[0]) + repr(key[1]), multi_step)
+        return step
+
+    def learn_on_batch(self, batch, hp, learners: tuple | None = None, then: tuple = ()) -> dict:
         """One gradient step (loss, then the optimizer chain) on a minibatch; `batch` and `hp`
-        are NumPy/floats or tensors. Returns the stats as tensors (see stats_numpy)."""
+        are NumPy/floats or tensors. Returns the stats as tensors (see stats_numpy).
+
+        A policy with several learners runs those named in `learners` (None: all), in their declared order,
+        then the `then` updates of other parameter sets (e.g. Polyak(tau="tau")), in one compiled step."""
         if self.recorder is not None:
-            self.recorder("learn", self, batch, hp)
+            self.recorder("learn", self, batch, hp, {"learners": learners, "then": then})
+        if self.learners:
+            batch, hp = self._as_tensors(batch, hp)
+            step = self._multi_step(self._active(learners), tuple(then))
+            sets, self.opt_state, stats = step(self.flat, self._others(), self.opt_state, batch, hp)
+            for name in [PARAMS] + [u.dst for u in then]:
+                self.sets[name] = sets[name]
+                self._bump(name)
+            self._acting_params = None
+            return stats
+        if learners is not None or then:
+            raise ValueError("`learners` and `then` are for policies with several learners")
         if self._learn_step is None:
             self._learn_step = self._build_learn_step()
         batch, hp = self._as_tensors(batch, hp)
@@ -415,7 +583,23 @@ class Policy:
         """(flat gradient of the loss, stats) without changing anything; the optimizer chain
         (clipping included) runs in apply_gradients."""
         if self.recorder is not None:
-            self.recorder("gradients", self, batch, hp)
+            self.recorder("gradients", self, batch, hp, {})
+        if self._grad_step is None and self.learners:
+            ops, size = self.ops, self.layout.size
+            parts = [(l, self._learner_grad_fn(l), self._ranges[l.name]) for l in self.learners]
+
+            def multi_grad_step(flat, others, batch, hp):
+                # each learner's gradient over its own parameters at the same point, side by side in one vector
+                grad, stats, total = ops.zeros_like(flat), {}, 0.0
+                for learner, grad_fn, ranges in parts:
+                    (loss, learner_stats), g = grad_fn(flat, others, batch, hp)
+                    grad = _scatter(ops, grad, ranges, g, size)
+                    stats.update(learner_stats)
+                    stats[f"{learner.name}_loss"] = loss
+                    total = total + loss
+                return grad, _stats_with_norms(ops, total, stats, grad)
+
+            self._grad_step = self._compile("grad_step", multi_grad_step)
         if self._grad_step is None:
             vg, ops = self._loss_and_grad(), self.ops
 
@@ -430,6 +614,9 @@ class Policy:
 
     def apply_gradients(self, grad: np.ndarray, hp) -> None:
         """Run the optimizer chain on a flat gradient (from compute_gradients, maybe another process's)."""
+        if self.learners:
+            raise ValueError("a policy with several learners learns with learn_on_batch (each learner's "
+                             "optimizer runs on its own loss's gradient)")
         if self._apply_step is None:
             opt, ops = self.optimizer, self.ops
 
@@ -488,9 +675,9 @@ class PolicySpec:
         return get_adapter(self.framework, deterministic=self.deterministic, num_threads=self.num_threads)
 
     def build(self, loss: LossFn | None = None, optimizer: GradientTransformation | None = None,
-              param_sets: tuple = (PARAMS,)) -> Policy:
+              param_sets: tuple = (PARAMS,), learners: tuple = ()) -> Policy:
         return Policy(self.adapter(), self.module, self.module.init_params(self.seed), loss=loss,
-                      optimizer=optimizer, param_sets=param_sets)
+                      optimizer=optimizer, param_sets=param_sets, learners=learners)
 
     def preload_modules(self) -> list[str]:
         """Modules a process backend may import before building workers (the framework adapter)."""

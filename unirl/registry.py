@@ -14,6 +14,8 @@ ALGORITHMS = {
     "IMPALA": "unirl.algorithms.impala:IMPALA",
     "ASYNC_DQN": "unirl.algorithms.async_dqn:AsyncDQN",
     "APPO": "unirl.algorithms.appo:APPO",
+    "SAC": "unirl.algorithms.sac:SAC",
+    "TD3": "unirl.algorithms.td3:TD3",
 }
 
 

@@ -16,6 +16,7 @@ The hooks a pattern calls on its algorithm (unirl.algorithm.Algorithm has a defa
 | `exploration(worker_id)` | with every sampling request: the distribution's exploration settings (`epsilon`), per worker |
 | `postprocess(batch)` | on the driver: sampled batch (or fragments) -> rows the loss reads |
 | `learn(rows, hp)` | on the driver: the learner's update on rows -> stats |
+| `learn_minibatch(rows, hp, step)` | replay patterns, on the driver: one gradient step on a replayed minibatch |
 | `after_update()` | after each update the pattern applies (async gradients: every gradient) |
 | `after_samples()` | after new env steps are counted and the learning owed for them is done (a target sync by env steps) |
 
@@ -149,7 +150,7 @@ class SyncReplay(Execution):
         for _ in range(num_steps):
             rows, idx, weights = self.driver.replay(a.config.replay_batch_size, a.learner_rng, self.beta())
             rows[WEIGHTS] = weights
-            stats = a.policy.learn_on_batch(rows, hp)
+            stats = a.learn_minibatch(rows, hp, self.grad_steps)
             if self.buffer.prioritized:
                 td = a.policy.stats_numpy({self.priority_stat: stats[self.priority_stat]})[self.priority_stat]
                 self.driver.update_priorities(idx, td)
@@ -259,9 +260,9 @@ class AsyncGradients(_Scheduled):
                 algo.backend.get(algo.backend.call(w, "set_recorder", self._recorder))
         return driver
 
-    def _recorder(self, kind, policy, batch, hp):
+    def _recorder(self, kind, policy, batch, hp, options):
         if self.algo.policy.recorder is not None:
-            self.algo.policy.recorder(kind, policy, batch, hp)
+            self.algo.policy.recorder(kind, policy, batch, hp, options)
 
     def _request(self, wid: int) -> tuple:
         """The arguments of a compute_gradients request to worker `wid`: every set with its version, hp, exploration."""
@@ -451,7 +452,7 @@ class AsyncReplay(Execution):
         key = self.priority_stat
         for rows, idx, weights in batches:
             rows[WEIGHTS] = weights
-            stats = a.policy.learn_on_batch(rows, hp)
+            stats = a.learn_minibatch(rows, hp, self.grad_steps)
             updates.append((idx, a.policy.stats_numpy({key: stats[key]})[key]))
             self.grad_steps += 1
         p.update_priorities(shard, updates)
