@@ -25,57 +25,31 @@ import numpy as np
 
 from unirl import sample_batch as sb
 from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS, DQN, DQNConfig, n_step_rows
-from unirl.config import AsyncConfig
+from unirl.config import AsyncReplayConfig
 from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
 from unirl.execution.async_replay import REPLAY_SHARD_STREAM, ReplayShard  # noqa: F401 (re-exported)
-from unirl.rollout import RolloutWorker
-
 
 
 @dataclass
-class ApeXConfig(DQNConfig, AsyncConfig):
-    """Ape-X's options (plus DQN's). `num_workers` is the number of actors; replay is always prioritized."""
+class ApeXConfig(DQNConfig, AsyncReplayConfig):
+    """Ape-X's options (plus DQN's and the async replay pattern's). `num_workers` is the number of actors; replay is
+    always prioritized."""
 
     #: Actors (rollout workers), each hosting num_envs_per_worker envs.
     num_workers: int = 2
     #: Env steps per iteration over all envs: each actor task samples train_batch_size / (total envs) steps of its envs.
     train_batch_size: int = 64
-    #: Replay shards (stateful workers holding a prioritized buffer each).
-    num_replay_shards: int = 2
     #: Rows each shard holds.
     replay_buffer_capacity: int = 50_000
     #: Base epsilon of the per-env schedule eps_i = eps ** (1 + alpha * i / (N - 1)).
     apex_epsilon: float = 0.4
     #: Exponent spread alpha of that schedule.
     apex_epsilon_alpha: float = 7.0
-    #: Send the learner's weights to an actor when its copy is this many learner steps old.
-    weight_sync_period: int = 16
-    #: Minibatches the learner pulls from a shard in one request (and whose priorities it sends back in
-    #: one message): a learner turn takes up to this many gradient steps. More divides the messages per
-    #: learner step (each costs ~1 ms of CPU on Ray) at the price of priorities that lag by up to this
-    #: many steps within a turn. 1 is the paper's learner: one minibatch per request.
-    replay_batches_per_request: int = 1
-    #: Actor results consumed per iteration (0: one per actor).
-    actor_batches_per_iteration: int = 0
-    #: Learner steps per env step the learner never falls below: the driver steps before it consumes more
-    #: actor results (actors wait meanwhile). None (the default): training_intensity, so the replay ratio
-    #: holds whatever the number of actors (a free learner falls behind 4 actors on 2 cores: its target
-    #: network then syncs every few learner steps and Q diverges). 0: the learner runs free, as in the
-    #: paper; training_intensity is the cap.
-    min_training_intensity: typing.Optional[float] = None
 
     def validate(self) -> None:
         super().validate()
-        if self.num_replay_shards < 1 or self.weight_sync_period < 1 or self.replay_batches_per_request < 1:
-            raise UnirlError("config keys `num_replay_shards`, `weight_sync_period` and `replay_batches_per_request` "
-                             "must be at least 1.")
-        if self.min_training_intensity is None:
-            self.min_training_intensity = self.training_intensity
-        if not 0.0 <= self.min_training_intensity <= self.training_intensity:
-            raise UnirlError("config key `min_training_intensity` must lie in [0, training_intensity], "
-                             f"got {self.min_training_intensity}.")
         if not 0.0 <= self.apex_epsilon <= 1.0:
             raise UnirlError(f"config key `apex_epsilon` must lie in [0, 1], got {self.apex_epsilon}.")
 
@@ -97,30 +71,20 @@ def initial_priorities(q: np.ndarray, q_next: np.ndarray, rows: dict, eps: float
     return np.abs(td) + eps
 
 
-class ApeXActor(RolloutWorker):
-    """A rollout worker that returns n-step rows with initial priorities (and a summary for the counters).
+def actor_epsilons(config, spec) -> dict:
+    """An actor's envs' epsilons, from their global indices (so a replaced actor explores as the one it replaces)."""
+    eps = apex_epsilons(config.num_envs, config.apex_epsilon, config.apex_epsilon_alpha)
+    return {"epsilon": eps[spec.env_start:spec.env_start + spec.num_envs]}
 
-    Its envs' epsilons follow from their global indices (apex_epsilons), so a replaced actor explores as the
-    one it replaces."""
 
-    def __init__(self, spec, config):
-        super().__init__(spec)
-        eps = apex_epsilons(config.num_envs, config.apex_epsilon, config.apex_epsilon_alpha)
-        self.epsilon = eps[spec.env_start:spec.env_start + spec.num_envs]
-        self.gamma, self.n_step, self.priority_eps = config.gamma, config.n_step, config.prioritized_replay_eps
+def actor_rows(batch, config) -> dict:
+    return n_step_rows(batch, config.gamma, config.n_step)
 
-    @staticmethod
-    def preload_modules(spec, *rest) -> list[str]:
-        return RolloutWorker.preload_modules(spec)
 
-    def sample_with_priorities(self, flat_weights=None):
-        batch = self.sample(flat_weights, epsilon=self.epsilon)
-        rows = n_step_rows(batch, self.gamma, self.n_step)
-        n = len(rows[sb.OBS])
-        q = self.policy.forward(np.concatenate([rows[sb.OBS], rows[NEXT_OBS]]))["q"]
-        prios = initial_priorities(q[:n], q[n:], rows, self.priority_eps)
-        summary = sb.SampleBatch({k: batch[k] for k in (sb.REWARDS, sb.EP_KEYS, sb.EP_RETURNS, sb.EP_LENGTHS)})
-        return summary, rows, prios
+def actor_priorities(policy, rows, config) -> np.ndarray:
+    n = len(rows[sb.OBS])
+    q = policy.forward(np.concatenate([rows[sb.OBS], rows[NEXT_OBS]]))["q"]
+    return initial_priorities(q[:n], q[n:], rows, config.prioritized_replay_eps)
 
 
 class ApeX(DQN):
@@ -138,7 +102,7 @@ class ApeX(DQN):
         # Asynchronous: levels 2 and 3 replay the free-running reference run's recorded schedule.
         reproducibility=REPLAYABLE,
     )
-    execution = loops.AsyncReplay(actor_cls=ApeXActor)
+    execution = loops.AsyncReplay(exploration=actor_epsilons, rows=actor_rows, priorities=actor_priorities)
     #: DQN's keys Ape-X accepts and does not use (the conformance suite's config-keys check reads this).
     inert_config_keys = {
         "exploration_initial_eps": "Ape-X's actors explore with fixed per-env epsilons (apex_epsilon, apex_epsilon_alpha)",

@@ -90,8 +90,10 @@ class TD3(Algorithm):
         run_config={"env": "Pendulum-v1", "total_envs": 12, "train_batch_size": 24, "learning_starts": 24,
                     "replay_batch_size": 32, "training_intensity": 0.5,
                     "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
-        curve_config={"env": "Pendulum-v1", "total_envs": 4, "train_batch_size": 16, "learning_starts": 16,
-                      "replay_batch_size": 32, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
+        # 50 steps per env and iteration: every env ends an episode (200 steps) every 4 iterations
+        curve_config={"env": "Pendulum-v1", "total_envs": 4, "train_batch_size": 200, "learning_starts": 200,
+                      "replay_batch_size": 32, "training_intensity": 0.25,
+                      "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
         learning={"config": {"env": "Pendulum-v1"}, "score": -200.0, "budget": 30_000, "eval_episodes": 10},
     )
 

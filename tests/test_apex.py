@@ -62,7 +62,7 @@ def test_epsilons_follow_the_formula_by_global_env_index():
     for workers in (1, 2, 4):
         algo = unirl.build("APEX", apex_config("local", workers))
         try:
-            got = np.concatenate([algo.backend._workers[h.worker_id].epsilon for h in algo.pattern.actors])
+            got = np.concatenate([algo.backend._workers[h.worker_id].explore["epsilon"] for h in algo.pattern.actors])
         finally:
             algo.stop()
         assert np.array_equal(got, apex_epsilons(12, 0.4, 7.0)), workers

@@ -312,7 +312,6 @@ class ReplayConfig(AlgorithmConfig):
     #: Added to |TD error| so every row keeps a chance to be replayed.
     prioritized_replay_eps: float = 1e-6
 
-
     def validate(self) -> None:
         super().validate()
         for key in ("replay_buffer_capacity", "replay_batch_size"):
@@ -324,3 +323,39 @@ class ReplayConfig(AlgorithmConfig):
             raise UnirlError("config key `learning_starts` must not be negative.")
         if self.prioritized_replay_alpha < 0 or self.prioritized_replay_beta < 0:
             raise UnirlError("config keys `prioritized_replay_alpha` and `prioritized_replay_beta` must not be negative.")
+
+
+@dataclass
+class AsyncReplayConfig(ReplayConfig, AsyncConfig):
+    """Options of the async replay execution pattern (unirl.execution.loops.AsyncReplay: Ape-X DQN, Ape-X TD3):
+    replay shards, the learner's requests, the actors' weight syncs and the learner/actor balance."""
+
+    #: Replay shards (stateful workers holding a prioritized buffer each).
+    num_replay_shards: int = 2
+    #: Send the learner's weights to an actor when its copy is this many learner steps old.
+    weight_sync_period: int = 16
+    #: Minibatches the learner pulls from a shard in one request (and whose priorities it sends back in
+    #: one message): a learner turn takes up to this many gradient steps. More divides the messages per
+    #: learner step (each costs ~1 ms of CPU on Ray) at the price of priorities that lag by up to this
+    #: many steps within a turn. 1 is the paper's learner: one minibatch per request.
+    replay_batches_per_request: int = 1
+    #: Actor results consumed per iteration (0: one per actor).
+    actor_batches_per_iteration: int = 0
+    #: Learner steps per env step the learner never falls below: the driver steps before it consumes more
+    #: actor results (actors wait meanwhile). None (the default): training_intensity, so the replay ratio
+    #: holds whatever the number of actors (a free learner falls behind 4 actors on 2 cores: its target
+    #: network then syncs every few learner steps and Q diverges). 0: the learner runs free, as in the
+    #: paper; training_intensity is the cap.
+    min_training_intensity: typing.Optional[float] = None
+
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_replay_shards < 1 or self.weight_sync_period < 1 or self.replay_batches_per_request < 1:
+            raise UnirlError("config keys `num_replay_shards`, `weight_sync_period` and `replay_batches_per_request` "
+                             "must be at least 1.")
+        if self.min_training_intensity is None:
+            self.min_training_intensity = self.training_intensity
+        if not 0.0 <= self.min_training_intensity <= self.training_intensity:
+            raise UnirlError("config key `min_training_intensity` must lie in [0, training_intensity], "
+                             f"got {self.min_training_intensity}.")

@@ -230,6 +230,7 @@ class Policy:
         self._grad_step = None
         self._apply_step = None
         self._multi_steps: dict = {}
+        self._calls: dict = {}
         self._ranges = {l.name: learner_ranges(layout, l.trains) for l in self.learners}
         flat = layout.flatten(init_params)
         self.sets = {name: self.adapter.tensor(flat.copy()) for name in self.param_sets}
@@ -348,6 +349,20 @@ class Policy:
         obs, n = _pad_rows(np.asarray(obs, np.float32), self._rows_multiple)
         out = self._forward(self._params, self.adapter.call_input(obs))
         return {k: self.adapter.numpy(v)[:n] for k, v in out.items()}
+
+    def call(self, fn, batch: dict[str, np.ndarray]):
+        """fn(ops, module, params, batch) on the trained parameters, compiled once per function (a worker's own
+        computation on the module: Ape-X TD3's actors' TD errors, say); NumPy arrays in and out."""
+        compiled = self._calls.get(fn)
+        if compiled is None:
+            ops, layout, module = self.ops, self.layout, self.module
+
+            def run(flat, batch):
+                return fn(ops, module, layout.unflatten(ops, flat), batch)
+
+            compiled = self._calls[fn] = self.adapter.compile(run)
+        out = compiled(self.flat, {k: self.adapter.call_input(np.asarray(v)) for k, v in batch.items()})
+        return self.adapter.tree_numpy(out)
 
     def compute_actions(self, obs: np.ndarray, noise: np.ndarray | None = None, **explore) -> np.ndarray:
         """Actions for a batch of observations: drawn with `noise` ([N, dist.noise_per_step]
@@ -487,13 +502,20 @@ class Policy:
     def _learner_grad_fn(self, learner: Learner):
         """g(flat, others, batch, hp) -> ((loss, stats), gradient over the parameters `learner` trains): the
         rest of `params` and the other sets are constants."""
-        ops, layout, module, size = self.ops, self.layout, self.module, self.layout.size
+        from unirl.models import ParamLayout
+
+        ops, layout, module = self.ops, self.layout, self.module
         ranges = self._ranges[learner.name]
+        # the trained arrays are views of x (in layout order, as _gather lays them out), the others of the constant
+        # flat vector: the backward pass then computes no gradient for an array the learner does not train
+        trained = ParamLayout({n: layout.shapes[n] for n in layout.names
+                               if any(a <= layout.slices[n][0] < b for a, b in ranges)})
 
         def loss_of_part(x, flat, others, batch, hp):
             frozen = {name: layout.unflatten(ops, v) for name, v in others.items()}
-            full = _scatter(ops, flat, ranges, x, size)
-            return learner.loss(ops, module, layout.unflatten(ops, full), batch, hp, **frozen)
+            params = layout.unflatten(ops, flat)
+            params.update(trained.unflatten(ops, x))
+            return learner.loss(ops, module, params, batch, hp, **frozen)
 
         vg = self.adapter.value_and_grad(loss_of_part)
 

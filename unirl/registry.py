@@ -16,6 +16,7 @@ ALGORITHMS = {
     "APPO": "unirl.algorithms.appo:APPO",
     "SAC": "unirl.algorithms.sac:SAC",
     "TD3": "unirl.algorithms.td3:TD3",
+    "APEX_TD3": "unirl.algorithms.apex_td3:ApeXTD3",
 }
 
 

@@ -27,18 +27,56 @@ moment a shard's loss is noticed depends on timing, so a run is replayable only 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from unirl import sample_batch as sb
 from unirl import seeding
 from unirl.errors import UnirlError
 from unirl.execution.recovery import WorkerGroup, WorkerLost
 from unirl.execution.schedule import ArrivalSchedule
 from unirl.replay import PrioritizedReplayBuffer
+from unirl.rollout import RolloutWorker
+from unirl.sample_batch import SampleBatch
 
 #: Seed stream of the replay shards' sampling generators (entropy tag; see unirl.seeding).
 REPLAY_SHARD_STREAM = 1011
+
+
+@dataclass
+class ActorParts:
+    """What a replay actor does besides sampling (plain data: module-level functions travel by reference).
+
+    `exploration(config, spec) -> dict`: the exploration settings of this actor's envs, fixed for the run (keyed by
+    the global env indices in `spec`, so a split of envs over actors changes nothing); `rows(batch, config)`: replay
+    rows from a sampled batch (n-step transitions); `priorities(policy, rows, config)`: their initial priorities,
+    computed with the actor's own copy of the network."""
+
+    exploration: Callable
+    rows: Callable
+    priorities: Callable
+
+
+class ReplayActor(RolloutWorker):
+    """A rollout worker that returns replay rows with initial priorities (and a summary for the counters)."""
+
+    def __init__(self, spec, config, parts: ActorParts):
+        super().__init__(spec)
+        self.config, self.parts = config, parts
+        self.explore = parts.exploration(config, spec)
+
+    @staticmethod
+    def preload_modules(spec, *rest) -> list[str]:
+        return RolloutWorker.preload_modules(spec)
+
+    def sample_with_priorities(self, flat_weights=None):
+        batch = self.sample(flat_weights, **self.explore)
+        rows = self.parts.rows(batch, self.config)
+        priorities = self.parts.priorities(self.policy, rows, self.config)
+        summary = SampleBatch({k: batch[k] for k in (sb.REWARDS, sb.EP_KEYS, sb.EP_RETURNS, sb.EP_LENGTHS)})
+        return summary, rows, priorities
 
 
 class ReplayShard:

@@ -394,23 +394,25 @@ class AsyncReplay(Execution):
     (stateful workers) and runs the learner free of the actors: a learner turn pulls prioritized minibatches from
     a shard, learns on each and sends the new priorities back (unirl.execution.async_replay has the data flow).
 
-    `actor_cls(spec, config)`: a rollout worker with `sample_with_priorities(weights) -> (counters, rows,
-    priorities)`. Config keys read: num_replay_shards, replay_buffer_capacity (per shard), replay_batch_size,
+    The actors (unirl.execution.async_replay.ReplayActor) explore with `exploration(config, spec)`, turn batches
+    into rows with `rows(batch, config)` and give them initial priorities with `priorities(policy, rows, config)`
+    (module-level functions: they travel by reference). Config keys read: num_replay_shards, replay_buffer_capacity (per shard), replay_batch_size,
     replay_batches_per_request, learning_starts, training_intensity, min_training_intensity,
     weight_sync_period, actor_batches_per_iteration, prioritized_replay_* and arrival_schedule.
 
     Replayable: the schedule records an actor id for each result consumed and num_workers (the learner's
     id) for each learner turn."""
 
-    def __init__(self, actor_cls, priority_stat: str = "td_error"):
-        self.actor_cls = actor_cls
+    def __init__(self, exploration: Callable, rows: Callable, priorities: Callable, priority_stat: str = "td_error"):
+        self.actor_parts = _ar.ActorParts(exploration, rows, priorities)
         self.priority_stat = priority_stat
 
     def start(self, algo):
         c = algo.config
         shard_args = [(j, c.seed, c.replay_buffer_capacity, c.prioritized_replay_alpha, c.prioritized_replay_eps)
                       for j in range(c.num_replay_shards)]
-        driver = _ar.AsyncReplay(algo.backend, self.actor_cls, [(s, c) for s in algo.worker_specs()], _ar.ReplayShard,
+        actor_args = [(s, c, self.actor_parts) for s in algo.worker_specs()]
+        driver = _ar.AsyncReplay(algo.backend, _ar.ReplayActor, actor_args, _ar.ReplayShard,
                                  shard_args, replay_schedule=c.arrival_schedule, timeout=c.worker_timeout_s or None)
         self.grad_steps = 0
         self.learner_turns = 0  # learner turns so far (grad_steps when replay_batches_per_request is 1)
