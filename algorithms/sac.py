@@ -9,7 +9,7 @@ Three losses, each with its own parameters and optimizer (unirl.policy.Learner),
 - temperature (`log_alpha`): -log alpha (log pi(a|s) + target entropy), the entropy held near -|A|;
 
 then the target critics follow by Polyak averaging (`tau`). The learner's normals z come with each minibatch,
-drawn from the learner's generator, and acting's from each env's own noise stream, so every backend and
+keyed by (run seed, gradient step), and acting's from each env's own noise stream, so every backend and
 worker count gives the same bits. Before `learning_starts` env steps, actions are uniform.
 """
 from __future__ import annotations
@@ -25,12 +25,12 @@ from unirl.algorithm import Algorithm
 from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS, n_step_rows
 from unirl.config import ReplayConfig
 from unirl.conformance_spec import ConformanceSpec
-from unirl.distributions import normal_quantile
 from unirl.errors import UnirlError
 from unirl.execution import loops
 from unirl.optim import chain, adam, clip_by_global_norm
 from unirl.policy import Learner, Polyak
 from unirl.replay import WEIGHTS
+from unirl.seeding import StepNormals
 
 #: Replayed minibatch columns the learner adds: standard normals for the actor's sample at s, and at s'.
 NOISE = "noise"
@@ -93,11 +93,6 @@ class SACConfig(OffPolicyActorCriticConfig):
             raise UnirlError(f"config key `initial_alpha` must be positive, got {self.initial_alpha}.")
         if self.target_update_interval < 1:
             raise UnirlError("config key `target_update_interval` must be at least 1.")
-
-
-def learner_normals(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
-    """[rows, dim] standard normals (float32) from the learner's generator, by the exact normal quantile."""
-    return normal_quantile(rng.random((rows, dim))).astype(np.float32)
 
 
 def min_q(ops, module, params, obs, actions):
@@ -202,6 +197,12 @@ class SAC(Algorithm):
         spec.module.initial_log_alpha = math.log(config.initial_alpha)
         return spec
 
+    def setup(self) -> None:
+        #: The learner's normals of each gradient step (keyed by the run seed and the step: every backend, every
+        #: worker count and a resumed run draw the same).
+        self.learner_normals = StepNormals(self.config.seed)
+        super().setup()
+
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
         return n_step_rows(batch, self.config.gamma, self.config.n_step)
 
@@ -220,9 +221,9 @@ class SAC(Algorithm):
     def learn_minibatch(self, rows: dict, hp: dict, step: int):
         c = self.config
         if not self.policy.module.discrete:
-            n, d = len(rows[sb.OBS]), self.policy.dist.dim
-            rows[NOISE] = learner_normals(self.learner_rng, n, d)
-            rows[NEXT_NOISE] = learner_normals(self.learner_rng, n, d)
+            d = self.policy.dist.dim
+            z = self.learner_normals(step, len(rows[sb.OBS]), 2 * d)
+            rows[NOISE], rows[NEXT_NOISE] = z[:, :d], z[:, d:]
         learners = ("critic", "actor", "alpha") if (step + 1) % c.policy_delay == 0 else ("critic",)
         then = (Polyak(tau="tau"),) if (step + 1) % c.target_update_interval == 0 else ()
         return self.policy.learn_on_batch(rows, hp, learners=learners, then=then)

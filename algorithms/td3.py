@@ -6,7 +6,7 @@ execution pattern; DDPG (Lillicrap et al. 2016) is the TD3 config `{"twin_q": fa
 - actor (`pi/`): -Q1(s, pi(s)), every `policy_delay` critic updates (delayed policy updates), followed by
   Polyak averaging of every target network (`tau`).
 
-The smoothing normals eps come with each minibatch from the learner's generator; acting adds Gaussian
+The smoothing normals eps come with each minibatch, keyed by (run seed, gradient step); acting adds Gaussian
 noise (`exploration_noise`) from each env's own stream; before `learning_starts` env steps, actions are
 uniform. So every backend and worker count gives the same bits.
 """
@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
 from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS, n_step_rows
-from unirl.algorithms.sac import NEXT_NOISE, OffPolicyActorCriticConfig, learner_normals
+from unirl.algorithms.sac import NEXT_NOISE, OffPolicyActorCriticConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
 from unirl.optim import adam, chain, clip_by_global_norm
 from unirl.policy import Learner, Polyak
 from unirl.replay import WEIGHTS
+from unirl.seeding import StepNormals
 
 
 @dataclass
@@ -107,6 +108,10 @@ class TD3(Algorithm):
         return (Learner(critic.name, critic.loss, critic.trains if config.twin_q else ("q1/",), opt()),
                 Learner(actor.name, actor.loss, actor.trains, opt()))
 
+    def setup(self) -> None:
+        self.learner_normals = StepNormals(self.config.seed)  # the smoothing noise of each gradient step
+        super().setup()
+
     def postprocess(self, batch: sb.SampleBatch):
         return n_step_rows(batch, self.config.gamma, self.config.n_step)
 
@@ -124,7 +129,7 @@ class TD3(Algorithm):
 
     def learn_minibatch(self, rows: dict, hp: dict, step: int):
         """A critic step; every policy_delay-th also an actor step, then the targets' Polyak update."""
-        rows[NEXT_NOISE] = learner_normals(self.learner_rng, len(rows[sb.OBS]), self.policy.dist.dim)
+        rows[NEXT_NOISE] = self.learner_normals(step, len(rows[sb.OBS]), self.policy.dist.dim)
         if (step + 1) % self.config.policy_delay == 0:
             return self.policy.learn_on_batch(rows, hp, learners=("critic", "actor"), then=(Polyak(tau="tau"),))
         return self.policy.learn_on_batch(rows, hp, learners=("critic",))

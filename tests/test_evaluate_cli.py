@@ -59,7 +59,16 @@ EVERY_ALGORITHM = {
     "DQN": {"learning_starts": 0}, "APEX": {"learning_starts": 0}, "ASYNC_DQN": {},
     "ES": {"episodes_per_batch": 8, "noise_table_size": 200000, "model": {"hidden_sizes": [8]}},
     "ARS": {"noise_table_size": 100000},
+    "SAC": {"learning_starts": 64, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},  # discrete SAC
+    "TD3": {"env": "Pendulum-v1", "learning_starts": 12, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
+    "APEX_TD3": {"env": "Pendulum-v1", "learning_starts": 0, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
 }
+
+
+def test_every_registered_algorithm_is_checked():
+    from unirl.registry import ALGORITHMS
+
+    assert set(EVERY_ALGORITHM) == set(ALGORITHMS)
 
 
 @pytest.mark.timeout(120)

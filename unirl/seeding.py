@@ -22,6 +22,8 @@ PERTURBATION_EPISODE = 8
 # A replaced worker's envs and noise (unirl.execution.recovery): keyed by (run seed, env index, restart count).
 RESTART_ENV_RESET = 9
 RESTART_ACTION_NOISE = 10
+# The learner's own noise (SAC's reparameterised samples, TD3's target smoothing): keyed by (run seed, step block).
+LEARNER_NOISE = 12
 
 
 def seed_sequence(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.SeedSequence:
@@ -72,3 +74,23 @@ class EnvNoise:
             g.bit_generator.state = s
         self._buf = np.asarray(state["buf"])
         self._pos = int(state["pos"])
+
+
+class StepNormals:
+    """Standard normals for a learner's gradient steps: step s gets a [rows, width] float32 array that depends
+    only on (run seed, s, rows, width), drawn in blocks of `block` steps (one generator keyed by (run seed,
+    block index) each) and turned into normals by the exact normal quantile. Nothing to checkpoint: a
+    resumed run asks for the same steps and gets the same numbers."""
+
+    def __init__(self, run_seed: int, block: int = 64):
+        self.run_seed, self.block = int(run_seed), int(block)
+        self._key, self._normals = None, None
+
+    def __call__(self, step: int, rows: int, width: int) -> np.ndarray:
+        from unirl.distributions import normal_quantile
+
+        b = step // self.block
+        if self._key != (b, rows, width):
+            u = generator(self.run_seed, LEARNER_NOISE, b, rows, width).random((self.block, rows, width))
+            self._key, self._normals = (b, rows, width), normal_quantile(u).astype(np.float32)
+        return self._normals[step % self.block]
