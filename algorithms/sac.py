@@ -179,7 +179,7 @@ class SAC(Algorithm):
                       "replay_batch_size": 32, "training_intensity": 0.25,
                       "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
         learning={"config": {"env": "Pendulum-v1", "lr": 1e-3}, "score": -200.0, "budget": 20_000,
-                  "eval_episodes": 10},
+                  "eval_episodes": 10, "eval_every": 2000},
     )
 
     @classmethod

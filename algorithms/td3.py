@@ -95,7 +95,8 @@ class TD3(Algorithm):
         curve_config={"env": "Pendulum-v1", "total_envs": 4, "train_batch_size": 200, "learning_starts": 200,
                       "replay_batch_size": 32, "training_intensity": 0.25,
                       "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
-        learning={"config": {"env": "Pendulum-v1"}, "score": -200.0, "budget": 30_000, "eval_episodes": 10},
+        learning={"config": {"env": "Pendulum-v1"}, "score": -200.0, "budget": 30_000, "eval_episodes": 10,
+                  "eval_every": 2000},
     )
 
     @classmethod

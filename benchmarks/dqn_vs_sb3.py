@@ -16,7 +16,6 @@ after the clock stops, on the weights at that point.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -24,28 +23,10 @@ import time
 
 import numpy as np
 
-from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, run_in_fresh_process, run_one, sb3_missing,
-                                          sb3_stop_callback, train_until_target)
+from unirl.benchmarks.ppo_vs_sb3 import (TARGET, WINDOW, comparison_args, run_comparison, sb3_greedy_mean,
+                                          sb3_stop_callback, train_until_target, write_records)
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "configs", "dqn_cartpole.json")
-
-
-def greedy_mean_sb3(model, seed: int, episodes: int = 20) -> float:
-    import gymnasium as gym
-
-    env = gym.make("CartPole-v1")
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=10_000 + seed * 100 + ep)
-        done, total = False, 0.0
-        while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, r, term, trunc, _ = env.step(int(action))
-            total += r
-            done = term or trunc
-        returns.append(total)
-    env.close()
-    return float(np.mean(returns))
 
 
 def run_sb3(seed: int, budget: int) -> dict:
@@ -69,7 +50,7 @@ def run_sb3(seed: int, budget: int) -> dict:
             "steps_to_475": cb.hit[1] if cb.hit else None, "cpu_s_to_475": cb.hit[2] if cb.hit else None,
             "steps": steps, "wall_s": wall, "cpu_s": cpu,
             "env_steps_per_s": steps / wall, "last20_mean": float(np.mean(cb.returns[-WINDOW:])),
-            "greedy_mean_20": greedy_mean_sb3(model, seed)}
+            "greedy_mean_20": sb3_greedy_mean(model, "CartPole-v1", seed, 20)}
 
 
 def run_unirl(seed: int, budget: int, config: dict) -> dict:
@@ -100,30 +81,10 @@ def warm_up(library: str, config: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--budget", type=int, default=50_000, help="env steps before giving up")
-    p.add_argument("--config", default=DEFAULT_CONFIG, help="unirl DQN config: a JSON file or a JSON string")
-    p.add_argument("--skip-sb3", action="store_true")
-    p.add_argument("--json", help="write the records here")
-    p.add_argument("--run-one", choices=("sb3", "unirl"), help=argparse.SUPPRESS)  # a child of run_in_fresh_process
-    args = p.parse_args(argv)
-    if os.path.exists(args.config):
-        with open(args.config) as f:
-            config = json.load(f)
-    else:
-        config = json.loads(args.config)
-    config.pop("_comment", None)
-    if args.run_one:
-        return run_one(args.run_one, args.seeds[0], args.budget, config, warm_up, run_sb3, run_unirl)
-    if sb3_missing(args.skip_sb3):
-        return 2
-    records = []
-    for seed in args.seeds:
-        for lib in ("sb3", "unirl") if not args.skip_sb3 else ("unirl",):
-            records.append(run_in_fresh_process(__file__, ["--run-one", lib, "--seeds", str(seed), "--budget",
-                                                           str(args.budget), "--config", json.dumps(config)], lib))
-            print(json.dumps(records[-1]), flush=True)
+    args, config = comparison_args(__doc__.splitlines()[0], argv, 50_000, DEFAULT_CONFIG)
+    records = run_comparison(__file__, args, config, warm_up, run_sb3, run_unirl)
+    if isinstance(records, int):
+        return records
     summary = {}
     for lib in ("sb3", "unirl"):
         rows = [r for r in records if r["library"] == lib]
@@ -136,9 +97,7 @@ def main(argv=None) -> int:
                             "median_env_steps_per_s": statistics.median(r["env_steps_per_s"] for r in rows),
                             "greedy_means": [r["greedy_mean_20"] for r in rows]}
     print(json.dumps(summary, indent=1))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"records": records, "summary": summary, "unirl_config": config}, f, indent=1)
+    write_records(args.json, records, summary, config)
     return 0
 
 

@@ -40,8 +40,8 @@ def load_config(path: str | None) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def sb3_stop_callback(t0: float, c0: float):
-    """An SB3 callback that stops training once the last WINDOW training episodes average >= TARGET, and
+def sb3_stop_callback(t0: float, c0: float, target: float = TARGET, window: int = WINDOW):
+    """An SB3 callback that stops training once the last `window` training episodes average >= `target`, and
     keeps (wall s, env steps, CPU s) since (t0, c0) at that step in `.hit` (None if never reached)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -54,7 +54,7 @@ def sb3_stop_callback(t0: float, c0: float):
             for info in self.locals["infos"]:
                 if "episode" in info:
                     self.returns.append(info["episode"]["r"])
-            if len(self.returns) >= WINDOW and np.mean(self.returns[-WINDOW:]) >= TARGET:
+            if len(self.returns) >= window and np.mean(self.returns[-window:]) >= target:
                 self.hit = (time.perf_counter() - t0, self.num_timesteps, time.process_time() - c0)
                 return False
             return True
@@ -97,14 +97,14 @@ def run_sb3(seed: int, budget: int) -> dict:
             "steps_per_s": steps / wall if steps else None}
 
 
-def train_until_target(algo, budget: int, t0: float, c0: float):
-    """Train `algo` until the last WINDOW training episodes average >= TARGET or `budget` env steps pass:
+def train_until_target(algo, budget: int, t0: float, c0: float, target: float = TARGET, window: int = WINDOW):
+    """Train `algo` until the last `window` training episodes average >= `target` or `budget` env steps pass:
     ((wall s, env steps, CPU s) since (t0, c0) when the target was met, else None; the episode returns)."""
     returns = []
     while algo.timesteps_total < budget:
         result = algo.train()
         returns.extend(result["episode_returns_this_iter"])
-        if len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= TARGET:
+        if len(returns) >= window and np.mean(returns[-window:]) >= target:
             return (time.perf_counter() - t0, result["timesteps_total"], time.process_time() - c0), returns
     return None, returns
 
@@ -151,6 +151,69 @@ def child_env(library: str) -> dict:
             if name in kernels.PINNED_ENV and entry["set_by"] == "unirl":
                 env.pop(name, None)
     return env
+
+
+def comparison_args(description: str, argv, default_budget: int, default_config: str):
+    """(parsed arguments, the unirl config) of a side-by-side script: --seeds, --budget, --config (a JSON file or a
+    JSON string; keys starting with "_" are documentation), --skip-sb3, --json and the hidden --run-one."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=default_budget, help="env steps before giving up")
+    p.add_argument("--config", default=default_config, help="unirl config: a JSON file or a JSON string")
+    p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument("--json", help="write the records here")
+    p.add_argument("--run-one", choices=("sb3", "unirl"), help=argparse.SUPPRESS)  # a child of run_in_fresh_process
+    args = p.parse_args(argv)
+    if os.path.exists(args.config):
+        with open(args.config) as f:
+            config = json.load(f)
+    else:
+        config = json.loads(args.config)
+    return args, {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def sb3_greedy_mean(model, env_id: str, seed: int, episodes: int) -> float:
+    """An SB3 model's mean greedy return over `episodes` episodes seeded 10000 + 100 seed + episode."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=10_000 + seed * 100 + ep)
+        done, total = False, 0.0
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, r, term, trunc, _ = env.step(int(action) if discrete else action)
+            total += r
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def write_records(path: str | None, records: list, summary: dict, config: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump({"records": records, "summary": summary, "unirl_config": config}, f, indent=1)
+
+
+def run_comparison(script: str, args, config: dict, warm_up, run_sb3, run_unirl):
+    """The records of each seed and library (SB3 first unless --skip-sb3), each run in a fresh process and printed as
+    it comes; or an exit code: 0 in a child (--run-one: its one run done), 2 when SB3 is missing."""
+    if args.run_one:
+        return run_one(args.run_one, args.seeds[0], args.budget, config, warm_up, run_sb3, run_unirl)
+    if sb3_missing(args.skip_sb3):
+        return 2
+    records = []
+    for seed in args.seeds:
+        for lib in ("sb3", "unirl") if not args.skip_sb3 else ("unirl",):
+            records.append(run_in_fresh_process(script, ["--run-one", lib, "--seeds", str(seed), "--budget",
+                                                         str(args.budget), "--config", json.dumps(config)], lib))
+            print(json.dumps(records[-1]), flush=True)
+    return records
 
 
 def run_in_fresh_process(script: str, args: list[str], library: str) -> dict:
@@ -223,9 +286,7 @@ def main(argv=None) -> int:
                       f"{summary['speedup_cpu']:.2f}x")
     else:
         console.print(summary)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"records": records, "summary": summary, "unirl_config": config}, f, indent=1)
+    write_records(args.json, records, summary, config)
     return 0
 
 
