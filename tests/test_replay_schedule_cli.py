@@ -57,3 +57,26 @@ def test_replay_schedule_with_another_worker_count_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "recorded with 2 workers, this run has 4" in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.timeout(300)
+def test_build_replays_a_multiprocessing_impala_run_on_local(tmp_path):
+    """unirl.build(..., replay_schedule=CHECKPOINT): the local replay of a free-running multiprocessing IMPALA run
+    ends with its weights, bit for bit; a synchronous algorithm, another algorithm or worker count is refused."""
+    cfg = {"env": "CartPole-v1", "num_workers": 2, "num_envs_per_worker": 2, "rollout_fragment_length": 8,
+           "train_batch_size": 64}
+    with unirl.build("IMPALA", dict(cfg, backend="multiprocessing")) as algo:
+        for _ in range(4):
+            algo.train()
+        want = algo.weights_digest()
+        ck = algo.save(str(tmp_path / "ck"))
+    with unirl.build("IMPALA", dict(cfg, backend="local"), replay_schedule=ck) as replay:
+        for _ in range(4):
+            replay.train()
+        assert replay.weights_digest() == want
+    with pytest.raises(unirl.UnirlError, match="PPO is synchronous"):
+        unirl.build("PPO", {"env": "CartPole-v1"}, replay_schedule=ck)
+    with pytest.raises(unirl.UnirlError, match="is of IMPALA, not APPO"):
+        unirl.build("APPO", cfg, replay_schedule=ck)
+    with pytest.raises(unirl.UnirlError, match="recorded with 2 workers, this run has 4"):
+        unirl.build("IMPALA", dict(cfg, num_workers=4), replay_schedule=ck)

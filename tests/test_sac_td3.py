@@ -283,3 +283,21 @@ def test_short_learning_run_on_pendulum(algo_name, budget):
         while algo.timesteps_total < budget:
             returns.extend(algo.train()["episode_returns_this_iter"])
         assert np.mean(returns[-10:]) > -400, returns[-10:]
+
+
+@pytest.mark.timeout(600)
+def test_quick_conformance_slice():
+    """Levels 3 (worker counts 1-4, bit for bit; Ape-X TD3 replays its recorded schedule) and 4 (torch against
+    jax: loss, each learner's gradient and the state after a step, learning curves) for the three algorithms."""
+    from unirl.conformance.report import FAILED, PASSED
+    from unirl.conformance.runner import SuiteOptions, run_suite
+
+    algos = ("SAC", "TD3", "APEX_TD3")
+    report = run_suite(SuiteOptions(algos=list(algos), frameworks=["torch", "jax"], backends=["local"], quick=True,
+                                    levels=(3, 4)))
+    failed = [f"{r.algo} L{r.level} {r.check} {r.framework}: {r.message}" for r in report.results if r.status == FAILED]
+    assert not failed, failed
+    for algo in algos:
+        assert report.cell(algo, "jax", "local", 3) == "pass"
+        assert report.cell(algo, "jax", "local", 4) == "pass"
+    assert sum(r.status == PASSED for r in report.results if r.algo == "SAC" and r.level == 3) >= 3

@@ -18,10 +18,21 @@ def get_algorithm_class(name: str):
     return _get(name)
 
 
-def build(algo: str, config: dict | None = None, **overrides):
+def build(algo: str, config: dict | None = None, replay_schedule: str | None = None, **overrides):
     """Build an algorithm from its name and a config dict: `unirl.build("PPO", {"num_workers": 2})`;
-    `callbacks=` takes a unirl.Callbacks (hooks run on the driver), other keywords are config keys."""
-    return get_algorithm_class(algo)(config, **overrides)
+    `callbacks=` takes a unirl.Callbacks (hooks run on the driver), other keywords are config keys.
+
+    `replay_schedule`: a run folder or checkpoint of an asynchronous run of this algorithm; its recorded arrival
+    schedule is replayed (config key `arrival_schedule`), which refuses a synchronous algorithm, another
+    algorithm's run and another number of workers, each in one sentence."""
+    cls = get_algorithm_class(algo)
+    if replay_schedule is not None:
+        from unirl.execution.schedule import replay_config
+
+        callbacks = overrides.pop("callbacks", None)
+        config = replay_config(cls, dict(config or {}, **overrides), replay_schedule)
+        return cls(config, callbacks=callbacks)
+    return cls(config, **overrides)
 
 
 def restore(path: str, resume: bool = False, trust_checkpoint: bool = False, **overrides):

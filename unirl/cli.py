@@ -171,30 +171,6 @@ def _worker_failure_line(e, logdir: str, last_checkpoint: str | None) -> str:
     return f"unirl: error: {str(e).splitlines()[0]}; the run stopped ({where})."
 
 
-def read_arrival_schedule(path: str, algorithm: str, num_workers: int | None = None) -> list:
-    """The arrival schedule recorded in a checkpoint's state.json (of a checkpoint folder, or a run folder's
-    latest whole checkpoint) of a run of `algorithm` with `num_workers` workers (None: not checked): the worker
-    ids the asynchronous run consumed, in order."""
-    from unirl.checkpoint import STATE_FILE, load_latest
-
-    folder, _, state = load_latest(path, say=lambda m: print(m, file=sys.stderr))
-    schedule = state.get("arrival_schedule")
-    if schedule is None:
-        raise UnirlError(f"--replay-schedule: the checkpoint `{folder}` records no arrival schedule: its algorithm, "
-                         f"{state.get('algorithm')}, is synchronous (its runs repeat without one).")
-    if state.get("algorithm") != algorithm:
-        raise UnirlError(f"--replay-schedule: the checkpoint `{folder}` is of {state.get('algorithm')}, not "
-                         f"{algorithm}; replay a schedule with the algorithm that recorded it.")
-    recorded = (state.get("config") or {}).get("num_workers")
-    if num_workers is not None and recorded is not None and recorded != num_workers:
-        raise UnirlError(f"--replay-schedule: the checkpoint `{folder}` was recorded with {recorded} workers, this run "
-                         f"has {num_workers}; a schedule names workers, so replay it with num_workers={recorded}.")
-    if not isinstance(schedule, list) or not all(isinstance(w, int) and not isinstance(w, bool) for w in schedule):
-        raise UnirlError(f"--replay-schedule: the `arrival_schedule` in `{os.path.join(folder, STATE_FILE)}` is not "
-                         "a list of worker ids (integers).")
-    return schedule
-
-
 def cmd_train(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -235,13 +211,10 @@ def cmd_train(args) -> int:
         if resume:
             raise UnirlError("--replay-schedule starts a new run and cannot be combined with --resume (a resumed "
                              "run keeps the arrival schedule its params.json names).")
-        if "arrival_schedule" not in {f.name for f in dataclasses.fields(algo_cls.config_class)}:
-            raise UnirlError(f"--replay-schedule replays an asynchronous run's arrival schedule, but {run_name} is "
-                             "synchronous (it has no config key `arrival_schedule`).")
-        config["arrival_schedule"] = read_arrival_schedule(args.replay_schedule, algo_cls.name)
+        from unirl.execution.schedule import replay_config
+
+        config = replay_config(algo_cls, config, args.replay_schedule, "--replay-schedule")
     full_config = algo_cls.config_class.from_dict(config)
-    if getattr(args, "replay_schedule", None):
-        read_arrival_schedule(args.replay_schedule, algo_cls.name, full_config.num_workers)
     from unirl.backends import get_backend_class
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

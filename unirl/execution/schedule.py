@@ -99,3 +99,45 @@ class ArrivalSchedule:
             raise UnirlError(f"no worker returned a result within {self.timeout:g} s; a worker may hang "
                              "(raise the timeout in the config if its tasks are this slow).")
         return ready
+
+
+def read_arrival_schedule(path: str, algorithm: str, num_workers: int | None = None,
+                          flag: str = "--replay-schedule") -> list:
+    """The arrival schedule recorded in a checkpoint's state.json (of a checkpoint folder, or a run folder's
+    latest whole checkpoint) of a run of `algorithm` with `num_workers` workers (None: not checked): the worker
+    ids the asynchronous run consumed, in order. Errors name `flag` (the option that gave the path)."""
+    import os
+    import sys
+
+    from unirl.checkpoint import STATE_FILE, load_latest
+
+    folder, _, state = load_latest(path, say=lambda m: print(m, file=sys.stderr))
+    schedule = state.get("arrival_schedule")
+    if schedule is None:
+        raise UnirlError(f"{flag}: the checkpoint `{folder}` records no arrival schedule: its algorithm, "
+                         f"{state.get('algorithm')}, is synchronous (its runs repeat without one).")
+    if state.get("algorithm") != algorithm:
+        raise UnirlError(f"{flag}: the checkpoint `{folder}` is of {state.get('algorithm')}, not "
+                         f"{algorithm}; replay a schedule with the algorithm that recorded it.")
+    recorded = (state.get("config") or {}).get("num_workers")
+    if num_workers is not None and recorded is not None and recorded != num_workers:
+        raise UnirlError(f"{flag}: the checkpoint `{folder}` was recorded with {recorded} workers, this run "
+                         f"has {num_workers}; a schedule names workers, so replay it with num_workers={recorded}.")
+    if not isinstance(schedule, list) or not all(isinstance(w, int) and not isinstance(w, bool) for w in schedule):
+        raise UnirlError(f"{flag}: the `arrival_schedule` in `{os.path.join(folder, STATE_FILE)}` is not "
+                         "a list of worker ids (integers).")
+    return schedule
+
+
+def replay_config(algo_cls, config: dict, path: str, flag: str = "replay_schedule") -> dict:
+    """`config` with the arrival schedule recorded in the run or checkpoint at `path` (config key `arrival_schedule`),
+    after checking that `algo_cls` is asynchronous, that the run was of that algorithm and had as many workers."""
+    import dataclasses
+
+    if "arrival_schedule" not in {f.name for f in dataclasses.fields(algo_cls.config_class)}:
+        raise UnirlError(f"{flag} replays an asynchronous run's arrival schedule, but {algo_cls.name} is "
+                         "synchronous (it has no config key `arrival_schedule`).")
+    config = dict(config, arrival_schedule=read_arrival_schedule(path, algo_cls.name, flag=flag))
+    num_workers = algo_cls.config_class.from_dict(config).num_workers
+    read_arrival_schedule(path, algo_cls.name, num_workers, flag=flag)
+    return config
