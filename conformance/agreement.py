@@ -153,3 +153,92 @@ def reaches_reference_score(algo: str, framework: str, target: dict, seed: int =
         f"best greedy mean {ev:.1f} (after {steps:,} steps)"
     return _record(5, "learning", algo, framework, FAILED, dt,
                    f"did not reach {score:g} within {budget:,} steps: {got}", diff)
+
+
+class _RecordingPolicy:
+    """A policy stand-in for evaluate_policy that keeps every observation it is asked to act on."""
+
+    def __init__(self, policy):
+        self.policy, self.observations = policy, []
+
+    def compute_actions(self, obs):
+        self.observations.append(np.array(obs, np.float32))
+        return self.policy.compute_actions(obs)
+
+
+def greedy_action_mismatches(policy, obs: np.ndarray, actions: np.ndarray, ref_actions: np.ndarray,
+                             rtol: float) -> np.ndarray:
+    """Rows whose greedy action differs from the reference's beyond what framework rounding explains: for discrete
+    actions, a different action where the reference's best two outputs are more than rtol x max(1, |output|) apart
+    (a near-tie may flip either way); for continuous ones, |difference| above rtol x max(1, |action|)."""
+    if np.issubdtype(ref_actions.dtype, np.integer):
+        out = np.asarray(policy.policy_outputs(obs), np.float64).reshape(len(obs), -1)
+        top2 = np.sort(out, axis=-1)[:, -2:] if out.shape[1] > 1 else np.concatenate([out, out - np.inf], -1)
+        margin = top2[:, 1] - top2[:, 0]
+        differ = (actions != ref_actions).reshape(len(obs), -1).any(axis=-1)
+        return np.flatnonzero(differ & (margin > rtol * np.maximum(1.0, np.abs(top2[:, 1]))))
+    diff = np.abs(actions.astype(np.float64) - ref_actions).reshape(len(obs), -1)
+    bound = rtol * np.maximum(1.0, np.abs(ref_actions.astype(np.float64))).reshape(len(obs), -1)
+    return np.flatnonzero((diff > bound).any(axis=-1))
+
+
+def checkpoint_agreement(algo: str, reference: str, frameworks: list, rtol: float, config: dict,
+                         iterations: int = 2, episodes: int = 2) -> list:
+    """One evaluation path, and checkpoints that carry across frameworks: train `algo` (its small config, local
+    backend) on the reference framework, evaluate greedily, save. Restored into the same framework, the evaluation
+    must give the same returns, episode by episode; restored into each other framework, the greedy actions on the
+    observations of those episodes must agree with the reference's (greedy_action_mismatches)."""
+    import tempfile
+
+    import unirl
+    from unirl.conformance.framework_checks import algorithm_class, framework_spec
+    from unirl.evaluation import evaluate_policy
+
+    t0 = time.perf_counter()
+    check = "checkpoint actions"
+    cls = algorithm_class(algo)
+    out = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_algo = cls(dict(config, framework=framework_spec(reference), backend="local"))
+            try:
+                for _ in range(iterations):
+                    ref_algo.train()
+                want = ref_algo.evaluate(episodes)["evaluation/episode_returns"]
+                path = ref_algo.save(f"{tmp}/ck")
+                rec = _RecordingPolicy(ref_algo.policy)
+                c = ref_algo.config
+                evaluate_policy(rec, c.env, c.env_config, episodes, c.seed)
+                obs = np.concatenate(rec.observations)
+                ref_actions = np.asarray(ref_algo.policy.compute_actions(obs))
+            finally:
+                ref_algo.stop()
+            with unirl.restore(path, trust_checkpoint=True) as again:
+                got = again.evaluate(episodes)["evaluation/episode_returns"]
+            status = PASSED if got == want else FAILED
+            out.append(_record(4, check, algo, reference, status, time.perf_counter() - t0,
+                               f"restored into {reference}: evaluation returns {got} "
+                               + ("equal the trained algorithm's" if status == PASSED else f"differ from {want}"),
+                               {"want": want, "got": got}))
+            for f in frameworks:
+                t1 = time.perf_counter()
+                with unirl.restore(path, trust_checkpoint=True, framework=framework_spec(f)) as other:
+                    actions = np.asarray(other.policy.compute_actions(obs))
+                    bad = greedy_action_mismatches(other.policy, obs, actions, ref_actions, rtol)
+                diff = {"observations": len(obs), "mismatches": bad[:10].tolist(), "tolerance": rtol}
+                if len(bad):
+                    i = int(bad[0])
+                    out.append(_record(4, check, algo, f, FAILED, time.perf_counter() - t1,
+                                       f"the checkpoint restored into {f} acts differently from {reference} on "
+                                       f"{len(bad)} of {len(obs)} observations of its evaluation episodes; first at "
+                                       f"row {i}: {reference} {ref_actions[i].tolist()}, {f} {actions[i].tolist()}",
+                                       diff))
+                else:
+                    out.append(_record(4, check, algo, f, PASSED, time.perf_counter() - t1,
+                                       f"the checkpoint restored into {f} takes {reference}'s greedy actions on all "
+                                       f"{len(obs)} observations of its evaluation episodes", diff))
+    except Exception as e:
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=8))
+        out.append(_record(4, check, algo, None, FAILED, time.perf_counter() - t0, f"raised {type(e).__name__}: {e}",
+                           {"traceback": tb}))
+    return out

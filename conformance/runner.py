@@ -547,7 +547,7 @@ class Suite:
     # level 4 ----------------------------------------------------------------------------------
     def level4(self) -> None:
         from unirl.conformance import framework_checks as fc
-        from unirl.conformance.agreement import gradient_agreement, learning_curve_agreement
+        from unirl.conformance.agreement import checkpoint_agreement, gradient_agreement, learning_curve_agreement
 
         ref = self.report.reference_framework
         for a in self.options.algos:
@@ -582,6 +582,9 @@ class Suite:
                     self.progress.step(f"{a}: loss and gradients of {f} vs {ref}")
                     self.add(**gradient_agreement(a, ref, f, self.mode.grad_rtol, problem))
                     self.progress.advance()
+            self.progress.step(f"{a}: a {ref} checkpoint evaluated again and restored into {', '.join(usable) or 'no other framework'}")
+            for r in checkpoint_agreement(a, ref, usable, self.mode.grad_rtol * 10, fc.small_config(a)):
+                self.add(**r)
             if usable and spec.curve_config:
                 for r in learning_curve_agreement(a, ref, usable, self.mode, spec.curve_config, self.progress):
                     self.add(**r)

@@ -126,6 +126,20 @@ class ScaledGradTorchAdapter(TorchAdapter):
         return wrapped
 
 
+class _LeakyOps(type(TorchAdapter.ops)):
+    def relu(self, x):
+        import torch
+
+        return torch.nn.functional.leaky_relu(x, 0.2)
+
+
+class LeakyReluTorchAdapter(TorchAdapter):
+    """The torch adapter whose relu leaks (slope 0.2 below zero): a model loaded into it computes other outputs."""
+
+    name = "torch-leaky-relu"
+    ops = _LeakyOps()
+
+
 class CorruptThirdWorkerBackend(LocalBackend):
     """The local backend, except that arrays coming back from the third worker (worker id 2) have their last
     element changed: a fault that runs with 1 or 2 workers never meet."""

@@ -92,3 +92,30 @@ def test_every_algorithm_evaluates_the_same_after_a_checkpoint(name, tmp_path):
     out = tmp_path / "ev.json"
     assert cli.main(["evaluate", path, "--episodes", "3", "--json", str(out)]) == 0
     assert json.load(open(out))["episode_returns"] == want
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["DQN", "SAC", "TD3", "ARS"])
+def test_a_checkpoint_restored_into_jax_takes_the_same_greedy_actions(name):
+    """Conformance level 4's "checkpoint actions": the torch checkpoint evaluated again gives the same returns, and
+    restored into JAX it takes the same greedy actions (Q-values, squashed Gaussian, tanh-deterministic, linear)."""
+    from unirl.conformance.agreement import checkpoint_agreement
+    from unirl.conformance.framework_checks import small_config
+    from unirl.conformance.report import PASSED
+
+    records = checkpoint_agreement(name, "torch", ["jax"], 1e-4, small_config(name))
+    assert [(r["framework"], r["status"]) for r in records] == [("torch", PASSED), ("jax", PASSED)], records
+    assert records[1]["difference"]["observations"] > 0
+
+
+def test_the_checkpoint_check_catches_a_framework_that_computes_other_outputs():
+    from unirl.conformance.agreement import checkpoint_agreement
+    from unirl.conformance.framework_checks import small_config
+    from unirl.conformance.report import FAILED
+
+    leaky = "broken_plugins:LeakyReluTorchAdapter"
+    records = checkpoint_agreement("TD3", "torch", [leaky], 1e-4, small_config("TD3"))
+    bad = records[1]
+    assert bad["status"] == FAILED and bad["framework"] == leaky
+    assert f"the checkpoint restored into {leaky} acts differently from torch on" in bad["message"]
+    assert bad["difference"]["mismatches"]
