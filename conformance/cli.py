@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from unirl.errors import UnirlError
@@ -107,6 +108,27 @@ def render_matrix(report, console) -> None:
                   "- = not run in this mode", style="dim")
 
 
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM raises SystemExit(143) in the suite's process, so the child job it is waiting on is killed with
+    everything it started (launch.record_runs_in_child) instead of running on as an orphan."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run(args) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -130,7 +152,7 @@ def run(args) -> int:
     console.print(f"[bold]unirl conformance[/bold] ({'quick' if options.quick else 'full'} mode): "
                   + escape(f"{', '.join(options.algos)} x {', '.join(options.frameworks)} x {', '.join(options.backends)}"))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+                  console=console, transient=True) as progress, _sigterm_exits():
         report = run_suite(options, RichProgress(progress))
     render_matrix(report, console)
     reasons = report.unavailable_reasons()

@@ -94,24 +94,11 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
         with open(log_path, "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
-            last_progress = time.monotonic()
-            while True:
-                code = proc.poll()
-                new = _read_records(out_path, records, api, child_code)
-                for s in new:
-                    if on_record:
-                        on_record(s, records[s])
-                    last_progress = time.monotonic()
-                if code is not None:
-                    if code != 0:
-                        failure = f"the child job exited with {code}: {_tail(log_path)}"
-                    break
-                if time.monotonic() - last_progress > RUN_TIMEOUT_S:
-                    _kill_session(proc)
-                    failure = (f"a run or check on {backend} did not finish within {RUN_TIMEOUT_S} s (hung); the "
-                               f"job was stopped. Its last output: {_tail(log_path)}")
-                    break
-                time.sleep(0.25)
+            try:
+                code, failure = _watch(proc, backend, out_path, log_path, records, api, child_code, on_record)
+            except BaseException:  # Ctrl-C, or SIGTERM (the CLI turns it into SystemExit): no job outlives the suite
+                _kill_session(proc)
+                raise
         _read_records(out_path, records, api, child_code)
     mismatch = code_mismatch(parent_code, child_code)
     if mismatch:
@@ -127,6 +114,24 @@ def record_runs_in_child(backend: str, specs: list[RunSpec], on_record=None,
         api = [dict(level=1, check="api/backend", algo=None, framework=None, backend=backend, status=FAILED,
                     message=failure or "the child job ended before the backend checks ran")]
     return records, (api if api_checks else None)
+
+
+def _watch(proc, backend, out_path, log_path, records, api, child_code, on_record) -> tuple:
+    """Follow a child job until it exits, or kill it once it hangs: (exit code or None, failure message or None)."""
+    last_progress = time.monotonic()
+    while True:
+        code = proc.poll()
+        for s in _read_records(out_path, records, api, child_code):
+            if on_record:
+                on_record(s, records[s])
+            last_progress = time.monotonic()
+        if code is not None:
+            return code, (f"the child job exited with {code}: {_tail(log_path)}" if code != 0 else None)
+        if time.monotonic() - last_progress > RUN_TIMEOUT_S:
+            _kill_session(proc)
+            return None, (f"a run or check on {backend} did not finish within {RUN_TIMEOUT_S} s (hung); the "
+                          f"job was stopped. Its last output: {_tail(log_path)}")
+        time.sleep(0.25)
 
 
 def _read_records(path: str, records: dict, api: list, code: dict | None = None) -> list:

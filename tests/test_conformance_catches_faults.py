@@ -189,3 +189,57 @@ def test_a_perturbed_arrival_schedule_fails_the_replay_level(monkeypatch):
     for n in (2, 3, 4):
         assert l3[n].status == FAILED, (n, l3[n].message)
         assert "differs from" in l3[n].message
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_to_the_suite_leaves_no_child_job_behind():
+    """`unirl conformance` stopped with SIGTERM while a child job records runs on another backend: the suite exits
+    143 and the child job's session (it and the worker processes it started) is gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-c", "import sys; from unirl.cli import main; sys.exit(main(sys.argv[1:]))",
+           "conformance", "--quick", "--algo", "PPO", "--framework", "torch", "--backend", "multiprocessing",
+           "--levels", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline, child = time.monotonic() + 120, None
+        while child is None and time.monotonic() < deadline:
+            child = next((p for p in parent.children(recursive=True) if "--run-specs" in " ".join(p.cmdline())), None)
+            time.sleep(0.2)
+        assert child is not None, "the suite started no child job"
+        session = os.getsid(child.pid)
+        time.sleep(3)  # let it start its workers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        time.sleep(1)
+        left = [p.pid for p in psutil.process_iter(["pid"]) if _sid(p.pid) == session and _alive(p)]
+        assert not left, left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _sid(pid):
+    import os
+
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def _alive(p) -> bool:
+    """Running (a zombie has ended: it only waits for a parent, here the container's init, to reap it)."""
+    import psutil
+
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
