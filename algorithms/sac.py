@@ -218,12 +218,27 @@ class SAC(Algorithm):
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.current_lr(), "tau": self.config.tau, "target_entropy": self.target_entropy()}
 
-    def learn_minibatch(self, rows: dict, hp: dict, step: int):
-        c = self.config
+    def add_normals(self, rows: dict, step: int) -> dict:
+        """The step's standard normals for the actor's samples at s and s' (Box actions; discrete SAC needs none)."""
         if not self.policy.module.discrete:
             d = self.policy.dist.dim
             z = self.learner_normals(step, len(rows[sb.OBS]), 2 * d)
             rows[NOISE], rows[NEXT_NOISE] = z[:, :d], z[:, d:]
-        learners = ("critic", "actor", "alpha") if (step + 1) % c.policy_delay == 0 else ("critic",)
+        return rows
+
+    def learn_minibatch(self, rows: dict, hp: dict, step: int):
+        """The critics every step; the actor and the temperature every policy_delay-th (None: every learner); the
+        targets' Polyak update every target_update_interval-th."""
+        c = self.config
+        learners = None if (step + 1) % c.policy_delay == 0 else ("critic",)
         then = (Polyak(tau="tau"),) if (step + 1) % c.target_update_interval == 0 else ()
-        return self.policy.learn_on_batch(rows, hp, learners=learners, then=then)
+        return self.policy.learn_on_batch(self.add_normals(rows, step), hp, learners=learners, then=then)
+
+    def learn_minibatches(self, minibatches: list, hp: dict, step: int):
+        """Every step alike (no delay): one call for all of them (on JAX, one compiled scan over the steps)."""
+        c = self.config
+        if c.policy_delay != 1 or c.target_update_interval != 1:
+            return super().learn_minibatches(minibatches, hp, step)
+        rows = [self.add_normals(r, step + i) for i, r in enumerate(minibatches)]
+        stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        return self.policy.learn_on_batches(stacked, hp, then=(Polyak(tau="tau"),))

@@ -136,6 +136,14 @@ class Algorithm:
         returns the stats as tensors (Policy.learn_on_batch). Override to choose learners or add columns."""
         return self.policy.learn_on_batch(rows, hp)
 
+    def learn_minibatches(self, minibatches: list, hp: dict, step: int):
+        """`learn_minibatch` on each of several replayed minibatches (no priorities to update between them), the
+        first being the learner's step `step`; returns the last stats. SAC overrides it to fuse the steps."""
+        stats = None
+        for i, rows in enumerate(minibatches):
+            stats = self.learn_minibatch(rows, hp, step + i)
+        return stats
+
     def after_update(self) -> None:
         """Called after each parameter update the pattern applies (a target sync every K updates, say)."""
 

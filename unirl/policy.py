@@ -524,13 +524,35 @@ class Policy:
 
         return grad
 
-    def _multi_step(self, active: tuple, then: tuple):
+    def _multi_step(self, active: tuple, then: tuple, stacked: bool = False):
         """The compiled step running the `active` learners in order (each on the parameters as the previous
-        left them), then the `then` updates (Polyak); one per (learners, updates) combination."""
-        key = (tuple(l.name for l in active), tuple(then))
+        left them), then the `then` updates (Polyak); one per (learners, updates) combination. `stacked`: the
+        step scanned over a stack of minibatches in one compiled call (adapters with compiled_loops)."""
+        key = (tuple(l.name for l in active), tuple(then), stacked)
         step = self._multi_steps.get(key)
-        if step is not None:
-            return step
+        if step is None:
+            fn = self._multi_step_fn(active, then)
+            if stacked:
+                fn = self._scanned(fn)
+            name = ("learn_steps:" if stacked else "learn_step:") + ",".join(key[0]) + repr(key[1])
+            step = self._multi_steps[key] = self._compile(name, fn)
+        return step
+
+    def _scanned(self, multi_step):
+        scan = self.adapter.scan
+
+        def multi_steps(flat, others, opt_state, batches, hp):
+            def body(carry, batch):
+                sets, opt_state, stats = multi_step(carry[0], carry[1], carry[2], batch, hp)
+                flat = sets.pop(PARAMS)
+                return (flat, sets, opt_state), stats
+
+            (flat, others, opt_state), stats = scan(body, (flat, others, opt_state), batches)
+            return dict(others, **{PARAMS: flat}), opt_state, {k: v[-1] for k, v in stats.items()}
+
+        return multi_steps
+
+    def _multi_step_fn(self, active: tuple, then: tuple):
         ops, size = self.ops, self.layout.size
         parts = [(l, self._learner_grad_fn(l), self._optimizer_of(l), self._ranges[l.name]) for l in active]
 
@@ -552,8 +574,27 @@ class Policy:
                 update.apply(ops, sets, hp)
             return sets, opt_state, stats
 
-        step = self._multi_steps[key] = self._compile("learn_step:" + ",".join(key[0]) + repr(key[1]), multi_step)
-        return step
+        return multi_step
+
+    def learn_on_batches(self, batches: dict, hp, learners: tuple | None = None, then: tuple = ()) -> dict:
+        """`learn_on_batch` once per minibatch of `batches` (each column stacked [k, rows, ...]), with the same
+        learners and updates; where the adapter compiles loops (JAX) and no recorder watches the calls, all k
+        steps in one compiled call (a scan over the step). Returns the last step's stats."""
+        k = len(next(iter(batches.values())))
+        if not (self.learners and self.adapter.compiled_loops and self.recorder is None):
+            stats = None
+            for i in range(k):
+                stats = self.learn_on_batch({c: v[i] for c, v in batches.items()}, hp, learners, then)
+            return stats
+        batches = {c: self.adapter.call_input(np.ascontiguousarray(v)) for c, v in batches.items()}
+        _, hp = self._as_tensors({}, hp)
+        step = self._multi_step(self._active(learners), tuple(then), stacked=True)
+        sets, self.opt_state, stats = step(self.flat, self._others(), self.opt_state, batches, hp)
+        for name in [PARAMS] + [u.dst for u in then]:
+            self.sets[name] = sets[name]
+            self.versions[name] = (self.versions.get(name) or 0) + k
+        self._acting_params = None
+        return stats
 
     def learn_on_batch(self, batch, hp, learners: tuple | None = None, then: tuple = ()) -> dict:
         """One gradient step (loss, then the optimizer chain) on a minibatch; `batch` and `hp`

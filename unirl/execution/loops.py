@@ -147,13 +147,23 @@ class SyncReplay(Execution):
         a = self.algo
         hp = a.policy.hp_tensors(a.hyperparameters())
         stats = None
+        if not self.buffer.prioritized and num_steps:
+            # no priorities to update between steps: the minibatches are drawn first (the same draws in the same
+            # order) and the algorithm may learn on them together (learn_minibatches)
+            minibatches = []
+            for _ in range(num_steps):
+                rows, _, weights = self.driver.replay(a.config.replay_batch_size, a.learner_rng, self.beta())
+                rows[WEIGHTS] = weights
+                minibatches.append(rows)
+            stats = a.learn_minibatches(minibatches, hp, self.grad_steps)
+            self.grad_steps += num_steps
+            num_steps = 0
         for _ in range(num_steps):
             rows, idx, weights = self.driver.replay(a.config.replay_batch_size, a.learner_rng, self.beta())
             rows[WEIGHTS] = weights
             stats = a.learn_minibatch(rows, hp, self.grad_steps)
-            if self.buffer.prioritized:
-                td = a.policy.stats_numpy({self.priority_stat: stats[self.priority_stat]})[self.priority_stat]
-                self.driver.update_priorities(idx, td)
+            td = a.policy.stats_numpy({self.priority_stat: stats[self.priority_stat]})[self.priority_stat]
+            self.driver.update_priorities(idx, td)
             self.grad_steps += 1
         a.policy.finish_learning()
         if stats is None:
