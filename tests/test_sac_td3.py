@@ -353,3 +353,12 @@ def test_jax_fuses_the_steps_of_an_iteration_and_keeps_the_bits_across_worker_co
         for _ in range(5):
             b.train()
         np.testing.assert_allclose(b.policy.get_flat_weights(), fused, rtol=1e-4, atol=1e-5)
+
+
+def test_a_fixed_temperature_has_no_temperature_learner():
+    with unirl.build("SAC", dict(TINY, autotune_alpha=False, initial_alpha=0.2)) as algo:
+        for _ in range(4):
+            result = algo.train()
+        assert [l.name for l in algo.policy.learners] == ["critic", "actor"]
+        assert algo.policy.get_weights()["log_alpha"][0] == np.float32(np.log(0.2))
+        assert "learner/alpha_loss" not in result and "learner/critic_loss" in result
