@@ -53,7 +53,9 @@ class ApeXTD3(TD3):
                     "actor_batches_per_iteration": 2, "replay_batch_size": 32, "training_intensity": 0.25,
                     "num_replay_shards": 2, "weight_sync_period": 4,
                     "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
-        reproducibility=REPLAYABLE, levels=(1, 2, 3, 4),
+        learning={"config": {"env": "Pendulum-v1", "model": {"hidden_sizes": [64, 64], "activation": "relu"}},
+                  "score": -200.0, "budget": 40_000, "eval_episodes": 10, "eval_every": 2000},
+        reproducibility=REPLAYABLE,
     )
     inert_config_keys = {
         "prioritized_replay": "Ape-X's replay is always prioritized",

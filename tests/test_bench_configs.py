@@ -72,3 +72,29 @@ def test_each_library_runs_in_a_fresh_process_sb3_without_unirls_pins(monkeypatc
     # the child mode: one timed run (after its warm-up) reported as the last line of its output
     record = bench.run_one_in_fresh_process("unirl", 0, 512, {"env": "CartPole-v1", "framework": "torch"})
     assert record["library"] == "unirl" and record["seed"] == 0 and record["steps"] is None  # 475 not in 512 steps
+
+
+def test_sac_config_builds_and_is_the_sb3_comparisons_documented_one():
+    from unirl.algorithms.sac import SACConfig
+
+    path = os.path.join(CONFIGS, "sac_pendulum.json")
+    with open(path) as f:
+        raw = json.load(f)
+    assert raw.get("_doc")
+    config = {k: v for k, v in raw.items() if not k.startswith("_")}
+    built = SACConfig.from_dict(config)
+    assert built.framework == "jax" and built.replay_batch_size == 128 and list(built.model["hidden_sizes"]) == [32, 32]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tuned_sac_config_reaches_minus_200_at_the_measured_step_on_seed_0():
+    """docs/offpolicy.md's step count for seed 0 (bit-exact: any change to a JAX SAC run's numbers moves it)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import sac_vs_sb3
+    finally:
+        sys.path.pop(0)
+    with open(os.path.join(CONFIGS, "sac_pendulum.json")) as f:
+        config = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    assert sac_vs_sb3.run_unirl(0, 10_000, config)["steps_to_target"] == 5604
