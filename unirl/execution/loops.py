@@ -17,6 +17,7 @@ The hooks a pattern calls on its algorithm (unirl.algorithm.Algorithm has a defa
 | `postprocess(batch)` | on the driver: sampled batch (or fragments) -> rows the loss reads |
 | `learn(rows, hp)` | on the driver: the learner's update on rows -> stats |
 | `learn_minibatch(rows, hp, step)` | replay patterns, on the driver: one gradient step on a replayed minibatch |
+| `learn_minibatches(minibatches, hp, step)` | replay patterns without priorities: an iteration's minibatches at once |
 | `after_update()` | after each update the pattern applies (async gradients: every gradient) |
 | `after_samples()` | after new env steps are counted and the learning owed for them is done (a target sync by env steps) |
 
