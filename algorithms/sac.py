@@ -27,7 +27,6 @@ from unirl.config import ReplayConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
-from unirl.optim import chain, adam, clip_by_global_norm
 from unirl.policy import Learner, Polyak
 from unirl.replay import WEIGHTS
 from unirl.seeding import StepNormals
@@ -161,50 +160,55 @@ def alpha_loss(ops, module, params, batch, hp, target_params):
     return loss, {"alpha": ops.sum(ops.exp(ops.stop_gradient(log_alpha)))}
 
 
-class SAC(Algorithm):
+#: The small Pendulum configs SAC's and TD3's conformance specs share.
+PENDULUM_RUN = {"env": "Pendulum-v1", "total_envs": 12, "train_batch_size": 24, "learning_starts": 24,
+                "replay_batch_size": 32, "training_intensity": 0.5,
+                "model": {"hidden_sizes": [32, 32], "activation": "relu"}}
+#: 50 steps per env and iteration: every env ends an episode (200 steps) every 4 iterations.
+PENDULUM_CURVE = {"env": "Pendulum-v1", "total_envs": 4, "train_batch_size": 200, "learning_starts": 200,
+                  "replay_batch_size": 32, "training_intensity": 0.25,
+                  "model": {"hidden_sizes": [32, 32], "activation": "relu"}}
+
+
+class OffPolicyActorCritic(Algorithm):
+    """What SAC and TD3 share: online and target sets, n-step rows on the sync replay pattern, and the learner's
+    normals of each gradient step (keyed by the run seed and the step: every backend, every worker count and a
+    resumed run draw the same). Each learner gets the algorithm's optimizer (Adam, clipped if grad_clip)."""
+
+    param_sets = ("params", "target_params")
+    execution = loops.SyncReplay()
+
+    def setup(self) -> None:
+        self.learner_normals = StepNormals(self.config.seed)
+        super().setup()
+
+    def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
+        return n_step_rows(batch, self.config.gamma, self.config.n_step)
+
+
+class SAC(OffPolicyActorCritic):
     name = "SAC"
     config_class = SACConfig
     module_kind = "actor_q"
-    param_sets = ("params", "target_params")
     learners = (Learner("critic", critic_loss, trains=("q1/", "q2/")),
                 Learner("actor", actor_loss, trains=("pi/",)),
                 Learner("alpha", alpha_loss, trains=("log_alpha",)))
-    execution = loops.SyncReplay()
     conformance = ConformanceSpec(
-        run_config={"env": "Pendulum-v1", "total_envs": 12, "train_batch_size": 24, "learning_starts": 24,
-                    "replay_batch_size": 32, "training_intensity": 0.5,
-                    "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
-        # 50 steps per env and iteration: every env ends an episode (200 steps) every 4 iterations
-        curve_config={"env": "Pendulum-v1", "total_envs": 4, "train_batch_size": 200, "learning_starts": 200,
-                      "replay_batch_size": 32, "training_intensity": 0.25,
-                      "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
+        run_config=PENDULUM_RUN, curve_config=PENDULUM_CURVE,
         learning={"config": {"env": "Pendulum-v1", "lr": 1e-3}, "score": -200.0, "budget": 20_000,
                   "eval_episodes": 10, "eval_every": 2000},
     )
 
     @classmethod
     def build_learners(cls, config: SACConfig) -> tuple:
-        """Each learner's own Adam (clipped if grad_clip); no temperature learner when alpha is fixed."""
-        def opt():
-            return chain(clip_by_global_norm(config.grad_clip), adam()) if config.grad_clip > 0 else adam()
-
-        learners = tuple(Learner(l.name, l.loss, l.trains, opt()) for l in cls.learners)
-        return learners if config.autotune_alpha else tuple(l for l in learners if l.name != "alpha")
+        """No temperature learner when alpha is fixed."""
+        return tuple(l for l in cls.learners if config.autotune_alpha or l.name != "alpha")
 
     @classmethod
     def policy_spec(cls, config):
         spec = super().policy_spec(config)
         spec.module.initial_log_alpha = math.log(config.initial_alpha)
         return spec
-
-    def setup(self) -> None:
-        #: The learner's normals of each gradient step (keyed by the run seed and the step: every backend, every
-        #: worker count and a resumed run draw the same).
-        self.learner_normals = StepNormals(self.config.seed)
-        super().setup()
-
-    def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
-        return n_step_rows(batch, self.config.gamma, self.config.n_step)
 
     def exploration(self, worker_id: int | None = None) -> dict:
         return {"random": float(self.timesteps_total < self.config.learning_starts)}

@@ -15,16 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unirl import sample_batch as sb
-from unirl.algorithm import Algorithm
-from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS, n_step_rows
-from unirl.algorithms.sac import NEXT_NOISE, OffPolicyActorCriticConfig
+from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS
+from unirl.algorithms.sac import (NEXT_NOISE, PENDULUM_CURVE, PENDULUM_RUN, OffPolicyActorCritic,
+                                  OffPolicyActorCriticConfig)
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
-from unirl.execution import loops
-from unirl.optim import adam, chain, clip_by_global_norm
 from unirl.policy import Learner, Polyak
 from unirl.replay import WEIGHTS
-from unirl.seeding import StepNormals
 
 
 @dataclass
@@ -79,42 +76,23 @@ def td3_actor_loss(ops, module, params, batch, hp, target_params):
     return -ops.mean(module.q(ops, params, "q1", obs, module.forward_inference(ops, params, obs))), {}
 
 
-class TD3(Algorithm):
+class TD3(OffPolicyActorCritic):
     name = "TD3"
     config_class = TD3Config
     module_kind = "deterministic_actor_q"
-    param_sets = ("params", "target_params")
     learners = (Learner("critic", td3_critic_loss, trains=("q1/", "q2/")),
                 Learner("actor", td3_actor_loss, trains=("pi/",)))
-    execution = loops.SyncReplay()
     conformance = ConformanceSpec(
-        run_config={"env": "Pendulum-v1", "total_envs": 12, "train_batch_size": 24, "learning_starts": 24,
-                    "replay_batch_size": 32, "training_intensity": 0.5,
-                    "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
-        # 50 steps per env and iteration: every env ends an episode (200 steps) every 4 iterations
-        curve_config={"env": "Pendulum-v1", "total_envs": 4, "train_batch_size": 200, "learning_starts": 200,
-                      "replay_batch_size": 32, "training_intensity": 0.25,
-                      "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
+        run_config=PENDULUM_RUN, curve_config=PENDULUM_CURVE,
         learning={"config": {"env": "Pendulum-v1"}, "score": -200.0, "budget": 30_000, "eval_episodes": 10,
                   "eval_every": 2000},
     )
 
     @classmethod
     def build_learners(cls, config: TD3Config) -> tuple:
-        """Each learner's own Adam (clipped if grad_clip); the critic learner trains q1 only without twin_q."""
-        def opt():
-            return chain(clip_by_global_norm(config.grad_clip), adam()) if config.grad_clip > 0 else adam()
-
+        """The critic learner trains q1 only without twin_q (DDPG)."""
         critic, actor = cls.learners
-        return (Learner(critic.name, critic.loss, critic.trains if config.twin_q else ("q1/",), opt()),
-                Learner(actor.name, actor.loss, actor.trains, opt()))
-
-    def setup(self) -> None:
-        self.learner_normals = StepNormals(self.config.seed)  # the smoothing noise of each gradient step
-        super().setup()
-
-    def postprocess(self, batch: sb.SampleBatch):
-        return n_step_rows(batch, self.config.gamma, self.config.n_step)
+        return (critic if config.twin_q else Learner(critic.name, critic.loss, ("q1/",)), actor)
 
     def exploration(self, worker_id: int | None = None) -> dict:
         return {"random": float(self.timesteps_total < self.config.learning_starts),
