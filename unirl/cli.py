@@ -46,8 +46,85 @@ def should_stop(result: dict, stop: dict) -> bool:
                and values[k] >= v for k, v in stop.items())
 
 
+#: Keys of a config file (`unirl train -f FILE`) that are not algorithm config keys.
+FILE_KEYS = ("run", "stop")
+
+
+def strip_comments(value):
+    """`value` without the keys that start with "_" (comments in a config file), at every depth."""
+    if isinstance(value, dict):
+        return {k: strip_comments(v) for k, v in value.items() if not (isinstance(k, str) and k.startswith("_"))}
+    if isinstance(value, list):
+        return [strip_comments(v) for v in value]
+    return value
+
+
+def read_config_file(path: str) -> dict:
+    """The contents of a config file for `unirl train -f`: a YAML (.yaml, .yml) or JSON mapping of config
+    keys, plus optionally `run` (the algorithm) and `stop` (stop criteria); keys starting with "_" are
+    comments and are dropped, at every depth.
+
+    Raises:
+        UnirlError: the file is missing, is not valid YAML or JSON (with the line and column), or is not a
+            mapping.
+    """
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise UnirlError(f"cannot read the config file `{path}`: {e.strerror or e}.") from None
+    if path.lower().endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UnirlError("reading a YAML config file needs PyYAML: pip install pyyaml "
+                             "(or give the config as a .json file).") from None
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            raise UnirlError(f"the config file `{path}` is not valid YAML{where}: "
+                             f"{getattr(e, 'problem', None) or e}.") from None
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UnirlError(f"the config file `{path}` is not valid JSON: {e.msg} at line {e.lineno} column "
+                             f"{e.colno}.") from None
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise UnirlError(f"the config file `{path}` must hold a mapping of config keys (such as `lr: 0.001`), "
+                         f"got a {type(value).__name__}.")
+    return strip_comments(value)
+
+
+def file_settings(args) -> dict:
+    """What `-f FILE` gives (empty without it): {"run": ..., "stop": ..., "config": {...}}, each only if set."""
+    path = getattr(args, "file", None)
+    if not path:
+        return {}
+    data = read_config_file(path)
+    out = {"config": {k: v for k, v in data.items() if k not in FILE_KEYS}}
+    if "run" in data:
+        if not isinstance(data["run"], str):
+            raise UnirlError(f"`run` in the config file `{path}` must be an algorithm name such as PPO, "
+                             f"got {data['run']!r}.")
+        out["run"] = data["run"]
+    if "stop" in data:
+        if not isinstance(data["stop"], dict):
+            raise UnirlError(f"`stop` in the config file `{path}` must be a mapping such as "
+                             f"{{timesteps_total: 100000}}, got {data['stop']!r}.")
+        out["stop"] = data["stop"]
+    return out
+
+
 def build_config(args) -> dict:
-    config = parse_json_flag("--config", args.config)
+    """The config dict of a `unirl train` command: the -f file's config keys, then --config's keys over
+    them, then the explicit flags (--env, --framework, --backend, --seed, --address) over both."""
+    config = dict(file_settings(args).get("config", {}))
+    config.update(parse_json_flag("--config", args.config))
     for key in ("env", "framework", "backend", "seed"):
         value = getattr(args, key, None)
         if value is not None:
@@ -183,6 +260,9 @@ def cmd_train(args) -> int:
     from unirl.results import RunLogger
 
     resume = getattr(args, "resume", None)
+    if resume and getattr(args, "file", None):
+        raise UnirlError("-f starts a new run from a config file and cannot be combined with --resume (a resumed "
+                         "run keeps the config its params.json holds).")
     if resume:
         params_file = os.path.join(resume, "params.json")
         try:
@@ -203,9 +283,11 @@ def cmd_train(args) -> int:
     else:
         from unirl.registry import canonical_name
 
-        run_name = canonical_name(args.run)
+        from_file = file_settings(args)
+        run_name = canonical_name(args.run or from_file.get("run") or "PPO")
         config = build_config(args)
-        stop = check_stop(parse_json_flag("--stop", args.stop or '{"timesteps_total": 100000}'), args.forever)
+        stop = check_stop(parse_json_flag("--stop", args.stop) if args.stop else
+                          from_file.get("stop", {"timesteps_total": 100000}), args.forever)
     algo_cls = unirl.get_algorithm_class(run_name)
     if getattr(args, "replay_schedule", None):
         if resume:
@@ -451,7 +533,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an algorithm; writes a run directory")
-    t.add_argument("--run", default="PPO", help="algorithm name (default PPO)")
+    t.add_argument("-f", "--file", metavar="FILE",
+                   help="read the run from a YAML or JSON file: config keys, and optionally `run` and `stop`; keys "
+                        "starting with _ are comments; flags given on the command line override the file")
+    t.add_argument("--run", default=None, help="algorithm name (default: the -f file's `run`, else PPO)")
     t.add_argument("--env", help="Gymnasium env id (default: the config's, CartPole-v1)")
     t.add_argument("--framework", help="torch | tf | jax (default torch)")
     t.add_argument("--backend", help="local | multiprocessing | ray | mpi (default local)")
