@@ -54,14 +54,17 @@ class Algorithm:
     #: can keep their statistics (False where workers learn from batches the driver never sees).
     supports_normalization = True
 
+    def __new__(cls, config=None, *args, **overrides):
+        # A multi-agent config (a PettingZoo env) builds the same algorithm with one learner per policy
+        # (unirl.multi_agent.algorithm): the class is this one, extended, so the algorithm's file does not change.
+        from unirl.multi_agent.algorithm import MultiAgentAlgorithm, multi_agent_class, wants_multi_agent
+
+        if not issubclass(cls, MultiAgentAlgorithm) and wants_multi_agent(config, overrides):
+            cls = multi_agent_class(cls)
+        return object.__new__(cls)
+
     def __init__(self, config: AlgorithmConfig | dict | None = None, callbacks=None, **overrides):
-        if isinstance(config, AlgorithmConfig):
-            config = config.to_dict()
-        self.config = self.config_class.from_dict(config, **overrides)
-        if not self.supports_normalization and (getattr(self.config, "normalize_observations", False)
-                                                or getattr(self.config, "normalize_rewards", False)):
-            raise UnirlError(f"{self.name} does not support normalize_observations or normalize_rewards: its workers "
-                             "learn from batches the driver never sees, so the statistics could not be kept.")
+        self.config = self.build_config(config, overrides)
         from unirl.callbacks import make_callbacks, overrides_episode_end
 
         #: User hooks run on the driver (unirl.callbacks.Callbacks): results, episodes, checkpoints.
@@ -69,23 +72,7 @@ class Algorithm:
         self._episode_callbacks = overrides_episode_end(self.callbacks)
         from unirl.backends import get_backend
 
-        #: The acting policy as plain data: what workers build theirs from.
-        self.acting_policy = self.policy_spec(self.config)
-        self.policy = self.build_policy(self.config, for_learning=True, spec=self.acting_policy)
-        # PCG64: its state is plain integers, so it round-trips through the checkpoint's JSON.
-        from unirl.normalization import Normalizers
-
-        #: Observation and reward statistics (config keys normalize_*), kept here on the learner.
-        self.normalizers = Normalizers(self.config, self.policy)
-        self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(self.config.seed, seeding.LEARNER)))
-        self.iteration = 0
-        #: The largest |reward| sampled so far (after reward normalisation): the scale the value guard checks against.
-        self.max_abs_reward = 0.0
-        self.timesteps_total = 0
-        self.episodes_total = 0
-        self.time_total_s = 0.0
-        self.recent_returns = collections.deque(maxlen=self.config.metrics_num_episodes_for_smoothing)
-        self.recent_lengths = collections.deque(maxlen=self.config.metrics_num_episodes_for_smoothing)
+        self.init_learner(self.config, self.policy_spec(self.config))
         self.backend = get_backend(self.config.backend, **self.config.backend_options)
         from unirl.execution.recovery import Recovery
 
@@ -97,6 +84,41 @@ class Algorithm:
         except BaseException:
             self.backend.shutdown()
             raise
+
+    def build_config(self, config, overrides: dict) -> AlgorithmConfig:
+        """The typed config from a dict (or config object) and keyword overrides, validated."""
+        if isinstance(config, AlgorithmConfig):
+            config = config.to_dict()
+        config = self.config_class.from_dict(config, **overrides)
+        if not self.supports_normalization and (getattr(config, "normalize_observations", False)
+                                                or getattr(config, "normalize_rewards", False)):
+            raise UnirlError(f"{self.name} does not support normalize_observations or normalize_rewards: its workers "
+                             "learn from batches the driver never sees, so the statistics could not be kept.")
+        return config
+
+    def init_learner(self, config: AlgorithmConfig, acting_policy: PolicySpec) -> None:
+        """The learner's side of the algorithm for `config`: its policy (from the acting policy's spec), normalisers,
+        generator and counters (a multi-agent run keeps one such learner per policy)."""
+        self.config = config
+        #: The acting policy as plain data: what workers build theirs from.
+        self.acting_policy = acting_policy
+        self.policy = self.build_policy(config, for_learning=True, spec=acting_policy)
+        from unirl.normalization import Normalizers
+
+        #: Observation and reward statistics (config keys normalize_*), kept here on the learner.
+        self.normalizers = Normalizers(config, self.policy)
+        # PCG64: its state is plain integers, so it round-trips through the checkpoint's JSON.
+        self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(config.seed, seeding.LEARNER)))
+        self.iteration = 0
+        #: The largest |reward| sampled so far (after reward normalisation): the scale the value guard checks against.
+        self.max_abs_reward = 0.0
+        self.timesteps_total = 0
+        self.episodes_total = 0
+        self.time_total_s = 0.0
+        self.recent_returns = collections.deque(maxlen=config.metrics_num_episodes_for_smoothing)
+        self.recent_lengths = collections.deque(maxlen=config.metrics_num_episodes_for_smoothing)
+        self._episodes_this_iter = 0
+        self._returns_this_iter = np.zeros(0)
 
     # -- to be provided by algorithms -------------------------------------------------------
     def setup(self) -> None:
@@ -152,12 +174,14 @@ class Algorithm:
 
     # -- building -------------------------------------------------------------------------
     @classmethod
-    def policy_spec(cls, config: AlgorithmConfig) -> PolicySpec:
-        """The acting policy as plain data: framework and module, chosen from the env's spaces."""
-        obs_space, act_space = spaces(config.env, config.env_config)
+    def policy_spec(cls, config: AlgorithmConfig, env_spaces: tuple | None = None, seed: int | None = None) -> PolicySpec:
+        """The acting policy as plain data: framework and module, chosen from the env's spaces (or `env_spaces`,
+        (observation space, action space)), its weights initialised from `seed` (default: the run's)."""
+        obs_space, act_space = env_spaces or spaces(config.env, config.env_config)
         check_batch_memory(config, obs_space)
         module = build_module(cls.module_kind, obs_space, act_space, config.model_config())
-        return PolicySpec(config.framework, module, config.seed, config.deterministic, config.num_threads)
+        return PolicySpec(config.framework, module, config.seed if seed is None else seed, config.deterministic,
+                          config.num_threads)
 
     @classmethod
     def optimizer(cls, config: AlgorithmConfig):
@@ -178,6 +202,11 @@ class Algorithm:
     def build_learners(cls, config: AlgorithmConfig) -> tuple:
         """The policy's learners for this config (default: the class's `learners`)."""
         return tuple(cls.learners)
+
+    def sampling_group(self):
+        """What a synchronous pattern samples from instead of starting rollout workers (None: start them). A
+        multi-agent run gives each policy's pattern a feed of that policy's batches (unirl.multi_agent)."""
+        return self.__dict__.get("_sampling_group")
 
     def worker_specs(self, **options) -> list:
         """Rollout worker specs for this run: worker i hosts global envs [i * k, (i + 1) * k)."""
@@ -242,11 +271,12 @@ class Algorithm:
             "env_steps_per_s": self.timesteps_total / max(self.time_total_s, 1e-9),
         }
         result.update({f"learner/{k}": v for k, v in stats.items()})
+        result.update(self.extra_metrics())
         self._check_value_scale(result)
         recovery = getattr(self.backend, "recovery", None)
         if recovery is not None:
             result["num_worker_restarts"] = recovery.num_worker_restarts
-        flat = self.policy.get_flat_weights()
+        flat = self.flat_weights()
         if not np.isfinite(flat).all():
             from unirl.errors import NonFiniteWeightsError
 
@@ -283,11 +313,19 @@ class Algorithm:
                           "(`target_network_update_freq`, `target_update_period`), or keep the learner's replay "
                           "ratio up (`min_training_intensity`).", UnirlWarning, stacklevel=3)
 
+    def extra_metrics(self) -> dict:
+        """Metrics added to each iteration's result beside the standard ones (multi-agent runs: per policy and agent)."""
+        return {}
+
+    def flat_weights(self) -> np.ndarray:
+        """Every trained weight as one flat vector (what the weights digest hashes)."""
+        return self.policy.get_flat_weights()
+
     def weights_digest(self) -> str:
         """A short fingerprint of the trained weights: equal digests, bit-identical weights (any machine)."""
         from unirl.kernels import weights_digest
 
-        return weights_digest(self.policy.get_flat_weights())
+        return weights_digest(self.flat_weights())
 
     def current_lr(self) -> float:
         from unirl.optim import piecewise_linear

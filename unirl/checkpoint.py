@@ -328,10 +328,19 @@ def check_trusted(state: dict, overrides: dict | None = None, trust: bool = Fals
         raise UnirlError(f"refusing to load a checkpoint whose model names the custom module "
                          f"{model['custom_module']!r}: loading it would import and run that code; pass "
                          "trust_checkpoint=True (--trust-checkpoint) if you trust where it came from.")
+    multi_agent = config.get("multi_agent") if isinstance(config.get("multi_agent"), dict) else {}
+    if "multi_agent" not in overrides and isinstance(multi_agent.get("policy_mapping"), str):
+        raise UnirlError(f"refusing to load a checkpoint whose policy mapping is the function "
+                         f"{multi_agent['policy_mapping']!r}: loading it would import and run that code; pass "
+                         "trust_checkpoint=True (--trust-checkpoint) if you trust where it came from.")
     if "env" not in overrides and "env" in config:
         env = config["env"]
         import gymnasium as gym
 
+        from unirl.multi_agent.env import is_pettingzoo_module
+
+        if is_pettingzoo_module(env):  # a module of the installed PettingZoo / MPE2 packages: their own code only
+            return
         if not isinstance(env, str) or ":" in env or env not in gym.registry:
             raise UnirlError(f"refusing to load a checkpoint whose env is {env!r}: not an env Gymnasium already "
                              "knows (an env named with a module imports that module); pass trust_checkpoint=True "

@@ -156,6 +156,9 @@ class AlgorithmConfig:
     worker_timeout_s: typing.Optional[float] = None
     #: Replacements allowed within an hour before the run stops.
     max_worker_restarts: int = 10
+    #: Multi-agent runs (a PettingZoo env): {"policies": {id: {config overrides}}, "policy_mapping": {agent: id} or
+    #: "module:fn", "policies_to_train": [id, ...], "self_play": {...}}; see unirl.multi_agent and docs/multiagent.md.
+    multi_agent: dict = field(default_factory=dict)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -248,6 +251,17 @@ class AlgorithmConfig:
                     raise UnirlError(f"config key `lr_schedule` must not hold a negative timestep or learning rate, "
                                      f"got the pair {[t, v]!r}.")
         self.model_config()
+        from unirl.multi_agent.env import is_multi_agent_env
+
+        if is_multi_agent_env(self.env) or (self.multi_agent and ":" in self.env):
+            from unirl.multi_agent.config import check_multi_agent
+
+            check_multi_agent(self)
+            return
+        if self.multi_agent:
+            raise UnirlError(f"config key `multi_agent` needs a PettingZoo environment (e.g. `mpe2.simple_spread_v3`, "
+                             f"`pettingzoo.classic.connect_four_v3`, or `module:env_fn`); `{self.env}` is a "
+                             "Gymnasium env.")
         check_env_id(self.env)
 
 

@@ -410,6 +410,29 @@ class MultiCategorical(Distribution):
         return np.stack([np.argmax(l, axis=-1) for l in self._logits(x)], axis=-1).astype(np.int64)
 
 
+class MaskedEpsilonGreedy(EpsilonGreedy):
+    """Epsilon-greedy over masked Q-values (unirl.spaces.MASKED for illegal actions): the greedy action is the
+    legal argmax, and the random action is uniform over the legal ones (the second uniform picks among them)."""
+
+    def sample_numpy(self, inputs: np.ndarray, noise: np.ndarray, epsilon: float = 0.0, **explore) -> np.ndarray:
+        from unirl.spaces import MASKED
+
+        greedy = self.greedy_numpy(inputs)
+        legal = np.asarray(inputs) > MASKED / 2
+        count = np.maximum(legal.sum(axis=-1), 1)
+        k = np.minimum((noise[:, 1] * count).astype(np.int64), count - 1)
+        random = np.argmax(np.cumsum(legal, axis=-1) > k[:, None], axis=-1).astype(np.int64)
+        return np.where(noise[:, 0] < epsilon, random, greedy)
+
+
+def masked(dist: Distribution) -> Distribution:
+    """The distribution for a masked head (unirl.models.Masked): Categorical needs nothing more (a masked logit
+    has probability 0); epsilon-greedy must draw its random actions among the legal ones."""
+    if type(dist) is EpsilonGreedy:
+        return MaskedEpsilonGreedy(dist.n)
+    return dist
+
+
 def for_action_space(space: gym.Space, kind: str = "actor_critic", log_std_init: float = 0.0) -> Distribution:
     """The distribution for a Gymnasium action space and a module kind ("q" modules act
     epsilon-greedily, "policy" modules act deterministically on a Box; actor-critic modules

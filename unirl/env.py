@@ -138,7 +138,12 @@ def _offset_actions(env: gym.Env) -> gym.Env:
 
 
 def _make_one(env_id: str, config: dict) -> gym.Env:
-    return _offset_actions(_make_one_raw(env_id, config))
+    env = _offset_actions(_make_one_raw(env_id, config))
+    if isinstance(env.observation_space, gym.spaces.Dict):  # one flat vector (unirl.spaces), masks last
+        from unirl.spaces import FlattenDictObservation
+
+        env = FlattenDictObservation(env)
+    return env
 
 
 def _make_one_raw(env_id: str, config: dict) -> gym.Env:

@@ -418,6 +418,65 @@ class ActorQ(Module):
         return out if self.discrete else ops.reshape(out, (-1,))
 
 
+class Masked:
+    """A module whose observations end with an action mask (unirl.spaces.FlatDict): the inner module reads the
+    features, and its head's outputs (logits or Q-values) of masked actions become unirl.spaces.MASKED, so
+    they are never sampled nor the argmax, and have probability exactly 0 in log-probs and entropies.
+
+    Everything else (layout, parameters, value head, kind) is the inner module's."""
+
+    def __init__(self, inner, mask_size: int):
+        if inner.kind not in ("actor_critic", "q"):
+            raise UnirlError(f"action masks work with actor-critic and Q modules (PPO, A2C, IMPALA, DQN, ...); the "
+                             f"`{inner.kind}` module of this algorithm does not take them.")
+        if getattr(inner.dist, "n", None) != mask_size or not hasattr(inner.dist, "n"):
+            raise UnirlError(f"an action mask of {mask_size} entries needs a Discrete action space of {mask_size} "
+                             f"actions; this module's distribution is {type(inner.dist).__name__}.")
+        from unirl.distributions import masked
+
+        self.inner = inner
+        self.mask_size = int(mask_size)
+        self.feature_size = inner.obs_dim
+        self.dist = masked(inner.dist)
+        self.obs_shape = (self.feature_size + self.mask_size,)
+        self.obs_dim = self.obs_shape[0]
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def split(self, ops, obs):
+        """(features, mask) of a batch of flat observations."""
+        feats, mask = ops.split(ops.cast_float(obs), [self.feature_size, self.mask_size], axis=1)
+        return feats, mask
+
+    def mask_outputs(self, out, mask):
+        from unirl.spaces import MASKED
+
+        return out + (1.0 - mask) * MASKED
+
+    def forward_inference(self, ops, params, obs):
+        feats, mask = self.split(ops, obs)
+        return self.mask_outputs(self.inner.forward_inference(ops, params, feats), mask)
+
+    def forward_train(self, ops, params, obs) -> dict:
+        feats, mask = self.split(ops, obs)
+        out = dict(self.inner.forward_train(ops, params, feats))
+        key = "q" if "q" in out else "dist_inputs"
+        out[key] = self.mask_outputs(out[key], mask)
+        return out
+
+    def value(self, ops, params, obs):
+        return self.inner.value(ops, params, self.split(ops, obs)[0])
+
+
+def _features_space(space):
+    import gymnasium as gym
+
+    return gym.spaces.Box(space.low[:space.feature_size], space.high[:space.feature_size], dtype=np.float32)
+
+
 MODULE_KINDS = {"actor_critic": ActorCritic, "q": QNetwork, "policy": PolicyNetwork, "actor_q": ActorQ,
                 "deterministic_actor_q": ActorQ}
 
@@ -435,6 +494,11 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     if kind not in MODULE_KINDS:
         raise UnirlError(f"unknown module kind `{kind}`; unirl has {sorted(MODULE_KINDS)}."
                          + did_you_mean(kind, MODULE_KINDS))
+    from unirl.spaces import FlatDict, flat_space
+
+    obs_space = flat_space(obs_space, action_space)
+    if isinstance(obs_space, FlatDict) and obs_space.mask_size:
+        return Masked(build_module(kind, _features_space(obs_space), action_space, config), obs_space.mask_size)
     shape = tuple(obs_space.shape or ())
     if not shape or len(shape) > 3:
         raise UnirlError(f"observation space {obs_space} is not supported; unirl's modules take Box observations "

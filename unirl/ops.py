@@ -154,9 +154,9 @@ class NumpyOps:
     def take_rows(self, x, idx):
         return x[idx]
 
-    def split(self, x, sizes):
-        """Consecutive pieces of a 1-D array with the given sizes."""
-        return np.split(x, np.cumsum(sizes)[:-1])
+    def split(self, x, sizes, axis=0):
+        """Consecutive pieces of an array along `axis` with the given sizes."""
+        return np.split(x, np.cumsum(sizes)[:-1], axis=axis)
 
     def conv2d(self, x, w, stride: int = 1, padding: str = "VALID"):
         """NHWC 2-D convolution of x [B, H, W, C] with w [kh, kw, C, O] (im2col, 64-row blocks)."""

@@ -24,6 +24,8 @@ RESTART_ENV_RESET = 9
 RESTART_ACTION_NOISE = 10
 # The learner's own noise (SAC's reparameterised samples, TD3's target smoothing): keyed by (run seed, step block).
 LEARNER_NOISE = 12
+# A multi-agent slot's action noise (unirl.multi_agent.worker): keyed by (run seed, global env index, agent index).
+MA_ACTION_NOISE = 13
 
 
 def seed_sequence(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.SeedSequence:

@@ -95,7 +95,8 @@ class SyncSamples(Execution):
     driver_attr = "sampler"
 
     def start(self, algo):
-        return _ss.SyncSamples(algo.backend, algo.worker_specs())
+        group = algo.sampling_group()
+        return _ss.SyncSamples(algo.backend, algo.worker_specs() if group is None else [], group=group)
 
     def training_step(self) -> dict:
         a = self.algo
@@ -127,7 +128,9 @@ class SyncReplay(Execution):
         self.buffer = algo.buffer = make_buffer(c.replay_buffer_capacity, c.prioritized_replay,
                                                 c.prioritized_replay_alpha, c.prioritized_replay_eps)
         self.grad_steps = 0
-        return _sr.SyncReplay(algo.backend, algo.worker_specs(), self.buffer, algo.postprocess)
+        group = algo.sampling_group()
+        return _sr.SyncReplay(algo.backend, algo.worker_specs() if group is None else [], self.buffer, algo.postprocess,
+                              group=group)
 
     def beta(self) -> float:
         from unirl.optim import linear_schedule

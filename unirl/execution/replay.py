@@ -21,13 +21,13 @@ class SyncReplay:
     """sample(weights, **explore): gather a batch in env order and store its rows; replay(n, rng, beta): a minibatch."""
 
     def __init__(self, backend, specs: list[WorkerSpec], buffer: ReplayBuffer,
-                 postprocess: Callable[[SampleBatch], dict], worker_cls=RolloutWorker):
+                 postprocess: Callable[[SampleBatch], dict], worker_cls=RolloutWorker, group=None):
         self.backend = backend
         self.buffer = buffer
         self.postprocess = postprocess
         # Failed workers are replaced and their sampling redone from their state at the start of the
         # iteration (unirl.execution.recovery): a faulted run's buffer, and weights, are the unfaulted run's.
-        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs])
+        self.group = group if group is not None else WorkerGroup(backend, worker_cls, [(s,) for s in specs])
         self.specs = list(specs)
 
     @property

@@ -25,10 +25,11 @@ def worker_specs(config, policy: PolicySpec, **options) -> list[WorkerSpec]:
 class SyncSamples:
     """Every call: send the weights to all workers, sample, and join the batches in env order."""
 
-    def __init__(self, backend, specs: list[WorkerSpec], worker_cls=RolloutWorker):
+    def __init__(self, backend, specs: list[WorkerSpec], worker_cls=RolloutWorker, group=None):
         self.backend = backend
         self.specs = list(specs)
-        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs])
+        #: The workers (a WorkerGroup), or what stands in for them (`group`: a multi-agent run's per-policy feed).
+        self.group = group if group is not None else WorkerGroup(backend, worker_cls, [(s,) for s in specs])
 
     @property
     def workers(self):

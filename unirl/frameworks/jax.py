@@ -161,8 +161,8 @@ class JaxOps:
     def take_rows(self, x, idx):
         return jnp.take(x, idx, axis=0)
 
-    def split(self, x, sizes):
-        return jnp.split(x, np.cumsum([int(s) for s in sizes])[:-1].tolist())
+    def split(self, x, sizes, axis=0):
+        return jnp.split(x, np.cumsum([int(s) for s in sizes])[:-1].tolist(), axis=axis)
 
     def conv2d(self, x, w, stride=1, padding="VALID"):
         """NHWC convolution as im2col + the row-blocked matmul (unirl.ops.conv2d_im2col): row-invariant."""

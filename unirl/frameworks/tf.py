@@ -113,8 +113,8 @@ class TFOps:
     def take_rows(self, x, idx):
         return tf.gather(x, idx, axis=0)
 
-    def split(self, x, sizes):
-        return tf.split(x, [int(s) for s in sizes])
+    def split(self, x, sizes, axis=0):
+        return tf.split(x, [int(s) for s in sizes], axis=axis)
 
     def conv2d(self, x, w, stride=1, padding="VALID"):
         """NHWC convolution as im2col + the row-blocked matmul (unirl.ops.conv2d_im2col): row-invariant."""

@@ -127,8 +127,8 @@ class TorchOps:
     def take_rows(self, x, idx):
         return torch.index_select(x, 0, idx)
 
-    def split(self, x, sizes):
-        return torch.split(x, list(sizes))
+    def split(self, x, sizes, axis=0):
+        return torch.split(x, [int(s) for s in sizes], dim=axis)
 
     def conv2d(self, x, w, stride=1, padding="VALID"):
         """NHWC convolution as im2col + the row-blocked matmul (unirl.ops.conv2d_im2col): row-invariant."""
