@@ -1,10 +1,10 @@
 """A new algorithm on unirl's public API: vanilla policy gradient with a learned value baseline.
 
     python examples/third_party_algorithm.py                        # train it on CartPole-v1
-    unirl train --run=examples.third_party_algorithm:VPG --stop='{"timesteps_total": 50000}'
-    unirl conformance --quick --framework torch --backend local --algo examples.third_party_algorithm:VPG
+    PYTHONPATH=. unirl train --run=examples.third_party_algorithm:VPG --stop='{"timesteps_total": 50000}'
+    PYTHONPATH=. unirl conformance --quick --framework torch --backend local --algo examples.third_party_algorithm:VPG
 
-(The last two from the repository root, so that `examples` is importable.) The algorithm is a
+(The last two from the repository root; `PYTHONPATH=.` makes `examples` importable by the `unirl` command.) The algorithm is a
 config dataclass, a NumPy postprocessing step, a loss on the neutral ops, and the execution
 pattern it runs on; nothing in unirl knows it, and it runs on every framework and backend. Its
 conformance spec lets the suite prove it is bit-identical across backends and worker counts.

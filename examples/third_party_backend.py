@@ -1,9 +1,9 @@
 """A backend of your own, certified by the conformance suite.
 
     python examples/third_party_backend.py            # trains PPO on it, then runs the suite on it
-    unirl conformance --quick --framework torch --backend examples.third_party_backend:InlineBackend --algo PPO
+    PYTHONPATH=. unirl conformance --quick --framework torch --backend examples.third_party_backend:InlineBackend --algo PPO
 
-(From the repository root, so that `examples` is importable.) The backend runs every worker in the
+(From the repository root; `PYTHONPATH=.` makes `examples` importable by the `unirl` command.) The backend runs every worker in the
 driver's process and each call when it is made: the smallest thing that meets the protocol of
 `unirl.backends.base.Backend` (spawn, call, wait, get, shutdown). The suite checks level 1 (the
 protocol: order, waiting, errors carried back, big arrays bit-exact, clean shutdown), level 2 (a
