@@ -125,6 +125,10 @@ class EnvInfo:
             env.close()
 
 
+def _none():
+    return None
+
+
 def _set_dict(obj, state) -> None:
     obj.__dict__.update(state)
 
@@ -142,6 +146,8 @@ def dumps_env(env) -> bytes:
         def reducer_override(self, obj):
             if isinstance(obj, EzPickle) and not isinstance(obj, type):
                 return object.__new__, (type(obj),), dict(obj.__dict__), None, None, _set_dict
+            if type(obj).__module__.startswith("pygame"):  # a rendering surface, font or clock: not env state
+                return _none, ()
             return super().reducer_override(obj)
 
     buf = io.BytesIO()

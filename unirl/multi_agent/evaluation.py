@@ -61,3 +61,38 @@ def random_legal(obs: np.ndarray, mask_size: int, rng: np.random.Generator) -> i
     """A uniformly random legal action from a flat observation whose last `mask_size` entries are the mask."""
     legal = np.flatnonzero(np.asarray(obs)[-mask_size:] > 0)
     return int(legal[rng.integers(len(legal))])
+
+
+def play_against(run, policy_id: str, opponent, num_games: int, seed: int = 0) -> dict:
+    """Greedy games of policy `policy_id` of a multi-agent run against `opponent(obs, rng) -> action` (a scripted
+    player; `random_player` plays uniformly among the legal moves): game k's policy plays seat k mod the number of
+    agents (so every seat equally), the opponent every other seat, its randomness from (seed, k). Returns the
+    policy's win, draw and loss rates (the sign of its return) and its mean return."""
+    info = run.env_info
+    agents = info.agents
+    policy = run.learners[policy_id].policy if policy_id in getattr(run, "learners", {}) else run.policy
+    rngs = [seeding.generator(seed, seeding.EVALUATION, k, 1) for k in range(num_games)]
+
+    def choose(decisions):
+        out = [None] * len(decisions)
+        mine = [i for i, (k, a, _) in enumerate(decisions) if agents.index(a) == k % len(agents)]
+        if mine:
+            acts = policy.compute_actions(np.stack([decisions[i][2] for i in mine]).astype(np.float32))
+            for j, i in enumerate(mine):
+                out[i] = policy.dist.env_actions(acts[j:j + 1])[0]
+        for i, (k, a, obs) in enumerate(decisions):
+            if out[i] is None:
+                out[i] = opponent(obs, rngs[k])
+        return out
+
+    games = play(run.config.env, run.config.env_config, info.obs_spaces, num_games, seed, choose)
+    mine = np.array([g[0][k % len(agents)] for k, g in enumerate(games)])
+    return {"win_rate": float(np.mean(mine > 0)), "draw_rate": float(np.mean(mine == 0)),
+            "loss_rate": float(np.mean(mine < 0)), "return_mean": float(mine.mean()), "games": num_games}
+
+
+def random_player(mask_size: int):
+    """An opponent for `play_against`: a uniformly random legal move (the mask is the observation's last entries)."""
+    def act(obs, rng):
+        return random_legal(obs, mask_size, rng)
+    return act
