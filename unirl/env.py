@@ -73,7 +73,66 @@ def check_env_id(env_id: str) -> None:
     if name in gym.registry:
         return
     raise UnirlError(f"unknown environment `{env_id}`: Gymnasium has no env with that id."
+                     + (registering_package_hint(name) if ":" not in env_id else "")
                      + did_you_mean(name, gym.registry.keys()))
+
+
+#: Env id prefixes of third-party packages whose name does not follow from the prefix:
+#: prefix -> (module to import, pip package).
+ENV_PACKAGES = {"MiniGrid": ("minigrid", "minigrid"), "BabyAI": ("minigrid", "minigrid"),
+                "MiniWorld": ("miniworld", "miniworld"), "highway": ("highway_env", "highway-env"),
+                "merge": ("highway_env", "highway-env"), "roundabout": ("highway_env", "highway-env"),
+                "parking": ("highway_env", "highway-env"), "intersection": ("highway_env", "highway-env"),
+                "racetrack": ("highway_env", "highway-env"), "Craftax": ("craftax", "craftax"),
+                "procgen": ("procgen", "procgen"), "FetchReach": ("gymnasium_robotics", "gymnasium-robotics"),
+                "FetchPush": ("gymnasium_robotics", "gymnasium-robotics"),
+                "PointMaze": ("gymnasium_robotics", "gymnasium-robotics"),
+                "AntMaze": ("gymnasium_robotics", "gymnasium-robotics"),
+                "AdroitHand": ("gymnasium_robotics", "gymnasium-robotics")}
+
+
+def _candidate_modules(env_id: str) -> list[tuple[str, str]]:
+    """(module, pip package) pairs that might register `env_id`: a known prefix's package, else the id's
+    first word in lower case ("MiniGrid-Empty-5x5-v0" -> minigrid; "Foo/Bar-v0" -> foo)."""
+    import re
+
+    word = re.split(r"[-/]", env_id, maxsplit=1)[0]
+    out = [ENV_PACKAGES[word]] if word in ENV_PACKAGES else []
+    for module in (word.lower(), word.lower().replace(".", "_"), re.sub(r"(?<!^)(?=[A-Z])", "_", word).lower()):
+        if module.isidentifier() and (module, module) not in out and all(m != module for m, _ in out):
+            out.append((module, module))
+    return out
+
+
+def registering_package_hint(env_id: str) -> str:
+    """A sentence for the unknown-env error when an installed package registers `env_id` on import (then
+    "package:EnvId" works, Gymnasium's convention), or when a known package that would is not installed;
+    "" if neither. The candidate packages are named by the id itself (see _candidate_modules)."""
+    import importlib
+    import importlib.util
+
+    import sys
+
+    for module, pip_name in _candidate_modules(env_id):
+        if module in sys.stdlib_module_names:
+            continue
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            if module in {m for m, _ in ENV_PACKAGES.values()}:
+                return (f" It belongs to the `{pip_name}` package, which is not installed: pip install {pip_name}, "
+                        f"then use `{module}:{env_id}` (importing {module} registers its envs).")
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception:  # a package that fails to import cannot register anything; say nothing about it
+            continue
+        if env_id in gym.registry:
+            return (f" The installed package `{module}` registers it when imported: use "
+                    f"`{module}:{env_id}` (Gymnasium's module:EnvId convention).")
+    return ""
 
 
 class ChannelsLast(gym.ObservationWrapper):
