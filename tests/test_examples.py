@@ -1,6 +1,7 @@
 """Every script in examples/ runs, with a tiny budget, as a user would run it (a process each, with a timeout)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -85,3 +86,22 @@ def test_tune_pbt_runs_a_tiny_population(tmp_path):
     out = run_example("tune_pbt.py", "--num-samples", "2", "--steps", "1024", "--perturbation-interval", "2",
                       "--output", str(tmp_path), timeout=540)
     assert "episode_return_mean" in out
+
+
+@pytest.mark.timeout(600)
+def test_ray_walkthrough_gives_the_same_bits_on_every_backend(tmp_path):
+    """docs/backends.md's walkthrough: the example's env by import path, local, multiprocessing and Ray."""
+    pytest.importorskip("ray")
+    runs = {"local": ["--config", '{"num_envs_per_worker": 8}'],
+            "multiprocessing": ["--backend", "multiprocessing", "--config", '{"num_workers": 2, "num_envs_per_worker": 4}'],
+            "ray": ["--backend", "ray", "--config", '{"num_workers": 2, "num_envs_per_worker": 4}']}
+    digests = {}
+    for name, flags in runs.items():
+        proc = subprocess.run([sys.executable, "-m", "unirl.cli", "train", "--run=PPO", "--env=examples.custom_env:Corridor",
+                               "--stop", '{"timesteps_total": 1024}', "--evaluation-episodes", "1", "--quiet",
+                               "--output", str(tmp_path / name), *flags], cwd=tmp_path, env=example_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with open(tmp_path / name / "evaluation.json") as f:
+            digests[name] = json.load(f)["weights_digest"]
+    assert len(set(digests.values())) == 1, digests
