@@ -46,14 +46,17 @@ class CallbackList(Callbacks):
         self.callbacks = list(callbacks)
 
     def on_train_result(self, algorithm, result):
+        """Each callback's on_train_result, in order."""
         for c in self.callbacks:
             c.on_train_result(algorithm, result)
 
     def on_episode_end(self, algorithm, episode_return, episode_length):
+        """Each callback's on_episode_end, in order."""
         for c in self.callbacks:
             c.on_episode_end(algorithm, episode_return, episode_length)
 
     def on_checkpoint(self, algorithm, path):
+        """Each callback's on_checkpoint, in order."""
         for c in self.callbacks:
             c.on_checkpoint(algorithm, path)
 

@@ -132,6 +132,7 @@ def save_checkpoint(path: str, arrays: dict[str, np.ndarray], state: dict,
 
 
 def checkpoint_name(iteration: int) -> str:
+    """The folder name of the checkpoint written after `iteration` ("checkpoint_000042")."""
     return f"checkpoint_{iteration:06d}"
 
 
@@ -278,6 +279,7 @@ def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def resolve_checkpoint(path: str) -> str:
+    """The checkpoint folder `path` stands for: itself, or a run folder's latest whole checkpoint."""
     return load_latest(path)[0]
 
 

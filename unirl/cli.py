@@ -28,6 +28,7 @@ def parse_json_flag(flag: str, text: str) -> dict:
 
 
 def check_stop(stop: dict, forever: bool = False) -> dict:
+    """`stop` if every key is a known stop criterion with a finite number; `{}` only with `forever`."""
     for key, value in stop.items():
         if key not in STOP_KEYS:
             raise UnirlError(f"unknown stop criterion `{key}`." + did_you_mean(key, STOP_KEYS)
@@ -41,6 +42,7 @@ def check_stop(stop: dict, forever: bool = False) -> dict:
 
 
 def should_stop(result: dict, stop: dict) -> bool:
+    """Whether any stop criterion has reached its value in `result` (a NaN never reaches one)."""
     values = dict(result, training_iteration=result["iteration"])
     return any(values.get(k) is not None and not (isinstance(values[k], float) and math.isnan(values[k]))
                and values[k] >= v for k, v in stop.items())
@@ -158,6 +160,7 @@ def _fmt(v, spec=".1f"):
 
 
 def iteration_line(r: dict) -> str:
+    """The one line `unirl train` prints per iteration."""
     return (f"iter {r['iteration']:4d}  steps {r['timesteps_total']:7d}  "
             f"return {_fmt(r['episode_return_mean']):>5} [{_fmt(r['episode_return_min'], '.0f')}, "
             f"{_fmt(r['episode_return_max'], '.0f')}]  episodes {r['episodes_total']:5d}  "
@@ -249,6 +252,11 @@ def _worker_failure_line(e, logdir: str, last_checkpoint: str | None) -> str:
 
 
 def cmd_train(args) -> int:
+    """`unirl train`: build (or resume) a run, train until a stop criterion, checkpoint, evaluate.
+
+    Returns:
+        The exit code: 0, 1 (the run failed), 2 (a bad flag or config), 130 / 143 (Ctrl-C / SIGTERM).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -529,6 +537,7 @@ def count(least: int):
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The `unirl` argument parser with its subcommands (train, evaluate, bench, plot, tune, conformance)."""
     p = Parser(prog="unirl", description="Unified, scalable, reproducible reinforcement learning.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -619,6 +628,11 @@ def check_conformance_names(args):
 
 
 def main(argv=None) -> int:
+    """The `unirl` command: parse `argv` (default: sys.argv), run the subcommand, return its exit code.
+
+    A `UnirlError` is printed as one `unirl: error:` line (exit code 2), a worker's failure as its traceback
+    and one line (exit code 1); never a traceback of unirl's own code.
+    """
     global _STOP_REQUESTED
     _STOP_REQUESTED = False
     args = make_parser().parse_args(argv)

@@ -233,6 +233,19 @@ def _make_one_raw(env_id: str, config: dict) -> gym.Env:
 
 
 def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:
+    """One environment as unirl's workers build it.
+
+    Args:
+        env_id: A Gymnasium id, "module:EnvId", or "module:Class" / "module:make_env" (see check_env_id).
+        env_config: Keyword arguments for `gymnasium.make` (or the class or function).
+
+    Returns:
+        The env with unirl's wrappers (Atari preprocessing, zero-based actions, flattened Dict
+        observations) applied.
+
+    Raises:
+        UnirlError: an unknown id (with a hint where an installed package registers it) or a missing extra.
+    """
     check_env_id(env_id)
     try:
         return _make_one(env_id, env_config or {})

@@ -25,16 +25,19 @@ class GradientTransformation(NamedTuple):
 
 
 class EmptyState(NamedTuple):
-    pass
+    """The state of a transformation that keeps none (clipping, weight decay, SGD)."""
 
 
 class AdamState(NamedTuple):
+    """Adam's state: the step count and the first and second moments of the gradient."""
+
     count: object  # float32 scalar tensor: steps taken
     mu: object  # first moment, same shape as the parameters
     nu: object  # second moment
 
 
 def global_norm(ops, grads):
+    """The L2 norm of the flat gradient vector `grads`, on the given ops."""
     return ops.sqrt(ops.sum(ops.square(grads)))
 
 
