@@ -185,6 +185,15 @@ class DQN(Algorithm):
                     "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
         curve_config={"env": "CartPole-v1", "total_envs": 4, "train_batch_size": 32},
         learning={"config": {"env": "CartPole-v1"}, "score": 475.0, "budget": 50_000, "eval_episodes": 20},
+        variants={
+            # multi-agent: a turn-based game with action masks, one policy per seat (unirl.multi_agent)
+            "tictactoe": ConformanceSpec(
+                run_config={"env": "classic/tictactoe-v3", "total_envs": 12, "train_batch_size": 48,
+                            "learning_starts": 24, "replay_batch_size": 16, "target_network_update_freq": 48,
+                            "model": {"hidden_sizes": [32, 32], "activation": "relu"},
+                            "multi_agent": {"policies": {"player_1": {}, "player_2": {}}}},
+                quick_iterations=3),
+        },
     )
 
     execution = loops.SyncReplay()

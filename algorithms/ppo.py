@@ -108,6 +108,11 @@ class PPO(Algorithm):
                           "score": -250.0, "budget": 200_000, "eval_episodes": 20},
                 quick_iterations=2),
             # Image observations: MinAtar frames (uint8, 10x10x4) through the small CNN.
+            # multi-agent: a cooperative parallel env, three agents sharing one policy (unirl.multi_agent)
+            "spread": ConformanceSpec(
+                run_config={"env": "mpe2.simple_spread_v3", "total_envs": 12, "train_batch_size": 96,
+                            "minibatch_size": 48, "num_epochs": 2},
+                quick_iterations=4),
             "minatar": ConformanceSpec(
                 run_config={"env": "MinAtar/Breakout-v1", "total_envs": 12, "train_batch_size": 96,
                             "minibatch_size": 48, "num_epochs": 1},

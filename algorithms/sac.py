@@ -205,8 +205,8 @@ class SAC(OffPolicyActorCritic):
         return tuple(l for l in cls.learners if config.autotune_alpha or l.name != "alpha")
 
     @classmethod
-    def policy_spec(cls, config):
-        spec = super().policy_spec(config)
+    def policy_spec(cls, config, env_spaces=None, seed=None):
+        spec = super().policy_spec(config, env_spaces, seed)
         spec.module.initial_log_alpha = math.log(config.initial_alpha)
         return spec
 

@@ -165,6 +165,30 @@ class _RecordingPolicy:
         self.observations.append(np.array(obs, np.float32))
         return self.policy.compute_actions(obs)
 
+    def __getattr__(self, name):  # the distribution, the module, ...: the policy's
+        return getattr(self.policy, name)
+
+
+def _evaluation_observations(algo_obj, episodes: int) -> np.ndarray:
+    """The observations the (primary) policy acts on in `episodes` greedy evaluation episodes."""
+    from unirl.evaluation import evaluate_policy
+
+    c = algo_obj.config
+    from unirl.multi_agent.algorithm import MultiAgentAlgorithm
+
+    if isinstance(algo_obj, MultiAgentAlgorithm):  # a multi-agent run: its own evaluation, the primary policy recorded
+        learner = algo_obj.learners[algo_obj.primary_policy_id]
+        rec = _RecordingPolicy(learner.policy)
+        learner.policy = rec
+        try:
+            algo_obj.evaluate(episodes)
+        finally:
+            learner.policy = rec.policy
+    else:
+        rec = _RecordingPolicy(algo_obj.policy)
+        evaluate_policy(rec, c.env, c.env_config, episodes, c.seed)
+    return np.concatenate(rec.observations)
+
 
 def greedy_action_mismatches(policy, obs: np.ndarray, actions: np.ndarray, ref_actions: np.ndarray,
                              rtol: float) -> np.ndarray:
@@ -192,7 +216,6 @@ def checkpoint_agreement(algo: str, reference: str, frameworks: list, rtol: floa
 
     import unirl
     from unirl.conformance.framework_checks import algorithm_class, framework_spec
-    from unirl.evaluation import evaluate_policy
 
     t0 = time.perf_counter()
     check = "checkpoint actions"
@@ -206,10 +229,7 @@ def checkpoint_agreement(algo: str, reference: str, frameworks: list, rtol: floa
                     ref_algo.train()
                 want = ref_algo.evaluate(episodes)["evaluation/episode_returns"]
                 path = ref_algo.save(f"{tmp}/ck")
-                rec = _RecordingPolicy(ref_algo.policy)
-                c = ref_algo.config
-                evaluate_policy(rec, c.env, c.env_config, episodes, c.seed)
-                obs = np.concatenate(rec.observations)
+                obs = _evaluation_observations(ref_algo, episodes)
                 ref_actions = np.asarray(ref_algo.policy.compute_actions(obs))
             finally:
                 ref_algo.stop()

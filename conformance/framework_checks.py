@@ -610,7 +610,13 @@ def build_learner_policy(adapter, problem: LossProblem):
     adapter = load_adapter(adapter)
     cls = algorithm_class(problem.algo)
     config = cls.config_class.from_dict(dict(problem.config, framework=framework_spec(adapter)))
-    spec = cls.policy_spec(config)
+    from unirl.multi_agent.algorithm import primary_learner_setup
+
+    multi_agent = primary_learner_setup(config)  # a multi-agent run: its primary policy's learner
+    env_spaces = None
+    if multi_agent is not None:
+        config, env_spaces = multi_agent
+    spec = cls.policy_spec(config, env_spaces)
 
     class _OnThisAdapter(PolicySpec):
         def adapter(self):  # the adapter object given (it may be a plugin instance), not a new one
@@ -723,7 +729,7 @@ def train_weights(framework, iterations: int = 3, config: dict | None = None, al
     """The flat weights after `iterations` iterations of the algorithm (a fresh algorithm each call)."""
     algo_obj = _build(framework, config, iterations, algo)
     try:
-        return algo_obj.policy.get_flat_weights()
+        return algo_obj.flat_weights()
     finally:
         algo_obj.stop()
 

@@ -184,9 +184,13 @@ def algo_unavailable(name: str) -> str | None:
     env = spec.run_config.get("env")
     if isinstance(env, str):
         from unirl.env import spaces
+        from unirl.multi_agent.env import EnvInfo, is_multi_agent_env
 
-        try:  # an env behind a missing extra (MinAtar, Box2D, ...) makes the config unavailable, not failed
-            spaces(env, spec.run_config.get("env_config"))
+        try:  # an env behind a missing extra (MinAtar, Box2D, PettingZoo, ...) makes the config unavailable, not failed
+            if is_multi_agent_env(env):
+                EnvInfo(env, spec.run_config.get("env_config"))
+            else:
+                spaces(env, spec.run_config.get("env_config"))
         except UnirlError as e:
             return str(e)
         except Exception:

@@ -117,16 +117,52 @@ def test_unsupported_spaces_are_one_sentence():
         observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
         action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2)))
 
-    class DictObs(gym.Env):
-        observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    class DictObs(gym.Env):  # Dict observations are flattened (unirl.spaces), but a Text key cannot be
+        observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,), np.float32),
+                                             "mission": gym.spaces.Text(10)})
         action_space = gym.spaces.Discrete(2)
 
     with pytest.raises(UnirlError, match=r"action space Tuple\(.*is not supported"):
         unirl.build("PPO", {"env": TupleActions})
-    with pytest.raises(UnirlError, match=r"observation space Dict\(.*is not supported"):
+    with pytest.raises(UnirlError, match=r"Dict observation key `mission` is a Text space.*FilterObservation"):
         unirl.build("PPO", {"env": DictObs})
     with pytest.raises(UnirlError, match="an environment must be a Gymnasium id"):
         unirl.build("PPO", {"env": 5})
+
+
+def test_dict_observations_with_a_mask_train_and_act_legally():
+    """A single-agent env observing {"position": Box, "mode": Discrete, "action_mask": Box}: flattened (the Discrete
+    key one-hot, the mask last), the module reads the features only and never picks a masked action."""
+    class MaskedLine(gym.Env):
+        observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-5, 5, (1,), np.float32),
+                                             "mode": gym.spaces.Discrete(2),
+                                             "action_mask": gym.spaces.Box(0, 1, (3,), np.int8)})
+        action_space = gym.spaces.Discrete(3)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.x, self.t = 0, 0
+            return self._obs(), {}
+
+        def _obs(self):
+            mask = np.array([self.x > -3, 1, self.x < 3], np.int8)  # no move past +-3
+            return {"position": np.array([self.x], np.float32), "mode": self.t % 2, "action_mask": mask}
+
+        def step(self, action):
+            assert self._obs()["action_mask"][action], "a masked action was taken"
+            self.x += int(action) - 1
+            self.t += 1
+            return self._obs(), float(self.x), False, self.t >= 20, {}
+
+    for algo_name, extra in (("PPO", {"minibatch_size": 32}), ("DQN", {"learning_starts": 0})):
+        algo = unirl.build(algo_name, dict({"env": MaskedLine, "num_envs_per_worker": 2, "train_batch_size": 64},
+                                           **extra))
+        try:
+            assert algo.policy.module.obs_dim == 1 + 2 + 3
+            for _ in range(3):
+                algo.train()  # the env asserts every action is legal
+        finally:
+            algo.stop()
 
 
 def test_module_class_form_is_checked_and_built():

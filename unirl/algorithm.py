@@ -50,6 +50,9 @@ class Algorithm:
     conformance = None
     #: The execution pattern (a declaration from unirl.execution.loops); bound to this algorithm in setup().
     execution = None
+    #: Config keys a run of this algorithm may leave unread, and why (the conformance suite's "config keys" check).
+    inert_config_keys = {"multi_agent": "read by multi-agent runs only (a PettingZoo env, unirl.multi_agent); a "
+                                        "single-agent config with it set is refused when validated"}
     #: The learner sees every sampled batch, so config keys normalize_observations / normalize_rewards
     #: can keep their statistics (False where workers learn from batches the driver never sees).
     supports_normalization = True

@@ -272,6 +272,16 @@ class MultiAgentAlgorithm:
             out.update(self.league.metrics())
         return out
 
+    @property
+    def policy(self):
+        """The policy of a single-policy run; with several, the primary one (`primary_policy_id`, the first trained),
+        which is the one the conformance suite's learner checks capture."""
+        return self.learners[self.primary_policy_id].policy
+
+    @property
+    def primary_policy_id(self) -> str:
+        return primary_policy_id(self.config)
+
     def flat_weights(self) -> np.ndarray:
         return np.concatenate([learner.policy.get_flat_weights() for _, learner in sorted(self.learners.items())])
 
@@ -366,6 +376,28 @@ class MultiAgentAlgorithm:
                                  for r, row in state.get("recent_games", []))
         if self.league is not None:
             self.league.set_state(arrays, state["league"])
+
+
+def primary_policy_id(config) -> str:
+    """The first policy that learns (sorted ids; the self-play learner when there is a league)."""
+    ids = ma_config.policy_ids(config)
+    ma = config.multi_agent
+    train = ma.get("policies_to_train") or [p for p in ids if p != ma.get("self_play", {}).get("opponent")]
+    return sorted(train)[0]
+
+
+def primary_learner_setup(config):
+    """(the primary policy's config, its (observation space, action space)) for a multi-agent config, else None:
+    what rebuilds that policy's learner outside a run (the conformance suite's learner checks)."""
+    from unirl.multi_agent.env import EnvInfo
+
+    if not wants_multi_agent(config, {}):
+        return None
+    pid = primary_policy_id(config)
+    info = EnvInfo(config.env, config.env_config)
+    table = ma_config.mapping(config, info.agents, config.num_envs)
+    agent = next(a for row in table.values() for a in info.agents if row[a] == pid)
+    return ma_config.policy_config(config, pid), (info.obs_spaces[agent], info.action_spaces[agent])
 
 
 def greedy_actions(run, mapping: dict, decisions: list) -> list:
