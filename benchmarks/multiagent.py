@@ -45,7 +45,7 @@ TICTACTOE_CONFIG = {"env": TICTACTOE, "num_workers": 1, "num_envs_per_worker": 8
                     "model": {"hidden_sizes": [128, 128], "activation": "relu"},
                     "multi_agent": {"policies": {"dqn": {}, "random": {"exploration_initial_eps": 1.0,
                                                                       "exploration_final_eps": 1.0}},
-                                    "policy_mapping": "benchmarks.multiagent:alternate_seats",
+                                    "policy_mapping": "unirl.benchmarks.multiagent:alternate_seats",
                                     "policies_to_train": ["dqn"]}}
 
 
@@ -181,24 +181,65 @@ def tictactoe(args) -> None:
 
 
 # -- throughput ------------------------------------------------------------------------------------------------
-def throughput(args) -> None:
+def _rates(backend: str, iterations: int) -> list:
+    """[(num_workers, env steps/s)] of shared-policy PPO on simple_spread with 1 and 2 workers (16 envs in all)."""
     rows = []
+    for workers in (1, 2):
+        config = dict(SPREAD_CONFIG, backend=backend, num_workers=workers, num_envs_per_worker=16 // workers)
+        algo = unirl.build("PPO", config)
+        try:
+            algo.train()  # warm-up
+            t0, s0 = time.time(), algo.timesteps_total
+            for _ in range(iterations):
+                algo.train()
+            rows.append((workers, (algo.timesteps_total - s0) / (time.time() - t0)))
+        finally:
+            algo.stop()
+    return rows
+
+
+def mpi_rates_main(iterations: int, out_path: str) -> None:
+    """Every rank of the MPI job: rank 0 measures (its backends place workers on ranks 1..n), the others serve."""
+    rows = _rates("mpi", iterations)
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        with open(out_path, "w") as f:
+            json.dump(rows, f)
+
+
+def _mpi_rates(iterations: int) -> list:
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from unirl.backends.base import worker_env
+    from unirl.backends.mpi import find_mpiexec, launch_command
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rates.json")
+        code = f"from unirl.benchmarks.multiagent import mpi_rates_main; mpi_rates_main({iterations}, {out!r})"
+        env = dict(os.environ)
+        env.update(worker_env(1))
+        proc = subprocess.run(launch_command(find_mpiexec(), 3, [sys.executable, "-c", code]), capture_output=True,
+                              text=True, timeout=1200, env=env)
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise SystemExit(f"the MPI job failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-800:]}")
+        with open(out) as f:
+            return [tuple(r) for r in json.load(f)]
+
+
+def throughput(args) -> None:
+    """Env steps per second with 1 and 2 workers on each backend, and each as a ratio to the same backend's 1 worker
+    (the backends measured one after the other in one command: compare ratios, not absolute rates across runs)."""
     for backend in args.backends:
-        for workers in (1, 2):
-            config = dict(SPREAD_CONFIG, backend=backend, num_workers=workers, num_envs_per_worker=16 // workers)
-            algo = unirl.build("PPO", config)
-            try:
-                algo.train()  # warm-up
-                t0, s0 = time.time(), algo.timesteps_total
-                for _ in range(args.iterations):
-                    algo.train()
-                rows.append((backend, workers, (algo.timesteps_total - s0) / (time.time() - t0)))
-            finally:
-                algo.stop()
-    base = rows[0][2]
-    for backend, workers, rate in rows:
-        emit({"bench": "spread-throughput", "backend": backend, "num_workers": workers,
-              "env_steps_per_s": round(rate), "ratio_to_first": round(rate / base, 3)}, args.out)
+        rows = _mpi_rates(args.iterations) if backend == "mpi" else _rates(backend, args.iterations)
+        base = rows[0][1]
+        for workers, rate in rows:
+            emit({"bench": "spread-throughput", "backend": backend, "num_workers": workers,
+                  "env_steps_per_s": round(rate), "ratio_to_1_worker": round(rate / base, 3),
+                  "iterations": args.iterations}, args.out)
 
 
 def main(argv=None) -> None:

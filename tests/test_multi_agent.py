@@ -268,3 +268,16 @@ def test_killed_worker_is_replaced_with_identical_results():
             r = algo.train()
         assert r["num_worker_restarts"] == 1
         np.testing.assert_array_equal(ref, algo.flat_weights())
+
+
+def test_sac_and_a2c_run_unchanged_and_split_invariant():
+    """Off-policy actor-critic on continuous actions (SAC, replay per policy) and A2C on a masked turn-based game:
+    the same bits whatever the split of envs over workers."""
+    sac = {"env": SPREAD, "env_config": {"continuous_actions": True}, "train_batch_size": 16, "learning_starts": 32,
+           "replay_batch_size": 32}
+    a2c = {"env": C4, "train_batch_size": 32}
+    for name, cfg in (("SAC", sac), ("A2C", a2c)):
+        one = run(name, dict(cfg, num_workers=1, num_envs_per_worker=4), iterations=4)
+        two = run(name, dict(cfg, num_workers=2, num_envs_per_worker=2), iterations=4)
+        assert_same(one, two, f"{name} 1 vs 2 workers")
+        assert one[1][-1]["timesteps_total"] >= 4 * 16
