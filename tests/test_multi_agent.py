@@ -281,3 +281,48 @@ def test_sac_and_a2c_run_unchanged_and_split_invariant():
         two = run(name, dict(cfg, num_workers=2, num_envs_per_worker=2), iterations=4)
         assert_same(one, two, f"{name} 1 vs 2 workers")
         assert one[1][-1]["timesteps_total"] >= 4 * 16
+
+
+def test_agents_leaving_early_keep_their_own_transitions():
+    """A parallel env whose agents finish at different times: each slot's transitions end with its own terminal
+    flag, the other agent keeps acting, and the episode's return is the sum of both agents' rewards."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "custom_env_files"))
+    from unirl.multi_agent.env import EnvInfo
+    from unirl.multi_agent.worker import MultiAgentWorker, MultiAgentWorkerSpec
+    from unirl.models import ModelConfig, build_module
+    from unirl.policy import PolicySpec
+
+    env = "ma_envs:race"
+    info = EnvInfo(env)
+    assert info.agents == ["fast", "slow"] and info.api == "parallel"
+    module = build_module("actor_critic", info.obs_spaces["fast"], info.action_spaces["fast"], ModelConfig())
+    mapping = {0: {"fast": "p", "slow": "p"}}
+    worker = MultiAgentWorker(MultiAgentWorkerSpec(env, {}, 0, 0, 0, 1, 12, info.agents, mapping,
+                                                   {"p": PolicySpec("torch", module, 0)}, info.obs_spaces))
+    out = worker.sample()
+    b = out["batches"]["p"]
+    assert b["obs"].shape == (12, 2, 2)
+    for col, goal in ((0, 2), (1, 4)):
+        ends = np.flatnonzero(b["terminateds"][:, col] | b["truncateds"][:, col])
+        pos, t = b["obs"][:, col, 0], b["obs"][:, col, 1]
+        # within an episode the agent's time advances by one per own transition, and an episode ends at its goal
+        # (terminated) or at the 6-step limit (truncated)
+        for e in ends:
+            assert b["terminateds"][e, col] == (pos[e] + b["actions"][e, col] >= goal)
+            assert b["truncateds"][e, col] == (not b["terminateds"][e, col] and t[e] == 5)
+    # env episodes: each game's return is the two agents' summed rewards
+    for _, _, returns, length in out["episodes"]:
+        assert returns.shape == (2,) and 1 <= length <= 6 and returns.sum() <= 2 + 4
+
+
+def test_an_agent_that_never_acts_is_an_error_naming_it():
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "custom_env_files"))
+    with pytest.raises(Exception, match=r"without agents \['ghost'\] acting"):
+        with unirl.build("PPO", {"env": "ma_envs:race", "env_config": {"with_ghost": True}, "num_envs_per_worker": 1,
+                                 "train_batch_size": 4, "minibatch_size": 4,
+                                 "multi_agent": {"policies": {"shared": {}}}}) as algo:
+            algo.train()
