@@ -31,13 +31,13 @@ SPREAD_CONFIG = {"env": SPREAD, "backend": "multiprocessing", "num_workers": 2, 
                  "model": {"hidden_sizes": [64, 64]}}
 #: Self-play PPO on Connect Four: the learner against a league of its own snapshots, seats alternating over envs.
 CONNECT4_CONFIG = {"env": CONNECT4, "backend": "multiprocessing", "num_workers": 2, "num_envs_per_worker": 8,
-                   "train_batch_size": 1024, "minibatch_size": 256, "num_epochs": 4, "gamma": 0.99,
-                   "gae_lambda": 0.95, "lr": 5e-4, "lr_decay_timesteps": 0, "entropy_coeff": 0.01, "grad_clip": 0.5,
+                   "train_batch_size": 1024, "minibatch_size": 256, "num_epochs": 10, "gamma": 0.99,
+                   "gae_lambda": 0.95, "lr": 1e-3, "lr_decay_timesteps": 0, "entropy_coeff": 0.01, "grad_clip": 0.5,
                    "model": {"hidden_sizes": [256, 256], "activation": "relu"},
                    "multi_agent": {"policies": {"main": {}, "opponent": {}},
-                                   "self_play": {"learner": "main", "opponent": "opponent", "window": 200,
-                                                 "snapshot_win_rate": 0.6, "league_size": 8,
-                                                 "latest_probability": 0.5}}}
+                                   "self_play": {"learner": "main", "opponent": "opponent", "window": 400,
+                                                 "snapshot_win_rate": 0.75, "league_size": 16,
+                                                 "latest_probability": 0.2}}}
 #: DQN with masks on tic-tac-toe against a uniformly random legal player (epsilon 1 throughout, never trained).
 TICTACTOE_CONFIG = {"env": TICTACTOE, "num_workers": 1, "num_envs_per_worker": 8, "train_batch_size": 64,
                     "lr": 1e-3, "gamma": 0.99, "n_step": 1, "learning_starts": 1000, "replay_batch_size": 64,

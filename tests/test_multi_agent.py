@@ -326,3 +326,19 @@ def test_an_agent_that_never_acts_is_an_error_naming_it():
                                  "train_batch_size": 4, "minibatch_size": 4,
                                  "multi_agent": {"policies": {"shared": {}}}}) as algo:
             algo.train()
+
+
+def test_board_observations_keep_their_shape_for_a_convolutional_torso():
+    import gymnasium as gym
+
+    from unirl.models import ModelConfig, build_module
+
+    board = gym.spaces.Dict({"observation": gym.spaces.Box(0, 1, (6, 7, 2), np.int8),
+                             "action_mask": gym.spaces.Box(0, 1, (7,), np.int8)})
+    module = build_module("actor_critic", board, gym.spaces.Discrete(7), ModelConfig())
+    assert module.obs_dim == 6 * 7 * 2 + 7 and module.inner.obs_shape == (6, 7, 2)
+    assert module.inner.config.conv_filters  # the small-image CNN, not an MLP over the flattened board
+    mixed = gym.spaces.Dict({"board": gym.spaces.Box(0, 1, (6, 7, 2), np.int8),
+                             "turn": gym.spaces.Discrete(2)})
+    with pytest.raises(UnirlError, match=r"image \(6, 7, 2\) beside other keys \['turn'\]"):
+        build_module("actor_critic", mixed, gym.spaces.Discrete(7), ModelConfig())

@@ -447,8 +447,11 @@ class Masked:
         return getattr(self.inner, name)
 
     def split(self, ops, obs):
-        """(features, mask) of a batch of flat observations."""
+        """(features, mask) of a batch of flat observations; the features in the inner module's observation shape
+        (an image key keeps its [H, W, C] layout for the convolutional torso)."""
         feats, mask = ops.split(ops.cast_float(obs), [self.feature_size, self.mask_size], axis=1)
+        if len(self.inner.obs_shape) > 1:
+            feats = ops.reshape(feats, (-1,) + tuple(self.inner.obs_shape))
         return feats, mask
 
     def mask_outputs(self, out, mask):
@@ -472,9 +475,16 @@ class Masked:
 
 
 def _features_space(space):
+    """The observation space the inner module of a masked FlatDict reads: a Dict with one image key besides the mask
+    (a board game's [rows, columns, planes]) keeps its shape, so the default torso is convolutional; otherwise the
+    flat features."""
     import gymnasium as gym
 
-    return gym.spaces.Box(space.low[:space.feature_size], space.high[:space.feature_size], dtype=np.float32)
+    low, high = space.low[:space.feature_size], space.high[:space.feature_size]
+    if len(space.parts) == 1 and space.parts[0][1] == "box" and len(space.shapes[0]) == 3:
+        shape = tuple(space.shapes[0])
+        return gym.spaces.Box(low.reshape(shape), high.reshape(shape), dtype=np.float32)
+    return gym.spaces.Box(low, high, dtype=np.float32)
 
 
 MODULE_KINDS = {"actor_critic": ActorCritic, "q": QNetwork, "policy": PolicyNetwork, "actor_q": ActorQ,

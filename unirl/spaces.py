@@ -26,10 +26,12 @@ class FlatDict(gym.spaces.Box):
     """A Dict observation space flattened to a float32 vector: `feature_size` features, then `mask_size`
     mask entries (0 without a mask). `parts` lists (key, kind, size) in order ("box" or "discrete")."""
 
-    def __init__(self, parts: list, mask_size: int, low, high):
+    def __init__(self, parts: list, mask_size: int, low, high, shapes: list | None = None):
         super().__init__(low=np.asarray(low, np.float32), high=np.asarray(high, np.float32), dtype=np.float32)
         self.parts = [tuple(p) for p in parts]
         self.mask_size = int(mask_size)
+        #: Each part's own shape (a Box key's, or (n,) for a one-hot Discrete key).
+        self.shapes = [tuple(sh) for sh in shapes] if shapes is not None else [(p[2],) for p in self.parts]
 
     @property
     def feature_size(self) -> int:
@@ -51,7 +53,7 @@ class FlatDict(gym.spaces.Box):
 
     def __eq__(self, other):
         return (isinstance(other, FlatDict) and super().__eq__(other) and self.parts == other.parts
-                and self.mask_size == other.mask_size)
+                and self.mask_size == other.mask_size and self.shapes == other.shapes)
 
     __hash__ = gym.spaces.Box.__hash__
 
@@ -61,7 +63,7 @@ class FlatDict(gym.spaces.Box):
 
 def flat_dict_space(space: gym.spaces.Dict, action_space=None) -> FlatDict:
     """The FlatDict of a Dict observation space (nested Dicts, Tuples and Text keys are refused in one sentence)."""
-    parts, lows, highs, mask = [], [], [], 0
+    parts, lows, highs, shapes, mask = [], [], [], [], 0
     for key, sub in space.spaces.items():
         if key == MASK_KEY:
             mask = int(np.prod(sub.shape))
@@ -70,16 +72,21 @@ def flat_dict_space(space: gym.spaces.Dict, action_space=None) -> FlatDict:
                                  f"{action_space} has {action_space.n} actions.")
             continue
         if isinstance(sub, gym.spaces.Box):
-            if len(sub.shape) == 3 and min(sub.shape[:2]) >= 36:
-                raise UnirlError(f"Dict observation key `{key}` is an image {sub.shape}: unirl's Dict encoder "
-                                 "flattens keys into one MLP input; give the image alone (e.g. gymnasium's "
-                                 "FilterObservation wrapper) to get a convolutional torso.")
+            image = len(sub.shape) == 3
+            others = [k for k in space.spaces if k not in (key, MASK_KEY)]
+            if image and others:
+                raise UnirlError(f"Dict observation key `{key}` is an image {sub.shape} beside other keys {others}: "
+                                 "unirl's Dict encoder gives a convolutional torso to an image alone (with or "
+                                 "without an action mask); drop the other keys (gymnasium's FilterObservation) or "
+                                 "encode them into the image.")
             n = int(np.prod(sub.shape))
             parts.append((key, "box", n))
+            shapes.append(tuple(sub.shape))
             lows.append(np.broadcast_to(np.asarray(sub.low, np.float32), sub.shape).reshape(-1))
             highs.append(np.broadcast_to(np.asarray(sub.high, np.float32), sub.shape).reshape(-1))
         elif isinstance(sub, gym.spaces.Discrete):
             parts.append((key, "discrete", int(sub.n)))
+            shapes.append((int(sub.n),))
             lows.append(np.zeros(int(sub.n), np.float32))
             highs.append(np.ones(int(sub.n), np.float32))
         elif isinstance(sub, gym.spaces.Text):
@@ -94,7 +101,7 @@ def flat_dict_space(space: gym.spaces.Dict, action_space=None) -> FlatDict:
         highs.append(np.ones(mask, np.float32))
     if not parts:
         raise UnirlError(f"Dict observation space {space} has no key besides `{MASK_KEY}` to observe.")
-    return FlatDict(parts, mask, np.concatenate(lows), np.concatenate(highs))
+    return FlatDict(parts, mask, np.concatenate(lows), np.concatenate(highs), shapes)
 
 
 def flat_space(space, action_space=None):
