@@ -271,6 +271,11 @@ def _add_optional_pages(nav: list, docs_dir: str) -> None:
                     items.insert(index + 1, {title: page})
 
 
+# Laid out when MkDocs loads this hook, before any plugin's on_config: mkdocstrings reads its `paths` in its own
+# on_config, which may run before this hook's (a fresh clone has no build/ folder yet).
+lay_out_api_source()
+
+
 def on_config(config, **kwargs):
     lay_out_api_source()
     if config.get("nav"):
