@@ -112,6 +112,10 @@ class Algorithm:
         self.normalizers = Normalizers(config, self.policy)
         # PCG64: its state is plain integers, so it round-trips through the checkpoint's JSON.
         self.learner_rng = np.random.Generator(np.random.PCG64(seeding.seed_sequence(config.seed, seeding.LEARNER)))
+        self.init_counters(config)
+
+    def init_counters(self, config: AlgorithmConfig) -> None:
+        """The run's counters at zero: iterations, env steps, episodes, time, recent returns and lengths."""
         self.iteration = 0
         #: The largest |reward| sampled so far (after reward normalisation): the scale the value guard checks against.
         self.max_abs_reward = 0.0
@@ -122,6 +126,20 @@ class Algorithm:
         self.recent_lengths = collections.deque(maxlen=config.metrics_num_episodes_for_smoothing)
         self._episodes_this_iter = 0
         self._returns_this_iter = np.zeros(0)
+
+    def counters_state(self) -> dict:
+        """The run's counters as checkpoint entries (JSON)."""
+        return {"iteration": self.iteration, "timesteps_total": self.timesteps_total,
+                "episodes_total": self.episodes_total, "time_total_s": self.time_total_s,
+                "recent_returns": list(self.recent_returns), "recent_lengths": list(self.recent_lengths)}
+
+    def set_counters_state(self, state: dict) -> None:
+        self.iteration = state["iteration"]
+        self.timesteps_total = state["timesteps_total"]
+        self.episodes_total = state["episodes_total"]
+        self.time_total_s = state.get("time_total_s", 0.0)
+        self.recent_returns.extend(state.get("recent_returns", []))
+        self.recent_lengths.extend(state.get("recent_lengths", []))
 
     # -- to be provided by algorithms -------------------------------------------------------
     def setup(self) -> None:
@@ -384,12 +402,7 @@ class Algorithm:
             # The import path that loads this class: restore and evaluate find a plugin algorithm by it.
             "algorithm_class": f"{type(self).__module__}:{type(self).__qualname__}",
             "config": self.config.to_dict(),
-            "iteration": self.iteration,
-            "timesteps_total": self.timesteps_total,
-            "episodes_total": self.episodes_total,
-            "time_total_s": self.time_total_s,
-            "recent_returns": list(self.recent_returns),
-            "recent_lengths": list(self.recent_lengths),
+            **self.counters_state(),
             "learner_rng": self.learner_rng.bit_generator.state,
             "format": 2,
             "param_names": list(self.policy.layout.names),  # the flat order the weights digest hashes
@@ -403,12 +416,7 @@ class Algorithm:
     def set_state(self, arrays: dict, state: dict) -> None:
         self.policy.set_state(arrays)
         self.normalizers.set_state(arrays)
-        self.iteration = state["iteration"]
-        self.timesteps_total = state["timesteps_total"]
-        self.episodes_total = state["episodes_total"]
-        self.time_total_s = state.get("time_total_s", 0.0)
-        self.recent_returns.extend(state.get("recent_returns", []))
-        self.recent_lengths.extend(state.get("recent_lengths", []))
+        self.set_counters_state(state)
         self.learner_rng.bit_generator.state = state["learner_rng"]
         if self.execution is not None:
             self.execution.set_state(arrays, state)

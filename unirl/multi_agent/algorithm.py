@@ -146,14 +146,8 @@ class MultiAgentAlgorithm:
             self.league = None
             default_train = ids
         self.policies_to_train = list(ma.get("policies_to_train") or default_train)
-        self.iteration = 0
-        self.max_abs_reward = 0.0
-        self.timesteps_total = 0
-        self.episodes_total = 0
-        self.time_total_s = 0.0
+        self.init_counters(c)
         n = c.metrics_num_episodes_for_smoothing
-        self.recent_returns = collections.deque(maxlen=n)
-        self.recent_lengths = collections.deque(maxlen=n)
         #: Recent finished games: (returns per agent, the policy of each agent), for per-agent and win-rate metrics.
         self.recent_games = collections.deque(maxlen=n)
         self.normalizers = _AllNormalizers(self.learners)
@@ -343,12 +337,7 @@ class MultiAgentAlgorithm:
             "algorithm": self.name,
             "algorithm_class": f"{self.base_class.__module__}:{self.base_class.__qualname__}",
             "config": self.config.to_dict(),
-            "iteration": self.iteration,
-            "timesteps_total": self.timesteps_total,
-            "episodes_total": self.episodes_total,
-            "time_total_s": self.time_total_s,
-            "recent_returns": list(self.recent_returns),
-            "recent_lengths": list(self.recent_lengths),
+            **self.counters_state(),
             "recent_games": [[g[0].tolist(), g[1]] for g in self.recent_games],
             "format": 2,
             "policies": policies,
@@ -366,12 +355,7 @@ class MultiAgentAlgorithm:
             prefix = f"policy/{pid}/"
             sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             learner.set_state(sub, dict(state["policies"][pid], config=learner.config.to_dict()))
-        self.iteration = state["iteration"]
-        self.timesteps_total = state["timesteps_total"]
-        self.episodes_total = state["episodes_total"]
-        self.time_total_s = state.get("time_total_s", 0.0)
-        self.recent_returns.extend(state.get("recent_returns", []))
-        self.recent_lengths.extend(state.get("recent_lengths", []))
+        self.set_counters_state(state)
         self.recent_games.extend((np.asarray(r, np.float64), {a: p for a, p in row.items()})
                                  for r, row in state.get("recent_games", []))
         if self.league is not None:
