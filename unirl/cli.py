@@ -304,6 +304,10 @@ def cmd_train(args) -> int:
         from unirl.execution.schedule import replay_config
 
         config = replay_config(algo_cls, config, args.replay_schedule, "--replay-schedule")
+    if args.evaluation_episodes and "evaluation_num_episodes" in getattr(algo_cls.config_class,
+                                                                          "__dataclass_fields__", {}):
+        # The run's config says how it was evaluated, so `unirl evaluate RUN_DIR` repeats that evaluation.
+        config["evaluation_num_episodes"] = args.evaluation_episodes
     full_config = algo_cls.config_class.from_dict(config)
     from unirl.backends import get_backend_class
 
@@ -475,7 +479,8 @@ def _continue_csv(logger) -> None:
 def cmd_evaluate(args) -> int:
     """`unirl evaluate`: restore the checkpoint's algorithm (local backend, one worker) and run its own
     evaluate(), so the returns are those of `unirl.restore(checkpoint).evaluate(n)` (with --seed as the
-    config seed); returns the exit code."""
+    config seed; without --episodes, the run's evaluation_num_episodes, so a run folder evaluates to its
+    own evaluation.json); returns the exit code."""
     import numpy as np
 
     from unirl.checkpoint import check_trusted, load_latest
@@ -502,14 +507,14 @@ def cmd_evaluate(args) -> int:
     finally:
         algo.stop()
     returns = np.asarray(ev["evaluation/episode_returns"], np.float64)
-    out = {"checkpoint": folder, "framework": framework, "episodes": args.episodes,
+    out = {"checkpoint": folder, "framework": framework, "episodes": ev["evaluation/episodes"],
            "episode_return_mean": ev["evaluation/episode_return_mean"], "episode_return_std": float(np.std(returns)),
            "episode_returns": returns.tolist()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     print(f"mean return {out['episode_return_mean']:.2f} (std {out['episode_return_std']:.2f}) over "
-          f"{args.episodes} greedy episodes of {env} with {framework}")
+          f"{out['episodes']} greedy episodes of {env} with {framework}")
     return 0
 
 
@@ -579,7 +584,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="mean greedy return of a checkpoint")
     e.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
-    e.add_argument("--episodes", type=count(1), default=20, help="episodes to run (default 20)")
+    e.add_argument("--episodes", type=count(1), default=None,
+                   help="episodes to run (default: the run's config evaluation_num_episodes, as its own evaluation)")
     e.add_argument("--framework", help="load the weights into this framework (default: the one that trained)")
     e.add_argument("--seed", type=count(0), help="evaluation seed (default: the run's)")
     e.add_argument("--json", help="also write the returns to this JSON file")
