@@ -25,7 +25,7 @@ import numpy as np
 from unirl import seeding
 from unirl.errors import UnirlError, did_you_mean
 
-ACTIVATIONS = ("tanh", "relu")
+ACTIVATIONS = ("tanh", "relu", "swish")
 
 
 class ParamLayout:
@@ -84,7 +84,7 @@ class ModelConfig:
 
     #: Hidden layer sizes of each MLP tower ([] gives a linear policy, as ARS uses).
     hidden_sizes: Sequence[int] = (64, 64)
-    #: Hidden activation: "tanh" or "relu".
+    #: Hidden activation: "tanh", "relu" or "swish" (x sigmoid(x)).
     activation: str = "tanh"
     #: Actor-critic: share the hidden layers between policy and value heads.
     vf_share_layers: bool = False
@@ -163,6 +163,15 @@ def torso_shapes(prefix: str, obs_shape: tuple, config) -> tuple[dict, int]:
     return shapes, flat
 
 
+def activation(ops, name: str):
+    """The hidden activation `name` (ACTIVATIONS) on the neutral ops; swish is x sigmoid(x) (Ramachandran et al. 2017)."""
+    if name == "tanh":
+        return ops.tanh
+    if name == "swish":
+        return lambda x: x * ops.sigmoid(x)
+    return ops.relu
+
+
 def mlp_shapes(prefix: str, sizes: list[int]) -> dict[str, tuple[int, ...]]:
     """Parameter shapes of an MLP tower `prefix/i/{w,b}` through the layer sizes."""
     shapes = {}
@@ -209,7 +218,7 @@ class Module:
         return params
 
     def _act(self, ops):
-        return ops.tanh if self.config.activation == "tanh" else ops.relu
+        return activation(ops, self.config.activation)
 
     @property
     def forward_rows_multiple(self) -> int:

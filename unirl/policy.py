@@ -364,10 +364,29 @@ class Policy:
         out = compiled(self.flat, {k: self.adapter.call_input(np.asarray(v)) for k, v in batch.items()})
         return self.adapter.tree_numpy(out)
 
+    def act(self, obs: np.ndarray, noise: np.ndarray | None, state: np.ndarray | None = None, **explore):
+        """(actions, distribution inputs, next acting state) for a batch of observations, one row per env: what a
+        rollout worker calls each step. `noise` is each env's [N, dist.noise_per_step] uniforms (None: greedy),
+        `state` each env's acting state (None for a module without one; see `acting_state_shape`).
+
+        By default, the forward pass and a draw from the distribution. A module that acts another way defines
+        `act(policy, obs, noise, state, **explore)` (PETS plans against its dynamics model) and, if it carries
+        something from step to step (a plan to warm-start from, a recurrent state), `acting_state_shape`: the
+        worker keeps one such array per env, zeros at each episode start, and saves it with the env."""
+        module_act = getattr(self.module, "act", None)
+        if module_act is not None:
+            return module_act(self, obs, noise, state, **explore)
+        out = self.policy_outputs(obs)
+        if noise is None:
+            return self.dist.greedy_numpy(out), out, state
+        return self.dist.sample_numpy(out, noise, **explore), out, state
+
     def compute_actions(self, obs: np.ndarray, noise: np.ndarray | None = None, **explore) -> np.ndarray:
         """Actions for a batch of observations: drawn with `noise` ([N, dist.noise_per_step]
         uniforms) and the exploration settings (e.g. epsilon), or greedy if noise is None."""
         self.dist.check_exploration(explore, required=False)
+        if getattr(self.module, "act", None) is not None:  # a planner's actions, in the env's units
+            return self.dist.env_actions(self.act(obs, noise, None, **explore)[0])
         out = self.policy_outputs(obs)
         if noise is None:
             return self.dist.greedy_numpy(out)

@@ -17,6 +17,7 @@ ALGORITHMS = {
     "SAC": "unirl.algorithms.sac:SAC",
     "TD3": "unirl.algorithms.td3:TD3",
     "APEX_TD3": "unirl.algorithms.apex_td3:ApeXTD3",
+    "PETS": "unirl.algorithms.pets:PETS",
 }
 
 

@@ -68,6 +68,10 @@ class RolloutWorker:
         self.obs_dtype = (np.uint8 if np.dtype(self.envs.single_observation_space.dtype) in (np.uint8, np.bool_)
                           else np.float32)
         self.act_shape = self.policy.dist.action_shape
+        #: Each env's acting state (Policy.act: a plan to warm-start from, say), zeros at episode starts; None if
+        #: the module keeps none.
+        shape = getattr(self.policy.module, "acting_state_shape", None)
+        self.act_state = None if shape is None else np.zeros((spec.num_envs,) + tuple(shape), np.float32)
         self.act_dtype = self.policy.dist.action_dtype
         logger.debug("worker %d hosts envs %d..%d", spec.worker_index, spec.env_start,
                      spec.env_start + spec.num_envs - 1)
@@ -100,8 +104,7 @@ class RolloutWorker:
         trunc_index, trunc_obs, ep_keys, ep_returns, ep_lengths = [], [], [], [], []
         for t in range(T):
             obs[t] = self.obs
-            out = self.policy.policy_outputs(obs[t])
-            a = self.policy.dist.sample_numpy(out, self.noise.uniforms(), **explore)
+            a, out, self.act_state = self.policy.act(obs[t], self.noise.uniforms(), self.act_state, **explore)
             if dist_inputs is not None:
                 dist_inputs[t] = out
             self.obs, r, term, trunc, info = self.envs.step(self.policy.dist.env_actions(a))
@@ -123,6 +126,8 @@ class RolloutWorker:
                         trunc_obs.append(np.asarray(final_obs[n], self.obs_dtype))
                 self.ep_return[done] = 0.0
                 self.ep_length[done] = 0
+                if self.act_state is not None:
+                    self.act_state[done] = 0.0
         batch = SampleBatch({
             sb.OBS: obs, sb.ACTIONS: actions, sb.REWARDS: rewards, sb.TERMINATEDS: terms, sb.TRUNCATEDS: truncs,
             sb.BOOTSTRAP_OBS: np.asarray(self.obs, self.obs_dtype).copy(),
@@ -148,6 +153,8 @@ class RolloutWorker:
                                       per_step=self.policy.dist.noise_per_step, more=(restart_count,))
         self.ep_return[:] = 0.0
         self.ep_length[:] = 0
+        if self.act_state is not None:
+            self.act_state[:] = 0.0
 
     # -- state, for exact resume and for replacing a failed worker ---------------------------------
     def get_state(self) -> list[dict]:
@@ -159,11 +166,15 @@ class RolloutWorker:
         import cloudpickle
 
         noise = self.noise.get_state()
-        return [{"env_index": g, "env": cloudpickle.dumps(self.envs.envs[n]),
-                 "obs": np.array(self.obs[n], copy=True), "ep_return": float(self.ep_return[n]),
-                 "ep_length": int(self.ep_length[n]), "noise_gen": noise["gens"][n],
-                 "noise_buf": noise["buf"][n].copy(), "noise_pos": noise["pos"]}
-                for n, g in enumerate(self.spec.env_indices)]
+        states = [{"env_index": g, "env": cloudpickle.dumps(self.envs.envs[n]),
+                   "obs": np.array(self.obs[n], copy=True), "ep_return": float(self.ep_return[n]),
+                   "ep_length": int(self.ep_length[n]), "noise_gen": noise["gens"][n],
+                   "noise_buf": noise["buf"][n].copy(), "noise_pos": noise["pos"]}
+                  for n, g in enumerate(self.spec.env_indices)]
+        if self.act_state is not None:
+            for n, s in enumerate(states):
+                s["act_state"] = self.act_state[n].copy()
+        return states
 
     def set_state(self, states: list[dict]) -> None:
         """Restore what `get_state` returned (the entries of this worker's envs, in env order)."""
@@ -181,6 +192,8 @@ class RolloutWorker:
                 pass
             self.ep_return[n] = s["ep_return"]
             self.ep_length[n] = s["ep_length"]
+            if self.act_state is not None and "act_state" in s:
+                self.act_state[n] = s["act_state"]
         self.obs = np.stack([np.asarray(s["obs"]) for s in states])
         pos = {s["noise_pos"] for s in states}
         if len(pos) != 1:

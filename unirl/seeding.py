@@ -26,6 +26,11 @@ RESTART_ACTION_NOISE = 10
 LEARNER_NOISE = 12
 # A multi-agent slot's action noise (unirl.multi_agent.worker): keyed by (run seed, global env index, agent index).
 MA_ACTION_NOISE = 13
+# (14: a multi-agent policy's initial weights; 15: the self-play league's draws; unirl.multi_agent.)
+# A dynamics model's bootstrap counts (unirl.dynamics): keyed by (run seed, the first row's index in the run's data).
+BOOTSTRAP = 16
+# A planner's draws when acting greedily (unirl.planning): keyed by the observation's bits.
+PLANNING = 17
 
 
 def seed_sequence(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.SeedSequence:

@@ -119,9 +119,12 @@ class SyncReplay(Execution):
 
     driver_attr = "sampler"
 
-    def __init__(self, priority_stat: str = "td_error"):
+    def __init__(self, priority_stat: str = "td_error", catch_up: bool = False):
         #: The per-row learner stat that becomes the replayed rows' new priorities.
         self.priority_stat = priority_stat
+        #: Once learning starts, owe gradient steps for every env step sampled, those before learning_starts too
+        #: (PETS: the model trains on its random first data before it is first planned with).
+        self.catch_up = catch_up
 
     def start(self, algo):
         c = algo.config
@@ -144,7 +147,7 @@ class SyncReplay(Execution):
         c, a = self.algo.config, self.algo
         if a.timesteps_total < c.learning_starts or len(self.buffer) == 0:
             return 0
-        owed = int(c.training_intensity * (a.timesteps_total - c.learning_starts))
+        owed = int(c.training_intensity * (a.timesteps_total - (0 if self.catch_up else c.learning_starts)))
         return max(0, owed - self.grad_steps)
 
     def learn_from_replay(self, num_steps: int) -> dict:

@@ -1,0 +1,165 @@
+"""Acting by planning against a learned dynamics model (PETS: Chua et al. 2018), in NumPy, in the rollout workers.
+
+Each env step, for each env: a derivative-free optimizer over action sequences of `horizon` steps (the
+cross-entropy method, or MPPI), each candidate scored by trajectory sampling through the ensemble (TS-inf: every
+candidate is followed by `particles` particles, particle p propagated by member p mod E for the whole horizon,
+each step's next state drawn from that member's Gaussian) with the env's reward function; the score is the mean
+return over the particles. The first action of the final plan is taken; the plan, shifted by one step, is the
+next step's starting point (the env's acting state, zeros at an episode's start).
+
+All draws come from a generator seeded by one uniform of the env's own noise stream per step (and, acting
+greedily, by the observation's bits), standard normals by the exact quantile function: an env's actions depend
+on its stream and the model's weights only, so planning gives the same bits on every backend and worker count.
+Actions are planned in [-1, 1] per dimension; the env receives them scaled to its Box.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from unirl import sample_batch as sb
+from unirl import seeding
+from unirl.distributions import Distribution, normal_quantile
+from unirl.dynamics import member_step
+
+
+class PlannedActions(Distribution):
+    """The action "distribution" of a planning policy: actions in [-1, 1]^A, scaled to the Box for the env.
+
+    Per env step it takes A + 1 uniforms: A for a uniform random action (exploration option `random`, before
+    learning starts) and one that seeds the step's planning."""
+
+    action_dtype = np.float32
+    exploration_options = ("random",)
+
+    def __init__(self, low, high):
+        self.low = np.asarray(low, np.float32)
+        self.high = np.asarray(high, np.float32)
+        self.action_shape = tuple(self.low.shape)
+        self.dim = int(np.prod(self.action_shape, dtype=np.int64))
+        self.num_inputs = self.dim
+        self.noise_per_step = self.dim + 1
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        a = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+        return (self.low + (a + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+
+
+def cem(objective, mean: np.ndarray, rng: np.random.Generator, population: int, elites: int, iterations: int,
+        alpha: float = 0.1, init_std: float = 0.5, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
+    """The cross-entropy method (as PETS runs it): maximise objective(samples [K, ...]) -> [K] over a box.
+
+    Each iteration draws `population` candidates from N(mean, std^2) truncated at 2 std and kept inside the box
+    (std at most half the distance to the nearer bound), keeps the `elites` best (ties: the earlier) and moves
+    mean and std towards theirs (weight 1 - alpha). Returns the final mean."""
+    mean = np.asarray(mean, np.float64)
+    std = np.full_like(mean, init_std)
+    for _ in range(iterations):
+        std_c = np.minimum(std, np.minimum(mean - lo, hi - mean) / 2.0)
+        z = np.clip(normal_quantile(rng.random((population,) + mean.shape)), -2.0, 2.0)
+        samples = np.clip(mean + std_c * z, lo, hi)
+        scores = np.nan_to_num(np.asarray(objective(samples), np.float64), nan=-np.inf)
+        best = samples[np.argsort(-scores, kind="stable")[:elites]]
+        mean = alpha * mean + (1.0 - alpha) * best.mean(axis=0)
+        std = alpha * std + (1.0 - alpha) * best.std(axis=0)
+    return mean
+
+
+def mppi(objective, mean: np.ndarray, rng: np.random.Generator, population: int, iterations: int,
+         temperature: float = 1.0, noise_std: float = 0.5, lo: float = -1.0, hi: float = 1.0) -> np.ndarray:
+    """Model-predictive path integral control (Williams et al. 2017): each iteration, the mean of `population`
+    perturbed candidates weighted by exp(score / temperature) (scores shifted by their maximum)."""
+    mean = np.asarray(mean, np.float64)
+    for _ in range(iterations):
+        samples = np.clip(mean + noise_std * normal_quantile(rng.random((population,) + mean.shape)), lo, hi)
+        scores = np.nan_to_num(np.asarray(objective(samples), np.float64), nan=-np.inf)
+        w = np.exp((scores - scores.max()) / temperature)
+        mean = np.tensordot(w / w.sum(), samples, axes=1)
+    return mean
+
+
+@dataclass
+class Planner:
+    """What a planning policy carries to the workers (plain data; the reward and termination functions are
+    module-level functions, pickled by reference). Config keys of the same names (algorithms.pets)."""
+
+    reward_fn: object
+    termination_fn: object
+    act_dim: int
+    low: np.ndarray
+    high: np.ndarray
+    method: str = "cem"
+    horizon: int = 25
+    population: int = 400
+    elites: int = 40
+    iterations: int = 5
+    alpha: float = 0.1
+    particles: int = 20
+    mppi_temperature: float = 1.0
+    mppi_noise: float = 0.5
+
+    @property
+    def state_shape(self) -> tuple:
+        """An env's acting state: its last plan [horizon, act_dim], in [-1, 1]."""
+        return (self.horizon, self.act_dim)
+
+    def env_actions(self, a: np.ndarray) -> np.ndarray:
+        return (self.low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+
+    def returns(self, policy, obs: np.ndarray, seqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Trajectory sampling (TS-inf): the mean return over `particles` particles of each candidate action
+        sequence seqs [K, H, A] from the observation obs, particle p of every candidate on member p mod E."""
+        E, P = policy.module.ensemble_size, self.particles
+        K, H = seqs.shape[0], seqs.shape[1]
+        rows = K * P
+        member = np.tile(np.arange(P) % E, K)                  # row k * P + p follows member p mod E
+        order = np.argsort(member, kind="stable")               # rows grouped by member, [E, R]
+        R = rows // E
+        s = np.broadcast_to(np.asarray(obs, np.float32), (rows, obs.shape[-1])).copy()
+        total = np.zeros(rows, np.float64)
+        alive = np.ones(rows, bool)
+        for h in range(H):
+            a = np.repeat(seqs[:, h].astype(np.float32), P, axis=0)
+            out = policy.call(member_step, {sb.OBS: s[order].reshape(E, R, -1),
+                                            sb.ACTIONS: a[order].reshape(E, R, -1)})
+            mean, std = np.empty_like(s), np.empty_like(s)
+            mean[order], std[order] = out["mean"], out["std"]
+            z = normal_quantile(rng.random(s.shape)).astype(np.float32)
+            s_next = s + mean + std * z
+            total += np.where(alive, self.reward_fn(s, self.env_actions(a), s_next), 0.0)
+            if self.termination_fn is not None:
+                alive &= ~np.asarray(self.termination_fn(s_next), bool)
+            s = s_next
+        return total.reshape(K, P).mean(axis=1)
+
+    def plan(self, policy, obs: np.ndarray, start: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The optimised action sequence [H, A] from obs, starting from `start`."""
+        def objective(seqs):
+            return self.returns(policy, obs, seqs, rng)
+
+        if self.method == "mppi":
+            return mppi(objective, start, rng, self.population, self.iterations, self.mppi_temperature,
+                        self.mppi_noise)
+        return cem(objective, start, rng, self.population, self.elites, self.iterations, self.alpha)
+
+    def act(self, policy, obs, noise, state, random: float = 0.0):
+        """Policy.act for a planning module: per env, a uniform random action (exploration `random`) or the first
+        action of its plan; the plans, as the envs' next acting states."""
+        obs = np.asarray(obs, np.float32)
+        N, A = len(obs), self.act_dim
+        if noise is not None and random:
+            return (2.0 * np.asarray(noise[:, :A], np.float32) - 1.0), None, state
+        actions = np.empty((N, A), np.float32)
+        plans = np.zeros((N,) + self.state_shape, np.float32)
+        for n in range(N):
+            if noise is not None:
+                entropy = [seeding.PLANNING, int(noise[n, A] * 2.0 ** 53)]
+            else:  # greedy: keyed by the observation's bits
+                entropy = [seeding.PLANNING] + np.ascontiguousarray(obs[n]).view(np.uint32).tolist()
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+            start = np.zeros(self.state_shape) if state is None else np.concatenate(
+                [state[n][1:], np.zeros((1, A), np.float32)])
+            plans[n] = self.plan(policy, obs[n], start, rng)
+            actions[n] = plans[n][0]
+        return actions, None, (plans if state is not None else None)

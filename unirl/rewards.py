@@ -1,0 +1,64 @@
+"""Envs' reward and termination functions in NumPy, for planning against a learned model (unirl.planning).
+
+reward(obs [B, d], action [B, A] in the env's units, next_obs [B, d]) -> [B]; termination(next_obs) -> [B] bool.
+Each is the env's own formula, written from the env's source (Gymnasium 1.x), so a planner scores imagined
+transitions as the env would score real ones. `reward_functions(env_id)` looks one up; an env without one needs
+config keys `reward_fn` (and `termination_fn`) naming functions of the same signatures ("module:function").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from unirl.errors import UnirlError
+
+
+def pendulum_reward(obs, action, next_obs):
+    """Pendulum-v1: -(theta^2 + 0.1 theta_dot^2 + 0.001 u^2), theta in [-pi, pi) from the state *before* the
+    step (obs = [cos theta, sin theta, theta_dot]), u clipped to [-2, 2]."""
+    theta = np.arctan2(obs[:, 1], obs[:, 0])
+    u = np.clip(action[:, 0], -2.0, 2.0)
+    return -(theta ** 2 + 0.1 * obs[:, 2] ** 2 + 0.001 * u ** 2)
+
+
+def inverted_pendulum_termination(next_obs):
+    """InvertedPendulum-v5 ends when the pole leaves +-0.2 rad (next_obs[1]) or the state is not finite."""
+    return ~np.isfinite(next_obs).all(axis=1) | (np.abs(next_obs[:, 1]) > 0.2)
+
+
+def inverted_pendulum_reward(obs, action, next_obs):
+    """InvertedPendulum-v5: 1 for every step that does not end the episode."""
+    return 1.0 - inverted_pendulum_termination(next_obs).astype(np.float64)
+
+
+def mountain_car_termination(next_obs):
+    """MountainCarContinuous-v0 ends at the goal: position >= 0.45 with velocity >= 0."""
+    return (next_obs[:, 0] >= 0.45) & (next_obs[:, 1] >= 0.0)
+
+
+def mountain_car_reward(obs, action, next_obs):
+    """MountainCarContinuous-v0: 100 on reaching the goal, minus 0.1 u^2."""
+    return 100.0 * mountain_car_termination(next_obs) - 0.1 * action[:, 0].astype(np.float64) ** 2
+
+
+#: env id -> (reward, termination or None).
+ENV_FUNCTIONS = {
+    "Pendulum-v1": (pendulum_reward, None),
+    "InvertedPendulum-v5": (inverted_pendulum_reward, inverted_pendulum_termination),
+    "InvertedPendulum-v4": (inverted_pendulum_reward, inverted_pendulum_termination),
+    "MountainCarContinuous-v0": (mountain_car_reward, mountain_car_termination),
+}
+
+
+def reward_functions(env: str, reward_fn: str = "", termination_fn: str = ""):
+    """(reward, termination or None) for env: the functions config keys `reward_fn` / `termination_fn` name
+    ("module:function"), else the env's own from ENV_FUNCTIONS; an env with neither is a one-sentence error."""
+    from unirl.loading import import_attr
+
+    known = ENV_FUNCTIONS.get(env if isinstance(env, str) else "", (None, None))
+    reward = import_attr(reward_fn, "reward function", reward_fn) if reward_fn else known[0]
+    termination = import_attr(termination_fn, "termination function", termination_fn) if termination_fn else known[1]
+    if reward is None:
+        raise UnirlError(f"planning needs the env's reward function, and unirl has none for `{env}` (it has "
+                         f"{', '.join(sorted(ENV_FUNCTIONS))}); set config key `reward_fn` to \"module:function\", "
+                         "a function reward(obs, action, next_obs) -> rewards of NumPy batches.")
+    return reward, termination
