@@ -268,6 +268,10 @@ def cmd_train(args) -> int:
     from unirl.results import RunLogger
 
     resume = getattr(args, "resume", None)
+    replay = getattr(args, "replay_schedule", None)
+    if resume and replay:
+        raise UnirlError("--replay-schedule starts a new run and cannot be combined with --resume (a resumed "
+                         "run keeps the arrival schedule its params.json names).")
     if resume and getattr(args, "file", None):
         raise UnirlError("-f starts a new run from a config file and cannot be combined with --resume (a resumed "
                          "run keeps the config its params.json holds).")
@@ -292,18 +296,31 @@ def cmd_train(args) -> int:
         from unirl.registry import canonical_name
 
         from_file = file_settings(args)
-        run_name = canonical_name(args.run or from_file.get("run") or "PPO")
+        recorded = None
+        if replay:
+            from unirl.execution.schedule import recorded_run
+
+            # A replay repeats the recorded run: its algorithm, config (on this command's backend) and length,
+            # unless the flags say otherwise.
+            recorded = recorded_run(replay)
+        run_name = canonical_name(args.run or from_file.get("run") or (recorded or {}).get("algorithm") or "PPO")
         config = build_config(args)
+        if recorded and recorded["algorithm"] == run_name:
+            config = dict(recorded["config"], **config)
+        default_stop = ({"training_iteration": recorded["iteration"]} if recorded and recorded["iteration"]
+                        else {"timesteps_total": 100000})
         stop = check_stop(parse_json_flag("--stop", args.stop) if args.stop else
-                          from_file.get("stop", {"timesteps_total": 100000}), args.forever)
+                          from_file.get("stop", default_stop), args.forever)
     algo_cls = unirl.get_algorithm_class(run_name)
-    if getattr(args, "replay_schedule", None):
-        if resume:
-            raise UnirlError("--replay-schedule starts a new run and cannot be combined with --resume (a resumed "
-                             "run keeps the arrival schedule its params.json names).")
+    if replay:
         from unirl.execution.schedule import replay_config
 
-        config = replay_config(algo_cls, config, args.replay_schedule, "--replay-schedule")
+        config = replay_config(algo_cls, config, replay, "--replay-schedule")
+        if isinstance(stop.get("training_iteration"), int) and recorded["iteration"] is not None \
+                and stop["training_iteration"] > recorded["iteration"]:
+            raise UnirlError(f"--replay-schedule: the recorded run ends at iteration {recorded['iteration']}, "
+                             f"--stop asks for {stop['training_iteration']}; a replay can repeat at most the "
+                             "iterations its schedule recorded.")
     if args.evaluation_episodes and "evaluation_num_episodes" in getattr(algo_cls.config_class,
                                                                           "__dataclass_fields__", {}):
         # The run's config says how it was evaluated, so `unirl evaluate RUN_DIR` repeats that evaluation.

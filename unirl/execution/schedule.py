@@ -129,6 +129,20 @@ def read_arrival_schedule(path: str, algorithm: str, num_workers: int | None = N
     return schedule
 
 
+def recorded_run(path: str) -> dict:
+    """What a run folder's latest whole checkpoint (or a checkpoint folder) says about the run that wrote it:
+    {"algorithm", "config", "iteration"}; the config without the keys of where it ran (backend, backend_options)
+    and its arrival schedule, so that it can start a replay of that run on any backend."""
+    import sys
+
+    from unirl.checkpoint import load_latest
+
+    _, _, state = load_latest(path, say=lambda m: print(m, file=sys.stderr))
+    config = {k: v for k, v in (state.get("config") or {}).items()
+              if k not in ("backend", "backend_options", "arrival_schedule")}
+    return {"algorithm": state.get("algorithm"), "config": config, "iteration": state.get("iteration")}
+
+
 def replay_config(algo_cls, config: dict, path: str, flag: str = "replay_schedule") -> dict:
     """`config` with the arrival schedule recorded in the run or checkpoint at `path` (config key `arrival_schedule`),
     after checking that `algo_cls` is asynchronous, that the run was of that algorithm and had as many workers."""
