@@ -55,3 +55,30 @@ def test_a_population_run_evaluates_alike_in_every_framework(name, tmp_path, cap
     with unirl.restore(str(run_dir)) as algo:
         unfiltered = evaluate_policy(algo.policy, algo.config.env, None, 4, algo.config.seed).tolist()
     assert unfiltered != want
+
+
+@pytest.mark.timeout(180)
+def test_a_run_with_observation_normalization_evaluates_to_its_own_evaluation(tmp_path):
+    """The normalization statistics are part of the module: the command line normalizes as the run did, in torch
+    and in JAX (without them this policy's returns on these seeds differ, which the last check shows)."""
+    run_dir = tmp_path / "run"
+    config = {"num_workers": 2, "normalize_observations": True, "normalize_rewards": True, "train_batch_size": 512}
+    assert cli.main(["train", "--run=PPO", "--backend=multiprocessing", "--config", json.dumps(config), "--stop",
+                     '{"training_iteration": 3}', "--evaluation-episodes", "4", "--output", str(run_dir),
+                     "--quiet"]) == 0
+    want = json.load(open(run_dir / "evaluation.json"))["evaluation/episode_returns"]
+    for framework in ("torch", "jax"):
+        out = tmp_path / f"{framework}.json"
+        assert cli.main(["evaluate", str(run_dir), "--framework", framework, "--json", str(out)]) == 0
+        assert json.load(open(out))["episode_returns"] == want, framework
+    import numpy as np
+
+    from unirl.evaluation import evaluate_policy
+    from unirl.normalization import OBS_MEAN, OBS_STD
+
+    with unirl.restore(str(run_dir)) as algo:
+        weights = algo.policy.get_weights()
+        weights[OBS_MEAN] = np.zeros_like(weights[OBS_MEAN])
+        weights[OBS_STD] = np.ones_like(weights[OBS_STD])
+        algo.policy.set_weights(weights)
+        assert evaluate_policy(algo.policy, algo.config.env, None, 4, algo.config.seed).tolist() != want
