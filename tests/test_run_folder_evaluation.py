@@ -1,13 +1,14 @@
 """A run folder evaluates to its own evaluation: `unirl evaluate RUN_DIR` and `unirl.restore(RUN_DIR).evaluate()`
-give, episode by episode, the returns the run wrote to evaluation.json at the end of training on the multiprocessing
-backend (the same number of episodes: `--evaluation-episodes K` is recorded as config `evaluation_num_episodes`),
-for every registered algorithm; ES's and ARS's observation filter is applied in every framework the checkpoint is
-loaded into."""
+give, episode by episode, the returns the run wrote to evaluation.json at the end of training (the same number of
+episodes: `--evaluation-episodes K` is recorded as config `evaluation_num_episodes`), for every registered algorithm
+trained on multiprocessing, and ES and IMPALA trained on Ray and under MPI; ES's and ARS's observation filter and
+PPO's observation normalization are applied in every framework the checkpoint is loaded into."""
 import json
 
 import pytest
 
 import unirl
+from conftest import requires_mpi, run_cli
 from test_evaluate_cli import EVERY_ALGORITHM
 from unirl import cli
 
@@ -82,3 +83,21 @@ def test_a_run_with_observation_normalization_evaluates_to_its_own_evaluation(tm
         weights[OBS_STD] = np.ones_like(weights[OBS_STD])
         algo.policy.set_weights(weights)
         assert evaluate_policy(algo.policy, algo.config.env, None, 4, algo.config.seed).tolist() != want
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", ["ray", pytest.param("mpi", marks=requires_mpi)])
+@pytest.mark.parametrize("name", ["ES", "IMPALA"])
+def test_a_run_folder_of_a_cluster_backend_evaluates_to_its_own_evaluation(name, backend, tmp_path):
+    """Trained on Ray or under mpiexec (the command line relaunches itself), evaluated on the local backend."""
+    run_dir = tmp_path / "run"
+    config = dict({"num_workers": 2}, **EVERY_ALGORITHM[name])
+    res = run_cli("train", f"--run={name}", f"--backend={backend}", "--config", json.dumps(config), "--stop",
+                  '{"training_iteration": 2}', "--evaluation-episodes", "3", "--output", str(run_dir), "--quiet",
+                  timeout=400)
+    assert res.returncode == 0, res.stderr
+    want = json.load(open(run_dir / "evaluation.json"))["evaluation/episode_returns"]
+    assert len(want) == 3
+    out = tmp_path / "ev.json"
+    assert cli.main(["evaluate", str(run_dir), "--json", str(out)]) == 0
+    assert json.load(open(out))["episode_returns"] == want
