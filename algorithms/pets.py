@@ -118,7 +118,10 @@ class PETS(Algorithm):
     loss = staticmethod(gaussian_nll)
     execution = loops.SyncReplay(catch_up=True)
     conformance = ConformanceSpec(
-        run_config=PENDULUM_RUN, curve_config=dict(PENDULUM_RUN, total_envs=4, train_batch_size=40),
+        run_config=PENDULUM_RUN,
+        # 50-step episodes, 12 steps per env and iteration: every env ends one every 4 to 5 iterations
+        curve_config=dict(PENDULUM_RUN, env_config={"max_episode_steps": 50}, total_envs=4, train_batch_size=48,
+                          learning_starts=48),
         learning={"config": {"env": "Pendulum-v1"}, "score": -200.0, "budget": 3_000, "eval_episodes": 10,
                   "eval_every": 400},
         notes="the model's loss is the Gaussian NLL; acting plans in NumPy against it",

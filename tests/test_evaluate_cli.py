@@ -62,6 +62,11 @@ EVERY_ALGORITHM = {
     "SAC": {"learning_starts": 64, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},  # discrete SAC
     "TD3": {"env": "Pendulum-v1", "learning_starts": 12, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
     "APEX_TD3": {"env": "Pendulum-v1", "learning_starts": 0, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
+    "MBPO": {"env": "Pendulum-v1", "learning_starts": 12, "model_train_freq": 12, "rollout_batch_size": 20,
+             "ensemble_size": 2, "training_intensity": 1.0, "model": {"hidden_sizes": [32, 32], "activation": "relu"},
+             "dynamics_model": {"hidden_sizes": [16, 16]}},
+    "PETS": {"env": "Pendulum-v1", "learning_starts": 200, "ensemble_size": 2, "num_particles": 2, "horizon": 3,
+             "population": 8, "num_elites": 2, "planner_iterations": 2, "model": {"hidden_sizes": [8, 8]}},
 }
 
 

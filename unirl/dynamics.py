@@ -129,6 +129,28 @@ def member_step(ops, module, params, batch):
     return {"mean": ops.concat(means, axis=0), "std": ops.concat(stds, axis=0)}
 
 
+def predict_by_member(policy, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's predicted change (mean, std) [B, d] from its own member: row r from member r mod E (B a multiple
+    of E), all in one compiled call (rows grouped by member, so every call of a size has the same shapes)."""
+    E, B = policy.module.ensemble_size, len(obs)
+    order = np.argsort(np.arange(B) % E, kind="stable")
+    out = policy.call(member_step, {sb.OBS: np.asarray(obs, np.float32)[order].reshape(E, B // E, -1),
+                                    sb.ACTIONS: np.asarray(actions, np.float32)[order].reshape(E, B // E, -1)})
+    mean, std = np.empty((B, out["mean"].shape[-1]), np.float32), np.empty((B, out["std"].shape[-1]), np.float32)
+    mean[order], std[order] = out["mean"], out["std"]
+    return mean, std
+
+
+def sample_next(policy, obs: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Next observations drawn from the ensemble: s + mu + sigma z for row r on member r mod E, z standard normals
+    from `rng` (by the exact quantile function: the same bits on every machine)."""
+    from unirl.distributions import normal_quantile
+
+    mean, std = predict_by_member(policy, obs, actions)
+    z = normal_quantile(rng.random(mean.shape)).astype(np.float32)
+    return np.asarray(obs, np.float32) + mean + std * z
+
+
 def gaussian_nll(ops, module, params, batch, hp):
     """The ensemble's Gaussian negative log-likelihood of the normalised changes, each member weighting each row
     by its bootstrap count (module docstring), plus the log-variance bounds' pull."""

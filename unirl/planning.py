@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unirl import sample_batch as sb
 from unirl import seeding
 from unirl.distributions import Distribution, normal_quantile
-from unirl.dynamics import member_step
+from unirl.dynamics import sample_next
 
 
 class PlannedActions(Distribution):
@@ -110,23 +109,15 @@ class Planner:
     def returns(self, policy, obs: np.ndarray, seqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Trajectory sampling (TS-inf): the mean return over `particles` particles of each candidate action
         sequence seqs [K, H, A] from the observation obs, particle p of every candidate on member p mod E."""
-        E, P = policy.module.ensemble_size, self.particles
+        P = self.particles
         K, H = seqs.shape[0], seqs.shape[1]
-        rows = K * P
-        member = np.tile(np.arange(P) % E, K)                  # row k * P + p follows member p mod E
-        order = np.argsort(member, kind="stable")               # rows grouped by member, [E, R]
-        R = rows // E
+        rows = K * P  # row k * P + p: particle p of candidate k, on member (k * P + p) mod E = p mod E
         s = np.broadcast_to(np.asarray(obs, np.float32), (rows, obs.shape[-1])).copy()
         total = np.zeros(rows, np.float64)
         alive = np.ones(rows, bool)
         for h in range(H):
             a = np.repeat(seqs[:, h].astype(np.float32), P, axis=0)
-            out = policy.call(member_step, {sb.OBS: s[order].reshape(E, R, -1),
-                                            sb.ACTIONS: a[order].reshape(E, R, -1)})
-            mean, std = np.empty_like(s), np.empty_like(s)
-            mean[order], std[order] = out["mean"], out["std"]
-            z = normal_quantile(rng.random(s.shape)).astype(np.float32)
-            s_next = s + mean + std * z
+            s_next = sample_next(policy, s, a, rng)
             total += np.where(alive, self.reward_fn(s, self.env_actions(a), s_next), 0.0)
             if self.termination_fn is not None:
                 alive &= ~np.asarray(self.termination_fn(s_next), bool)

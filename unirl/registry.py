@@ -18,6 +18,7 @@ ALGORITHMS = {
     "TD3": "unirl.algorithms.td3:TD3",
     "APEX_TD3": "unirl.algorithms.apex_td3:ApeXTD3",
     "PETS": "unirl.algorithms.pets:PETS",
+    "MBPO": "unirl.algorithms.mbpo:MBPO",
 }
 
 

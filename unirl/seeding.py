@@ -31,6 +31,8 @@ MA_ACTION_NOISE = 13
 BOOTSTRAP = 16
 # A planner's draws when acting greedily (unirl.planning): keyed by the observation's bits.
 PLANNING = 17
+# MBPO's model phases (algorithms.mbpo): the model's minibatches and the rollouts, keyed by (run seed, phase, purpose).
+MODEL_ROLLOUT = 18
 
 
 def seed_sequence(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.SeedSequence:
