@@ -51,6 +51,7 @@ class PETSConfig(ReplayConfig):
     learning_starts: int = 200
     #: Adam learning rate of the model.
     lr: float = 1e-3
+    #: Clip the model's gradient to this global norm (0 disables).
     grad_clip: float = 0.0
     #: Each member's network (unirl.models.ModelConfig: hidden_sizes, activation).
     model: dict = field(default_factory=lambda: {"hidden_sizes": [64, 64, 64], "activation": "swish"})
@@ -76,8 +77,9 @@ class PETSConfig(ReplayConfig):
     cem_alpha: float = 0.1
     #: Particles per candidate (a multiple of ensemble_size: particle p follows member p mod ensemble_size).
     num_particles: int = 5
-    #: MPPI: temperature of the exponential weights, and the std of its perturbations (actions in [-1, 1]).
+    #: MPPI: temperature of the exponential weights.
     mppi_temperature: float = 1.0
+    #: MPPI: standard deviation of its perturbations (actions in [-1, 1]).
     mppi_noise: float = 0.5
     #: The reward function planning scores with, "module:function" (default: the env's own, unirl.rewards).
     reward_fn: str = ""

@@ -40,12 +40,29 @@ def mountain_car_reward(obs, action, next_obs):
     return 100.0 * mountain_car_termination(next_obs) - 0.1 * action[:, 0].astype(np.float64) ** 2
 
 
+def hopper_termination(next_obs):
+    """Hopper-v5 ends when unhealthy: height next_obs[0] <= 0.7, torso angle next_obs[1] outside (-0.2, 0.2), or
+    any of next_obs[1:] outside (-100, 100) (the env checks the unclipped velocities; the observation's are
+    clipped to +-10, so that last test sees positions only)."""
+    healthy = ((next_obs[:, 0] > 0.7) & (np.abs(next_obs[:, 1]) < 0.2)
+               & np.all(np.abs(next_obs[:, 1:]) < 100.0, axis=1) & np.isfinite(next_obs).all(axis=1))
+    return ~healthy
+
+
+def hopper_reward(obs, action, next_obs):
+    """Hopper-v5, approximately: 1 (alive) + the forward velocity - 0.001 |a|^2. The env's forward term is the
+    torso's displacement over the step divided by dt, which the observation does not hold; the velocity at the
+    step's end (next_obs[5], qvel[0]) stands for it."""
+    return 1.0 + next_obs[:, 5].astype(np.float64) - 1e-3 * np.sum(np.asarray(action, np.float64) ** 2, axis=1)
+
+
 #: env id -> (reward, termination or None).
 ENV_FUNCTIONS = {
     "Pendulum-v1": (pendulum_reward, None),
     "InvertedPendulum-v5": (inverted_pendulum_reward, inverted_pendulum_termination),
     "InvertedPendulum-v4": (inverted_pendulum_reward, inverted_pendulum_termination),
     "MountainCarContinuous-v0": (mountain_car_reward, mountain_car_termination),
+    "Hopper-v5": (hopper_reward, hopper_termination),
 }
 
 

@@ -1,9 +1,12 @@
-"""PETS benchmarks: env steps to a greedy score, the planning cost per env step and its split, throughput per backend.
+"""Model-based benchmarks (PETS, MBPO): env steps to a greedy score, PETS's planning cost per env step and its
+split, PETS's throughput per backend.
 
-    python benchmarks/pets.py pendulum --seeds 0 1 2 3 4 --budget 3000 --eval-every 1000
-    python benchmarks/pets.py inverted-pendulum --budget 5000 --eval-every 1000      # needs unirl[mujoco]
-    python benchmarks/pets.py split                                                 # where a planned step's time goes
-    python benchmarks/pets.py throughput                                            # 1 and 2 workers per backend
+    python benchmarks/model_based.py pendulum --seeds 0 1 2 3 4 --budget 3000 --eval-every 1000
+    python benchmarks/model_based.py inverted-pendulum --budget 5000 --eval-every 1000   # needs unirl[mujoco]
+    python benchmarks/model_based.py split                                   # where a planned step's time goes
+    python benchmarks/model_based.py throughput                              # 1 and 2 workers per backend
+    python benchmarks/model_based.py mbpo-pendulum --budget 5000 --eval-every 1000
+    python benchmarks/model_based.py mbpo-hopper --budget 100000 --eval-every 5000 --png hopper.png
 
 Each prints one JSON line per measurement (and `--out FILE` appends them), with the command's settings.
 """
@@ -25,6 +28,13 @@ PENDULUM = {"env": "Pendulum-v1", "framework": "jax"}
 INVERTED = {"env": "InvertedPendulum-v5", "framework": "jax", "train_batch_size": 250, "learning_starts": 250}
 
 
+#: MBPO's defaults on JAX.
+MBPO_PENDULUM = {"env": "Pendulum-v1", "framework": "jax"}
+#: MBPO on Hopper-v5 (the paper's settings scaled to two cores: see MBPOConfig).
+MBPO_HOPPER = {"env": "Hopper-v5", "framework": "jax", "learning_starts": 5000,
+               "model_rollout_schedule": [[20000, 1], [100000, 15]]}
+
+
 def emit(record: dict, out: str | None) -> None:
     record.setdefault("date", time.strftime("%Y-%m-%d"))
     record.setdefault("machine", f"{platform.machine()} {os.cpu_count()} cores")
@@ -35,12 +45,13 @@ def emit(record: dict, out: str | None) -> None:
             f.write(line + "\n")
 
 
-def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episodes: int, out) -> None:
+def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episodes: int, out, algo_name="PETS",
+             png=None) -> None:
     """Train each seed to `budget` env steps; every `eval_every` steps, the greedy mean over `episodes` episodes."""
     for seed in seeds:
         t0 = time.perf_counter()
         curve = []
-        with unirl.build("PETS", dict(config, seed=seed)) as algo:
+        with unirl.build(algo_name, dict(config, seed=seed)) as algo:
             next_eval = eval_every
             while algo.timesteps_total < budget:
                 algo.train()
@@ -49,9 +60,28 @@ def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episo
                     curve.append([algo.timesteps_total, round(score, 1), round(time.perf_counter() - t0, 1)])
                     print(name, seed, curve[-1], flush=True)
                     next_eval += eval_every
-        emit({"benchmark": f"pets-{name}", "seed": seed, "config": config, "budget": budget,
+                    if png:
+                        plot(curve, f"{algo_name} on {config['env']}, seed {seed}", png)
+        emit({"benchmark": f"{algo_name.lower()}-{name}", "seed": seed, "config": config, "budget": budget,
               "eval_episodes": episodes, "curve": curve, "final": curve[-1][1] if curve else None,
               "wall_s": round(time.perf_counter() - t0, 1)}, out)
+
+
+def plot(curve, title: str, png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("greedy return (mean of 10)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
 
 
 def split(steps: int, out) -> None:
@@ -122,18 +152,29 @@ def throughput(out) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["pendulum", "inverted-pendulum", "split", "throughput"])
+    p.add_argument("what", choices=["pendulum", "inverted-pendulum", "split", "throughput", "mbpo-pendulum",
+                                    "mbpo-hopper"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--budget", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default=None)
+    p.add_argument("--png", default=None)
+    p.add_argument("--config", default="{}", help="JSON overrides of the benchmark's config")
     a = p.parse_args(argv)
+    more = json.loads(a.config)
     if a.what == "pendulum":
-        learning("pendulum", PENDULUM, a.seeds, a.budget or 3000, a.eval_every, a.episodes, a.out)
+        learning("pendulum", dict(PENDULUM, **more), a.seeds, a.budget or 3000, a.eval_every, a.episodes, a.out)
     elif a.what == "inverted-pendulum":
-        learning("inverted-pendulum", INVERTED, a.seeds, a.budget or 5000, a.eval_every, a.episodes, a.out)
+        learning("inverted-pendulum", dict(INVERTED, **more), a.seeds, a.budget or 5000, a.eval_every, a.episodes,
+                 a.out)
+    elif a.what == "mbpo-pendulum":
+        learning("pendulum", dict(MBPO_PENDULUM, **more), a.seeds, a.budget or 5000, a.eval_every, a.episodes, a.out,
+                 "MBPO", a.png)
+    elif a.what == "mbpo-hopper":
+        learning("hopper", dict(MBPO_HOPPER, **more), a.seeds, a.budget or 100_000, a.eval_every, a.episodes, a.out,
+                 "MBPO", a.png)
     elif a.what == "split":
         split(a.steps, a.out)
     else:
