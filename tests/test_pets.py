@@ -377,3 +377,24 @@ def test_hopper_reward_is_the_envs_to_within_the_velocity_approximation():
         ends += term
         obs = env.reset()[0] if term or trunc else nxt
     assert ends > 0 and np.median(errors) < 0.2, (ends, np.median(errors))
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_worker_is_replaced_with_its_plans_and_the_run_is_unchanged(reference):
+    """SIGKILL a multiprocessing worker mid-run: its replacement starts from the worker's state at the start of
+    the iteration (envs, noise streams and each env's plan) and the run ends with the unfaulted run's bits."""
+    import os
+    import signal
+
+    with unirl.build("PETS", pets_config("multiprocessing", 2)) as algo:
+        results = []
+        for it in range(3):
+            if it == 2:
+                os.kill(algo.backend.worker_pids()[1], signal.SIGKILL)
+            r = algo.train()
+            results.append({k: v for k, v in r.items() if k not in TIME_FIELDS})
+        assert r["num_worker_restarts"] == 1
+        weights = algo.policy.get_flat_weights()
+    ref_results = [{k: v for k, v in x.items() if k != "num_worker_restarts"} for x in reference[1]]
+    assert_same((reference[0], ref_results),
+                (weights, [{k: v for k, v in x.items() if k != "num_worker_restarts"} for x in results]), "killed")
