@@ -398,3 +398,27 @@ def test_a_killed_worker_is_replaced_with_its_plans_and_the_run_is_unchanged(ref
     ref_results = [{k: v for k, v in x.items() if k != "num_worker_restarts"} for x in reference[1]]
     assert_same((reference[0], ref_results),
                 (weights, [{k: v for k, v in x.items() if k != "num_worker_restarts"} for x in results]), "killed")
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_planning_several_envs_together_gives_each_the_bits_it_gets_alone(framework):
+    """A worker plans all its envs with one model call per step: each env's plan must not depend on the others
+    (what makes 1 worker x 4 envs and 4 workers x 1 env agree), greedy and exploring, CEM and MPPI."""
+    from unirl.rewards import pendulum_reward
+
+    policy = ensemble(framework, ensemble_size=2, obs_dim=3, act_dim=1, hidden=(16, 16), loss=False)
+    rng = np.random.default_rng(3)
+    obs = rng.normal(size=(5, 3)).astype(np.float32)
+    noise = rng.random((5, 2))
+    state = rng.uniform(-1, 1, (5, 4, 1)).astype(np.float32)
+    for method in ("cem", "mppi"):
+        planner = Planner(pendulum_reward, None, 1, np.array([-2.0]), np.array([2.0]), method=method, horizon=4,
+                          population=10, elites=3, iterations=2, particles=2)
+        together = planner.act(policy, obs, noise, state)
+        alone = [planner.act(policy, obs[i:i + 1], noise[i:i + 1], state[i:i + 1]) for i in range(5)]
+        np.testing.assert_array_equal(together[0], np.concatenate([a[0] for a in alone]))
+        np.testing.assert_array_equal(together[2], np.concatenate([a[2] for a in alone]))
+        greedy = planner.act(policy, obs, None, None)[0]
+        np.testing.assert_array_equal(greedy, np.concatenate([planner.act(policy, o[None], None, None)[0]
+                                                              for o in obs]))
+        assert not np.array_equal(together[0], greedy)  # the noise is used

@@ -133,11 +133,19 @@ def predict_by_member(policy, obs: np.ndarray, actions: np.ndarray) -> tuple[np.
     """Each row's predicted change (mean, std) [B, d] from its own member: row r from member r mod E (B a multiple
     of E), all in one compiled call (rows grouped by member, so every call of a size has the same shapes)."""
     E, B = policy.module.ensemble_size, len(obs)
+    R = B // E
+    padded = -(-R // 64) * 64  # each member's rows zero-padded to a multiple of 64, as every forward pass
+
+    def grouped(x):
+        x = np.asarray(x, np.float32)[order].reshape(E, R, -1)
+        return np.concatenate([x, np.zeros((E, padded - R, x.shape[-1]), np.float32)], axis=1)
+
     order = np.argsort(np.arange(B) % E, kind="stable")
-    out = policy.call(member_step, {sb.OBS: np.asarray(obs, np.float32)[order].reshape(E, B // E, -1),
-                                    sb.ACTIONS: np.asarray(actions, np.float32)[order].reshape(E, B // E, -1)})
-    mean, std = np.empty((B, out["mean"].shape[-1]), np.float32), np.empty((B, out["std"].shape[-1]), np.float32)
-    mean[order], std[order] = out["mean"], out["std"]
+    out = policy.call(member_step, {sb.OBS: grouped(obs), sb.ACTIONS: grouped(actions)})
+    d = out["mean"].shape[-1]
+    mean, std = np.empty((B, d), np.float32), np.empty((B, d), np.float32)
+    mean[order] = out["mean"].reshape(E, padded, d)[:, :R].reshape(B, d)
+    std[order] = out["std"].reshape(E, padded, d)[:, :R].reshape(B, d)
     return mean, std
 
 
