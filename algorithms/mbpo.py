@@ -78,8 +78,12 @@ class MBPOConfig(SACConfig):
     real_ratio: float = 0.05
     #: The reward function of imagined steps, "module:function" (default: the env's own, unirl.rewards).
     reward_fn: str = ""
-    #: The termination function of imagined steps, "module:function" (default: the env's own, if any).
+    #: The termination function of imagined steps, "module:function" (default: the env's own, if any; none:
+    #: imagined rollouts never end early).
     termination_fn: str = ""
+    #: Learn the reward with the dynamics (a reward head) instead of computing it: true, false, or null (learn it
+    #: when there is no reward function for the env).
+    learn_reward: typing.Optional[bool] = None
 
     def validate(self) -> None:
         super().validate()
@@ -123,12 +127,13 @@ class MBPO(SAC):
         if self.policy.module.discrete:
             raise UnirlError(f"MBPO learns dynamics over continuous actions; env `{c.env}` has discrete ones (use "
                              "SAC, or DQN).")
-        self.reward_fn, self.termination_fn = reward_functions(c.env, c.reward_fn, c.termination_fn)
+        self.reward_fn, self.termination_fn = reward_functions(c.env, c.reward_fn, c.termination_fn, c.learn_reward)
         dynamics = ModelConfig(**c.dynamics_model)
         dynamics.validate()
         obs_dim = int(np.prod(self.policy.module.obs_shape))
         act_dim = int(np.prod(self.policy.dist.action_shape))
-        module = EnsembleDynamics(obs_dim, act_dim, self.policy.dist, dynamics, c.ensemble_size)
+        module = EnsembleDynamics(obs_dim, act_dim, self.policy.dist, dynamics, c.ensemble_size,
+                                  reward_head=self.reward_fn is None)
         #: The dynamics ensemble: trained and rolled out on the driver.
         self.model = PolicySpec(c.framework, module, c.seed, c.deterministic, c.num_threads).build(
             loss=gaussian_nll, optimizer=default_optimizer(0.0))
@@ -161,7 +166,8 @@ class MBPO(SAC):
         c = self.config
         data = self.buffer.take(np.arange(len(self.buffer)))
         weights = self.model.get_weights()
-        weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA]))
+        learned = self.reward_fn is None
+        weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA], data[sb.REWARDS] if learned else None))
         self.model.set_weights(weights)
         owed = int(c.model_training_intensity * self.timesteps_total) - self.model_grad_steps
         rng = seeding.generator(c.seed, seeding.MODEL_ROLLOUT, self.model_phase, 0)
@@ -169,7 +175,8 @@ class MBPO(SAC):
         stats = None
         for _ in range(max(owed, 0)):
             rows, _, _ = self.buffer.sample(c.model_batch_size, rng)
-            stats = self.model.learn_on_batch({k: rows[k] for k in (sb.OBS, sb.ACTIONS, DELTA, BOOTSTRAP)}, hp)
+            stats = self.model.learn_on_batch({k: rows[k] for k in (sb.OBS, sb.ACTIONS, DELTA, BOOTSTRAP, sb.REWARDS)},
+                                              hp)
         self.model.finish_learning()
         self.model_grad_steps += max(owed, 0)
         return {} if stats is None else self.model.stats_numpy({k: v for k, v in stats.items()
@@ -185,8 +192,9 @@ class MBPO(SAC):
         dist, added = self.policy.dist, 0
         for _ in range(self.current_rollout_length()):
             actions = self.policy.compute_actions(obs, rng.random((len(obs), dist.noise_per_step)))
-            nxt = sample_next(self.model, obs, actions, rng)
-            rewards = self.reward_fn(obs, dist.env_actions(actions), nxt)
+            nxt, rewards = sample_next(self.model, obs, actions, rng)
+            if self.reward_fn is not None:
+                rewards = self.reward_fn(obs, dist.env_actions(actions), nxt)
             term = (np.zeros(len(obs), bool) if self.termination_fn is None
                     else np.asarray(self.termination_fn(nxt), bool))
             rows = {sb.OBS: obs, sb.ACTIONS: actions, sb.REWARDS: np.asarray(rewards, np.float32), NEXT_OBS: nxt,

@@ -19,6 +19,7 @@ seed and a global index, so every backend and worker count gives the same bits.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,8 +84,12 @@ class PETSConfig(ReplayConfig):
     mppi_noise: float = 0.5
     #: The reward function planning scores with, "module:function" (default: the env's own, unirl.rewards).
     reward_fn: str = ""
-    #: The termination function, "module:function" (default: the env's own, if it has one).
+    #: The termination function, "module:function" (default: the env's own, if it has one; none: episodes never
+    #: end inside a plan).
     termination_fn: str = ""
+    #: Learn the reward with the dynamics (a reward head) instead of computing it: true, false, or null (learn it
+    #: when there is no reward function for the env).
+    learn_reward: typing.Optional[bool] = None
 
     def validate(self) -> None:
         super().validate()
@@ -140,7 +145,8 @@ class PETS(Algorithm):
             raise UnirlError(f"PETS plans continuous actions from flat observations; env `{config.env}` has "
                              f"observations {obs_space} and actions {act_space}.")
         check_batch_memory(config, obs_space)
-        reward, termination = reward_functions(config.env, config.reward_fn, config.termination_fn)
+        reward, termination = reward_functions(config.env, config.reward_fn, config.termination_fn,
+                                               config.learn_reward)
         act_dim = int(np.prod(act_space.shape))
         planner = Planner(reward, termination, act_dim, np.asarray(act_space.low, np.float32).ravel(),
                           np.asarray(act_space.high, np.float32).ravel(), method=config.planner,
@@ -151,7 +157,7 @@ class PETS(Algorithm):
         model_config = config.model_config()
         model_config.validate()
         module = EnsembleDynamics(obs_space.shape[0], act_dim, PlannedActions(act_space.low, act_space.high),
-                                  model_config, config.ensemble_size, planner)
+                                  model_config, config.ensemble_size, planner, reward_head=reward is None)
         return PolicySpec(config.framework, module, config.seed if seed is None else seed, config.deterministic,
                           config.num_threads)
 
@@ -168,6 +174,7 @@ class PETS(Algorithm):
         keep = rows[sb.TERMINATEDS] == 0.0
         obs, actions = rows[sb.OBS][keep], rows[sb.ACTIONS][keep]
         return {sb.OBS: obs, sb.ACTIONS: actions, DELTA: (rows[NEXT_OBS][keep] - obs).astype(np.float32),
+                sb.REWARDS: rows[sb.REWARDS][keep],
                 BOOTSTRAP: bootstrap_weights(self.config.seed, self.timesteps_total, len(obs),
                                              self.config.ensemble_size)}
 
@@ -179,5 +186,6 @@ class PETS(Algorithm):
     def refit_normalization(self) -> None:
         data = self.buffer.take(np.arange(len(self.buffer)))
         weights = self.policy.get_weights()
-        weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA]))
+        rewards = data[sb.REWARDS] if self.policy.module.reward_head else None
+        weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA], rewards))
         self.policy.set_weights(weights)

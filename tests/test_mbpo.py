@@ -164,3 +164,14 @@ def test_quick_conformance_slice():
     for algo in algos:
         assert report.cell(algo, "jax", "local", 3) == "pass"
         assert report.cell(algo, "jax", "local", 4) == "pass"
+
+
+def test_a_learned_reward_scores_imagined_steps():
+    with unirl.build("MBPO", dict(TINY, learn_reward=True)) as algo:
+        assert algo.reward_fn is None and algo.model.module.reward_head
+        for _ in range(3):
+            algo.train()
+        rows = algo.model_buffer.take(np.arange(len(algo.model_buffer)))
+        env = pendulum_reward(rows[sb.OBS], algo.policy.dist.env_actions(rows[sb.ACTIONS]), rows[NEXT_OBS])
+        assert not np.allclose(rows[sb.REWARDS], env)  # the model's rewards, not the env's formula
+        assert np.all(rows[sb.REWARDS] < 2.0) and np.mean(rows[sb.REWARDS]) < -0.5  # in Pendulum's range (<= 0)

@@ -25,9 +25,11 @@ TINY = {"env": "Pendulum-v1", "seed": 5, "train_batch_size": 16, "learning_start
         "planner_iterations": 2, "model": {"hidden_sizes": [8, 8], "activation": "swish"}}
 
 
-def ensemble(framework="torch", ensemble_size=3, hidden=(5, 4), obs_dim=3, act_dim=2, seed=0, loss=True):
+def ensemble(framework="torch", ensemble_size=3, hidden=(5, 4), obs_dim=3, act_dim=2, seed=0, loss=True,
+             reward_head=False):
     module = EnsembleDynamics(obs_dim, act_dim, PlannedActions(-np.ones(act_dim), np.ones(act_dim)),
-                              ModelConfig(hidden_sizes=list(hidden), activation="swish"), ensemble_size)
+                              ModelConfig(hidden_sizes=list(hidden), activation="swish"), ensemble_size,
+                              reward_head=reward_head)
     spec = PolicySpec(framework, module, seed)
     if not loss:
         return spec.build()
@@ -40,6 +42,7 @@ def random_rows(rng, n, obs_dim=3, act_dim=2, ensemble_size=3):
     return {sb.OBS: rng.normal(size=(n, obs_dim)).astype(np.float32),
             sb.ACTIONS: rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
             DELTA: rng.normal(0.3, 2.0, (n, obs_dim)).astype(np.float32),
+            sb.REWARDS: rng.normal(-1.0, 3.0, n).astype(np.float32),
             BOOTSTRAP: rng.poisson(1.0, (n, ensemble_size)).astype(np.float32)}
 
 
@@ -49,7 +52,10 @@ def reference_nll(params, rows, E, coef, hidden_layers):
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     x = np.concatenate([rows[sb.OBS], rows[sb.ACTIONS]], axis=1).astype(np.float64)
     x = (x - p["norm/in_mean"]) / p["norm/in_std"]
-    y = (rows[DELTA].astype(np.float64) - p["norm/out_mean"]) / p["norm/out_std"]
+    y = rows[DELTA].astype(np.float64)
+    if p["norm/out_mean"].shape[0] > y.shape[1]:  # a reward head: the reward is the last target
+        y = np.concatenate([y, rows[sb.REWARDS].astype(np.float64)[:, None]], axis=1)
+    y = (y - p["norm/out_mean"]) / p["norm/out_std"]
     d = y.shape[1]
 
     def sp(v):
@@ -71,18 +77,19 @@ def reference_nll(params, rows, E, coef, hidden_layers):
     return total + coef * (p["max_logvar"].sum() - p["min_logvar"].sum())
 
 
-@pytest.mark.parametrize("framework", ["torch", "jax"])
-def test_gaussian_nll_and_its_gradient_match_a_float64_reference(framework):
+@pytest.mark.parametrize("framework,reward_head", [("torch", False), ("jax", False), ("torch", True)])
+def test_gaussian_nll_and_its_gradient_match_a_float64_reference(framework, reward_head):
     rng = np.random.default_rng(0)
-    policy = ensemble(framework)
+    policy = ensemble(framework, reward_head=reward_head)
     params = policy.get_weights()
+    d = 3 + reward_head
     # a non-trivial normalisation and log-variance bounds, so every term is exercised
     params["norm/in_mean"] = rng.normal(size=5).astype(np.float32)
     params["norm/in_std"] = rng.uniform(0.5, 2.0, 5).astype(np.float32)
-    params["norm/out_mean"] = rng.normal(size=3).astype(np.float32)
-    params["norm/out_std"] = rng.uniform(0.5, 2.0, 3).astype(np.float32)
-    params["max_logvar"] = np.array([0.5, -0.2, 1.0], np.float32)
-    params["min_logvar"] = np.array([-3.0, -2.0, -4.0], np.float32)
+    params["norm/out_mean"] = rng.normal(size=d).astype(np.float32)
+    params["norm/out_std"] = rng.uniform(0.5, 2.0, d).astype(np.float32)
+    params["max_logvar"] = np.array([0.5, -0.2, 1.0, 0.3][:d], np.float32)
+    params["min_logvar"] = np.array([-3.0, -2.0, -4.0, -5.0][:d], np.float32)
     policy.set_weights(params)
     rows = random_rows(rng, 40)
     hp = {"lr": 1e-3, "logvar_bound_coef": 0.01}
@@ -312,8 +319,9 @@ def test_config_errors_are_one_sentence():
     from unirl.rewards import reward_functions
 
     with pytest.raises(UnirlError, match="unirl has none for `Acrobot-v1`.*set config key `reward_fn`"):
-        reward_functions("Acrobot-v1")
+        reward_functions("Acrobot-v1", learn_reward=False)
     assert reward_functions("Acrobot-v1", "unirl.rewards:pendulum_reward")[0].__name__ == "pendulum_reward"
+    assert reward_functions("Acrobot-v1") == (None, None)  # learned by default where there is no function
     with pytest.raises(UnirlError, match="`planner` must be"):
         unirl.build("PETS", dict(TINY, planner="random_shooting"))
 
@@ -422,3 +430,23 @@ def test_planning_several_envs_together_gives_each_the_bits_it_gets_alone(framew
         np.testing.assert_array_equal(greedy, np.concatenate([planner.act(policy, o[None], None, None)[0]
                                                               for o in obs]))
         assert not np.array_equal(together[0], greedy)  # the noise is used
+
+
+def test_a_learned_reward_plans_without_a_reward_function():
+    """learn_reward: the model's last target is the reward (fit with the dynamics) and planning scores with it; the
+    run stays bit-identical across worker counts and differs from planning with the env's reward."""
+    cfg = dict(TINY, learn_reward=True)
+    runs = []
+    for workers in (1, 2):
+        with unirl.build("PETS", dict(cfg, num_workers=workers, num_envs_per_worker=4 // workers)) as algo:
+            assert algo.policy.module.reward_head and algo.policy.module.planner.reward_fn is None
+            for _ in range(3):
+                algo.train()
+            runs.append(algo.weights_digest())
+            w = algo.policy.get_weights()
+            assert w["norm/out_mean"].shape == (4,) and w["norm/out_mean"][3] < -1.0  # Pendulum's rewards
+    assert runs[0] == runs[1]
+    with unirl.build("PETS", dict(TINY, num_envs_per_worker=4)) as algo:
+        for _ in range(3):
+            algo.train()
+        assert algo.weights_digest() != runs[0]

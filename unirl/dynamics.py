@@ -34,18 +34,23 @@ BOOTSTRAP = "bootstrap"
 class EnsembleDynamics(Module):
     """An ensemble of `ensemble_size` probabilistic MLPs (s, a) -> N(mu, diag(exp(logvar))) over s' - s.
 
-    Parameters: `norm/in_mean`, `norm/in_std` (over [s, a]), `norm/out_mean`, `norm/out_std` (over s' - s),
-    member m's tower `m{m}/{i}/w|b` (the last layer's 2 dim(s) outputs: mean, raw log variance), and the
-    log-variance bounds `max_logvar`, `min_logvar`. A planner (unirl.planning) may ride along as `planner`:
-    the module then acts by planning (`act`), keeping each env's last plan as its acting state."""
+    Parameters: `norm/in_mean`, `norm/in_std` (over [s, a]), `norm/out_mean`, `norm/out_std` (over the targets:
+    s' - s, and the reward with `reward_head`), member m's tower `m{m}/{i}/w|b` (the last layer's outputs: the
+    targets' means, then their raw log variances), and the log-variance bounds `max_logvar`, `min_logvar`. With
+    `reward_head` the model also predicts the step's reward (its last target column), for envs whose reward is
+    not written down. A planner (unirl.planning) may ride along as `planner`: the module then acts by planning
+    (`act`), keeping each env's last plan as its acting state."""
 
     kind = "dynamics"
 
     def __init__(self, obs_dim: int, act_dim: int, dist, config: ModelConfig, ensemble_size: int = 5,
-                 planner=None):
+                 planner=None, reward_head: bool = False):
         self.act_dim = int(act_dim)
         self.ensemble_size = int(ensemble_size)
-        d, n = int(obs_dim), int(obs_dim) + int(act_dim)
+        self.reward_head = bool(reward_head)
+        #: Target columns: s' - s, and the reward with a reward head.
+        self.out_dim = int(obs_dim) + int(self.reward_head)
+        d, n = self.out_dim, int(obs_dim) + int(act_dim)
         shapes = {"norm/in_mean": (n,), "norm/in_std": (n,), "norm/out_mean": (d,), "norm/out_std": (d,)}
         sizes = [n] + [int(h) for h in config.hidden_sizes] + [2 * d]
         for m in range(self.ensemble_size):
@@ -93,13 +98,19 @@ class EnsembleDynamics(Module):
         act = activation(ops, self.config.activation)
         for i in range(self.layers - 1):
             x = act(self.dense(ops, params, f"m{m}/{i}", x))
-        mean, raw = ops.split(self.dense(ops, params, f"m{m}/{self.layers - 1}", x), [self.obs_dim] * 2, axis=-1)
+        mean, raw = ops.split(self.dense(ops, params, f"m{m}/{self.layers - 1}", x), [self.out_dim] * 2, axis=-1)
         hi, lo = params["max_logvar"], params["min_logvar"]
         logvar = hi - softplus(ops, hi - raw)
         return mean, lo + softplus(ops, logvar - lo)
 
+    def targets(self, ops, batch):
+        """The targets of a batch of rows: s' - s, and the reward with a reward head."""
+        if not self.reward_head:
+            return batch[DELTA]
+        return ops.concat([batch[DELTA], ops.reshape(batch[sb.REWARDS], (-1, 1))], axis=-1)
+
     def predict(self, ops, params, obs, actions):
-        """Every member's prediction for the same rows, in observation units: [(mean of s' - s, std), ...]."""
+        """Every member's prediction for the same rows, in the targets' units: [(mean, std), ...]."""
         x = self.inputs(ops, params, obs, actions)
         out_mean, out_std = ops.stop_gradient(params["norm/out_mean"]), ops.stop_gradient(params["norm/out_std"])
         return [(mean * out_std + out_mean, ops.exp(0.5 * logvar) * out_std)
@@ -118,7 +129,7 @@ class EnsembleDynamics(Module):
 
 def member_step(ops, module, params, batch):
     """A planner's model call: rows grouped by member (batch "obs" [E, R, d], "actions" [E, R, a]) -> each row's
-    predicted mean change and standard deviation from its own member, {"mean", "std"} [E * R, d]."""
+    predicted targets' means and standard deviations from its own member, {"mean", "std"} [E * R, out_dim]."""
     means, stds = [], []
     obs, actions = batch[sb.OBS], batch[sb.ACTIONS]
     for m in range(module.ensemble_size):
@@ -149,21 +160,31 @@ def predict_by_member(policy, obs: np.ndarray, actions: np.ndarray) -> tuple[np.
     return mean, std
 
 
-def sample_next(policy, obs: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Next observations drawn from the ensemble: s + mu + sigma z for row r on member r mod E, z standard normals
-    from `rng` (by the exact quantile function: the same bits on every machine)."""
+def draw(obs: np.ndarray, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator):
+    """(next observations, rewards or None) drawn from predicted targets: s + mu + sigma z, and with a reward head
+    (a last target column) the reward's mu + sigma z; z standard normals from `rng` by the exact quantile function
+    (the same bits on every machine)."""
     from unirl.distributions import normal_quantile
 
-    mean, std = predict_by_member(policy, obs, actions)
+    obs = np.asarray(obs, np.float32)
     z = normal_quantile(rng.random(mean.shape)).astype(np.float32)
-    return np.asarray(obs, np.float32) + mean + std * z
+    out = mean + std * z
+    d = obs.shape[-1]
+    return obs + out[:, :d], (out[:, d].astype(np.float64) if out.shape[-1] > d else None)
+
+
+def sample_next(policy, obs: np.ndarray, actions: np.ndarray, rng: np.random.Generator):
+    """(next observations, predicted rewards or None) drawn from the ensemble, row r on member r mod E (`draw`)."""
+    mean, std = predict_by_member(policy, obs, actions)
+    return draw(obs, mean, std, rng)
 
 
 def gaussian_nll(ops, module, params, batch, hp):
     """The ensemble's Gaussian negative log-likelihood of the normalised changes, each member weighting each row
     by its bootstrap count (module docstring), plus the log-variance bounds' pull."""
     x = module.inputs(ops, params, batch[sb.OBS], batch[sb.ACTIONS])
-    y = (batch[DELTA] - ops.stop_gradient(params["norm/out_mean"])) / ops.stop_gradient(params["norm/out_std"])
+    y = (module.targets(ops, batch) - ops.stop_gradient(params["norm/out_mean"])) \
+        / ops.stop_gradient(params["norm/out_std"])
     weights = ops.split(batch[BOOTSTRAP], [1] * module.ensemble_size, axis=-1)
     nll, mse = 0.0, 0.0
     for m, w in enumerate(weights):
@@ -180,9 +201,10 @@ def gaussian_nll(ops, module, params, batch, hp):
                          "max_logvar": ops.mean(ops.stop_gradient(params["max_logvar"]))}
 
 
-def normalization(obs: np.ndarray, actions: np.ndarray, delta: np.ndarray) -> dict[str, np.ndarray]:
-    """The `norm/...` parameters for this data: per-column mean and standard deviation (float64 sums; a
-    standard deviation below 1e-6, a constant column, counts as 1)."""
+def normalization(obs: np.ndarray, actions: np.ndarray, delta: np.ndarray,
+                  rewards: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The `norm/...` parameters for this data (the targets: delta, and the rewards if given): per-column mean and
+    standard deviation (float64 sums; a standard deviation below 1e-6, a constant column, counts as 1)."""
     def stats(x):
         x = np.asarray(x, np.float64).reshape(len(x), -1)
         mean, std = x.mean(axis=0), x.std(axis=0)
@@ -190,7 +212,10 @@ def normalization(obs: np.ndarray, actions: np.ndarray, delta: np.ndarray) -> di
 
     in_mean, in_std = stats(np.concatenate([np.asarray(obs, np.float64).reshape(len(obs), -1),
                                             np.asarray(actions, np.float64).reshape(len(actions), -1)], axis=1))
-    out_mean, out_std = stats(delta)
+    targets = np.asarray(delta, np.float64).reshape(len(delta), -1)
+    if rewards is not None:
+        targets = np.concatenate([targets, np.asarray(rewards, np.float64).reshape(-1, 1)], axis=1)
+    out_mean, out_std = stats(targets)
     return {"norm/in_mean": in_mean, "norm/in_std": in_std, "norm/out_mean": out_mean, "norm/out_std": out_std}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from unirl import seeding
 from unirl.distributions import Distribution, normal_quantile
-from unirl.dynamics import predict_by_member
+from unirl.dynamics import draw, predict_by_member
 
 
 class PlannedActions(Distribution):
@@ -105,7 +105,8 @@ def mppi_batch(objective, means: np.ndarray, rngs: list, population: int, iterat
 @dataclass
 class Planner:
     """What a planning policy carries to the workers (plain data; the reward and termination functions are
-    module-level functions, pickled by reference). Config keys of the same names (algorithms.pets)."""
+    module-level functions, pickled by reference; no reward function: the model's reward head predicts it).
+    Config keys of the same names (algorithms.pets)."""
 
     reward_fn: object
     termination_fn: object
@@ -149,9 +150,10 @@ class Planner:
             a = [np.repeat(seqs[n, :, h].astype(np.float32), P, axis=0) for n in range(N)]
             mean, std = predict_by_member(policy, np.concatenate(s), np.concatenate(a))
             for n in range(N):
-                z = normal_quantile(rngs[n].random(s[n].shape)).astype(np.float32)
-                nxt = s[n] + mean[n * rows:(n + 1) * rows] + std[n * rows:(n + 1) * rows] * z
-                total[n] += np.where(alive[n], self.reward_fn(s[n], self.env_actions(a[n]), nxt), 0.0)
+                nxt, r = draw(s[n], mean[n * rows:(n + 1) * rows], std[n * rows:(n + 1) * rows], rngs[n])
+                if self.reward_fn is not None:
+                    r = self.reward_fn(s[n], self.env_actions(a[n]), nxt)
+                total[n] += np.where(alive[n], r, 0.0)
                 if self.termination_fn is not None:
                     alive[n] &= ~np.asarray(self.termination_fn(nxt), bool)
                 s[n] = nxt

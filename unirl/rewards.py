@@ -2,8 +2,9 @@
 
 reward(obs [B, d], action [B, A] in the env's units, next_obs [B, d]) -> [B]; termination(next_obs) -> [B] bool.
 Each is the env's own formula, written from the env's source (Gymnasium 1.x), so a planner scores imagined
-transitions as the env would score real ones. `reward_functions(env_id)` looks one up; an env without one needs
-config keys `reward_fn` (and `termination_fn`) naming functions of the same signatures ("module:function").
+transitions as the env would score real ones. `reward_functions(env_id)` looks one up; for an env without one, config
+keys `reward_fn` (and `termination_fn`) name functions of the same signatures ("module:function"), or the model
+learns the reward (a reward head, unirl.dynamics).
 """
 from __future__ import annotations
 
@@ -66,16 +67,21 @@ ENV_FUNCTIONS = {
 }
 
 
-def reward_functions(env: str, reward_fn: str = "", termination_fn: str = ""):
-    """(reward, termination or None) for env: the functions config keys `reward_fn` / `termination_fn` name
-    ("module:function"), else the env's own from ENV_FUNCTIONS; an env with neither is a one-sentence error."""
+def reward_functions(env: str, reward_fn: str = "", termination_fn: str = "", learn_reward: bool | None = None):
+    """(reward or None, termination or None) for env: the functions config keys `reward_fn` / `termination_fn` name
+    ("module:function"), else the env's own from ENV_FUNCTIONS. The reward is None (the model learns it) when
+    `learn_reward` is True, or None and there is no function; with `learn_reward` False an env without one is a
+    one-sentence error."""
     from unirl.loading import import_attr
 
     known = ENV_FUNCTIONS.get(env if isinstance(env, str) else "", (None, None))
     reward = import_attr(reward_fn, "reward function", reward_fn) if reward_fn else known[0]
     termination = import_attr(termination_fn, "termination function", termination_fn) if termination_fn else known[1]
-    if reward is None:
-        raise UnirlError(f"planning needs the env's reward function, and unirl has none for `{env}` (it has "
-                         f"{', '.join(sorted(ENV_FUNCTIONS))}); set config key `reward_fn` to \"module:function\", "
-                         "a function reward(obs, action, next_obs) -> rewards of NumPy batches.")
+    if learn_reward:
+        return None, termination
+    if reward is None and learn_reward is not None:
+        raise UnirlError(f"planning with the env's reward needs its reward function, and unirl has none for `{env}` "
+                         f"(it has {', '.join(sorted(ENV_FUNCTIONS))}); set config key `reward_fn` to "
+                         "\"module:function\", a function reward(obs, action, next_obs) -> rewards of NumPy batches, "
+                         "or let the model learn the reward (`learn_reward`: null or true).")
     return reward, termination
