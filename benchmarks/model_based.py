@@ -85,13 +85,13 @@ def plot(curve, title: str, png: str) -> None:
 
 
 def split(steps: int, out) -> None:
-    """A trained Pendulum model (1,000 env steps), then `steps` greedy planned steps of one env: the time in the
+    """A Pendulum model trained on 400 env steps, then `steps` greedy planned steps of one env: the time in the
     model's calls, in the planner's NumPy (sampling, scoring, CEM updates) and in the env."""
     import gymnasium as gym
 
     for framework in ("jax", "torch"):
         with unirl.build("PETS", dict(PENDULUM, framework=framework)) as algo:
-            while algo.timesteps_total < 1000:
+            while algo.timesteps_total < 400:
                 algo.train()
             policy = algo.policy
             call = policy.call
