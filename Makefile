@@ -33,7 +33,7 @@ train: install-torch
 	$(VENV)/bin/unirl train --run=PPO --env=CartPole-v1 --stop='{"timesteps_total": 100000}'
 
 test: install-dev
-	$(VENV)/bin/python -m pytest -q --durations=40
+	$(VENV)/bin/python -m pytest -q
 
 bench: install-dev
 	$(VENV)/bin/python benchmarks/ppo_vs_sb3.py --seeds 0 1 2
