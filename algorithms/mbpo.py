@@ -29,8 +29,8 @@ from unirl import seeding
 from unirl.algorithms.dqn import DISCOUNTS, NEXT_OBS
 from unirl.algorithms.sac import SAC, SACConfig
 from unirl.conformance_spec import ConformanceSpec
-from unirl.dynamics import BOOTSTRAP, DELTA, EnsembleDynamics, bootstrap_weights, gaussian_nll, normalization, \
-    sample_next
+from unirl.dynamics import BOOTSTRAP, DELTA, EnsembleDynamics, bootstrap_weights, gaussian_nll, \
+    refit_normalization, sample_next
 from unirl.errors import UnirlError
 from unirl.models import ModelConfig
 from unirl.optim import default_optimizer, piecewise_linear
@@ -164,11 +164,7 @@ class MBPO(SAC):
     def fit_model(self) -> dict:
         """The normalisation refit to the real data, then the model's owed gradient steps on real minibatches."""
         c = self.config
-        data = self.buffer.take(np.arange(len(self.buffer)))
-        weights = self.model.get_weights()
-        learned = self.reward_fn is None
-        weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA], data[sb.REWARDS] if learned else None))
-        self.model.set_weights(weights)
+        refit_normalization(self.model, self.buffer.take(np.arange(len(self.buffer))))
         owed = int(c.model_training_intensity * self.timesteps_total) - self.model_grad_steps
         rng = seeding.generator(c.seed, seeding.MODEL_ROLLOUT, self.model_phase, 0)
         hp = self.model.hp_tensors({"lr": c.model_lr, "logvar_bound_coef": c.logvar_bound_coef})

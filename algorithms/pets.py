@@ -29,7 +29,7 @@ from unirl.algorithm import Algorithm
 from unirl.algorithms.dqn import NEXT_OBS, n_step_rows
 from unirl.config import ReplayConfig, check_batch_memory
 from unirl.conformance_spec import ConformanceSpec
-from unirl.dynamics import BOOTSTRAP, DELTA, EnsembleDynamics, bootstrap_weights, gaussian_nll, normalization
+from unirl.dynamics import BOOTSTRAP, DELTA, EnsembleDynamics, bootstrap_weights, gaussian_nll, refit_normalization
 from unirl.env import spaces
 from unirl.errors import UnirlError
 from unirl.execution import loops
@@ -180,12 +180,6 @@ class PETS(Algorithm):
 
     def learn_minibatches(self, minibatches: list, hp: dict, step: int):
         """The normalisation refit to everything in the buffer, then the model's gradient steps."""
-        self.refit_normalization()
+        refit_normalization(self.policy, self.buffer.take(np.arange(len(self.buffer))))
         return super().learn_minibatches(minibatches, hp, step)
 
-    def refit_normalization(self) -> None:
-        data = self.buffer.take(np.arange(len(self.buffer)))
-        weights = self.policy.get_weights()
-        rewards = data[sb.REWARDS] if self.policy.module.reward_head else None
-        weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA], rewards))
-        self.policy.set_weights(weights)

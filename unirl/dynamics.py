@@ -219,6 +219,15 @@ def normalization(obs: np.ndarray, actions: np.ndarray, delta: np.ndarray,
     return {"norm/in_mean": in_mean, "norm/in_std": in_std, "norm/out_mean": out_mean, "norm/out_std": out_std}
 
 
+def refit_normalization(policy, data: dict) -> None:
+    """Set a dynamics model's `norm/...` parameters to the statistics of `data` (replay rows with OBS, ACTIONS,
+    DELTA, and REWARDS where the model has a reward head): what PETS and MBPO do before each training phase."""
+    weights = policy.get_weights()
+    rewards = data[sb.REWARDS] if policy.module.reward_head else None
+    weights.update(normalization(data[sb.OBS], data[sb.ACTIONS], data[DELTA], rewards))
+    policy.set_weights(weights)
+
+
 def bootstrap_weights(run_seed: int, first_row: int, rows: int, ensemble_size: int) -> np.ndarray:
     """Poisson(1) bootstrap counts [rows, ensemble_size] for rows first_row.. of the run's data, keyed by (run
     seed, first row): the same whatever the backend and the number of workers."""

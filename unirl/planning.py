@@ -41,8 +41,13 @@ class PlannedActions(Distribution):
         self.noise_per_step = self.dim + 1
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
-        a = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
-        return (self.low + (a + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+        return to_box(actions, self.low, self.high)
+
+
+def to_box(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Actions in [-1, 1] (clipped there) scaled to the Box [low, high], float32."""
+    a = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
+    return (low + (a + 1.0) * 0.5 * (high - low)).astype(np.float32)
 
 
 def cem(objective, mean: np.ndarray, rng, population: int, elites: int, iterations: int,
@@ -129,7 +134,7 @@ class Planner:
         return (self.horizon, self.act_dim)
 
     def env_actions(self, a: np.ndarray) -> np.ndarray:
-        return (self.low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
+        return to_box(a, self.low, self.high)
 
     def returns(self, policy, obs: np.ndarray, seqs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Trajectory sampling (TS-inf): the mean return over `particles` particles of each candidate action
