@@ -18,6 +18,7 @@ from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
+from unirl.models import train_outputs
 from unirl.postprocessing import actor_critic_rows
 
 
@@ -56,7 +57,7 @@ def actor_critic_loss(ops, module, params, batch, hp):
     advantages, IMPALA its V-trace policy-gradient advantages and targets.
     """
     dist = module.dist
-    out = module.forward_train(ops, params, batch[sb.OBS])
+    out = train_outputs(ops, module, params, batch)
     inputs, values = out["dist_inputs"], out["values"]
     logp = dist.logp(ops, inputs, batch[sb.ACTIONS])
     adv = batch[sb.ADVANTAGES]
@@ -74,7 +75,7 @@ def actor_critic_loss(ops, module, params, batch, hp):
 def advantages(policy, batch: sb.SampleBatch, gamma: float, lam: float) -> dict[str, np.ndarray]:
     """Flat rows [T * N] of obs, actions, advantages and value targets (see actor_critic_rows)."""
     rows = actor_critic_rows(policy, batch, gamma, lam)
-    return {k: rows[k] for k in (sb.OBS, sb.ACTIONS, sb.ADVANTAGES, sb.VALUE_TARGETS)}
+    return sb.train_columns(rows, (sb.OBS, sb.ACTIONS, sb.ADVANTAGES, sb.VALUE_TARGETS))
 
 
 def loss_hyperparameters(config, lr: float) -> dict[str, float]:
@@ -89,6 +90,7 @@ class A2C(Algorithm):
     name = "A2C"
     config_class = A2CConfig
     module_kind = "actor_critic"
+    supports_recurrent = True
     loss = staticmethod(actor_critic_loss)
     conformance = ConformanceSpec(
         run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 96},

@@ -45,6 +45,7 @@ class A3C(Algorithm):
     name = "A3C"
     config_class = A3CConfig
     module_kind = "actor_critic"
+    supports_recurrent = True
     loss = staticmethod(actor_critic_loss)
     supports_normalization = False
     conformance = ConformanceSpec(

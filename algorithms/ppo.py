@@ -11,6 +11,7 @@ from unirl.config import AlgorithmConfig
 from unirl.conformance_spec import ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
+from unirl.models import train_outputs
 from unirl.ops import numpy_ops
 from unirl.postprocessing import actor_critic_rows
 
@@ -59,7 +60,7 @@ class PPOConfig(AlgorithmConfig):
 def ppo_loss(ops, module, params, batch, hp):
     """The PPO loss on one minibatch, written once on the neutral ops."""
     dist = module.dist
-    out = module.forward_train(ops, params, batch[sb.OBS])
+    out = train_outputs(ops, module, params, batch)
     inputs, values = out["dist_inputs"], out["values"]
     logp = dist.logp(ops, inputs, batch[sb.ACTIONS])
     ratio = ops.exp(logp - batch[sb.LOGP])
@@ -88,6 +89,7 @@ class PPO(Algorithm):
     name = "PPO"
     config_class = PPOConfig
     module_kind = "actor_critic"
+    supports_recurrent = True
     loss = staticmethod(ppo_loss)
     conformance = ConformanceSpec(
         run_config={"env": "CartPole-v1", "total_envs": 12, "train_batch_size": 96, "minibatch_size": 48,
@@ -145,6 +147,6 @@ class PPO(Algorithm):
 
     def learn(self, rows: dict, hp: dict) -> dict:
         """`num_epochs` passes of minibatch SGD over the batch."""
-        stats = self.policy.learn_epochs({k: rows[k] for k in self.train_columns}, hp, self.config.num_epochs,
+        stats = self.policy.learn_epochs(sb.train_columns(rows, self.train_columns), hp, self.config.num_epochs,
                                          self.config.minibatch_size, self.learner_rng)
         return self.policy.stats_numpy(stats)

@@ -56,6 +56,9 @@ class Algorithm:
     #: The learner sees every sampled batch, so config keys normalize_observations / normalize_rewards
     #: can keep their statistics (False where workers learn from batches the driver never sees).
     supports_normalization = True
+    #: Learns with a recurrent model (model.lstm_cell_size): its rows come from unirl.postprocessing.actor_critic_rows
+    #: and its loss reads unirl.models.train_outputs.
+    supports_recurrent = False
 
     def __new__(cls, config=None, *args, **overrides):
         # A multi-agent config (a PettingZoo env) builds the same algorithm with one learner per policy
@@ -200,7 +203,15 @@ class Algorithm:
         (observation space, action space)), its weights initialised from `seed` (default: the run's)."""
         obs_space, act_space = env_spaces or spaces(config.env, config.env_config)
         check_batch_memory(config, obs_space)
-        module = build_module(cls.module_kind, obs_space, act_space, config.model_config())
+        model = config.model_config()
+        if model.lstm_cell_size and not cls.supports_recurrent:
+            raise UnirlError(f"{cls.name} does not learn with a recurrent model (model.lstm_cell_size) yet; "
+                             "PPO, A2C and A3C do.")
+        module = build_module(cls.module_kind, obs_space, act_space, model)
+        if getattr(module, "recurrent", False):
+            from unirl.recurrent import sequence_length
+
+            sequence_length(module, getattr(config, "rollout_fragment_length", None) or config.rollout_length)
         return PolicySpec(config.framework, module, config.seed if seed is None else seed, config.deterministic,
                           config.num_threads)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from unirl import pomdp  # noqa: F401  (registers unirl's partially observed envs)
 from unirl.errors import UnirlError, did_you_mean
 from unirl.loading import import_module
 

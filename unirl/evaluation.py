@@ -18,8 +18,15 @@ def evaluate_policy(policy, env_id: str, env_config: dict | None, num_episodes: 
             obs, _ = envs.reset(seed=[seeding.env_reset_seed(seed, start + i, seeding.EVALUATION)
                                       for i in range(n)])
             running = np.ones(n, bool)
+            # a module that carries a state from step to step (memory, a plan) acts from each env's own
+            shape = getattr(policy.module, "acting_state_shape", None)
+            state = None if shape is None else np.zeros((n,) + tuple(shape), np.float32)
             while running.any():
-                actions = policy.compute_actions(np.asarray(obs, np.float32))
+                if state is None:
+                    actions = policy.compute_actions(np.asarray(obs, np.float32))
+                else:
+                    a, _, state = policy.act(np.asarray(obs, np.float32), None, state)
+                    actions = policy.dist.env_actions(a)
                 obs, r, term, trunc, _ = envs.step(actions)
                 returns[start:start + n] += np.where(running, r, 0.0)
                 running &= ~(term | trunc)

@@ -110,6 +110,14 @@ class ModelConfig:
     obs_scale: float = 0.0
     #: A module of your own: "pkg.module:factory", called as factory(obs_space, action_space, model_config, kind).
     custom_module: str = ""
+    #: Memory: a recurrent cell of this many units after the torso (0: feed-forward). Actor-critic modules
+    #: (PPO, A2C, A3C); see unirl.recurrent.
+    lstm_cell_size: int = 0
+    #: The recurrent cell: "lstm" (Hochreiter and Schmidhuber 1997) or "gru" (Cho et al. 2014).
+    cell_type: str = "lstm"
+    #: Learners backpropagate through sequences of this many steps (truncated BPTT), each starting from the
+    #: recurrent state stored at its start; the rollout length must be a multiple of it.
+    max_seq_len: int = 32
 
     def validate(self, allow_linear: bool = False) -> None:
         if self.activation not in ACTIVATIONS:
@@ -123,6 +131,12 @@ class ModelConfig:
                 isinstance(f, (list, tuple)) and len(f) == 3 and all(isinstance(v, int) and v > 0 for v in f)
                 for f in self.conv_filters):
             raise UnirlError(f"model conv_filters must be [[out_channels, kernel, stride], ...], got {self.conv_filters!r}.")
+        if self.cell_type not in ("lstm", "gru"):
+            raise UnirlError(f"model cell_type must be \"lstm\" or \"gru\", got {self.cell_type!r}."
+                             + did_you_mean(str(self.cell_type), ("lstm", "gru")))
+        if self.lstm_cell_size < 0 or self.max_seq_len < 1:
+            raise UnirlError(f"model lstm_cell_size must be >= 0 and max_seq_len >= 1, got {self.lstm_cell_size} "
+                             f"and {self.max_seq_len}.")
         if (not self.hidden_sizes and not allow_linear) or any(int(h) <= 0 for h in self.hidden_sizes):
             raise UnirlError(f"model hidden_sizes must be positive integers, got {list(self.hidden_sizes)}.")
 
@@ -483,6 +497,16 @@ class Masked:
         return self.inner.value(ops, params, self.split(ops, obs)[0])
 
 
+def train_outputs(ops, module, params, batch) -> dict:
+    """The module's training outputs on a learner minibatch: rows (module.forward_train on the observations), or
+    whole sequences from their stored states (a recurrent module's minibatch: columns STATE_IN and RESETS)."""
+    from unirl import sample_batch as sb
+
+    if sb.STATE_IN in batch:
+        return module.forward_sequences(ops, params, batch[sb.OBS], batch[sb.STATE_IN], batch[sb.RESETS])
+    return module.forward_train(ops, params, batch[sb.OBS])
+
+
 def _features_space(space):
     """The observation space the inner module of a masked FlatDict reads: a Dict with one image key besides the mask
     (a board game's [rows, columns, planes]) keeps its shape, so the default torso is convolutional; otherwise the
@@ -517,6 +541,8 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
 
     obs_space = flat_space(obs_space, action_space)
     if isinstance(obs_space, FlatDict) and obs_space.mask_size:
+        if config.lstm_cell_size:
+            raise UnirlError("a recurrent model (model.lstm_cell_size) does not take action masks yet.")
         return Masked(build_module(kind, _features_space(obs_space), action_space, config), obs_space.mask_size)
     shape = tuple(obs_space.shape or ())
     if not shape or len(shape) > 3:
@@ -531,4 +557,12 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     if changes:
         config = dataclasses.replace(config, **changes)
     obs_dim = shape[0] if len(shape) == 1 else shape
-    return MODULE_KINDS[kind](obs_dim, for_action_space(action_space, kind, config.log_std_init), config)
+    dist = for_action_space(action_space, kind, config.log_std_init)
+    if config.lstm_cell_size:
+        from unirl.recurrent import RecurrentActorCritic
+
+        if kind != "actor_critic":
+            raise UnirlError(f"a recurrent model (model.lstm_cell_size) is built for actor-critic algorithms (PPO, A2C, "
+                             f"A3C); this algorithm's module is `{kind}`.")
+        return RecurrentActorCritic(obs_dim, dist, config)
+    return MODULE_KINDS[kind](obs_dim, dist, config)

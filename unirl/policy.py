@@ -465,11 +465,15 @@ class Policy:
         _, hp = self._as_tensors({}, hp)  # floats become tensors once, not at every step
         if self.learners:
             raise ValueError("learn_epochs is for single-loss policies; call learn_on_batch per minibatch")
+        rows, unflat = _sequences_as_units(rows)
+        if unflat is not None:  # a recurrent module's sequences: minibatches of whole sequences, as many rows
+            minibatch_size = max(1, minibatch_size // unflat)
         n = len(next(iter(rows.values())))
         perms = [rng.permutation(n) for _ in range(num_epochs)]
         if self.adapter.compiled_loops and n % minibatch_size == 0 and self.recorder is None and perms:
             idx, k = np.concatenate(perms), num_epochs * (n // minibatch_size)
-            batches = {key: self.adapter.call_input(v[idx].reshape((k, minibatch_size) + v.shape[1:]))
+            batches = {key: self.adapter.call_input(_unit_rows(key, v[idx].reshape((k, minibatch_size) + v.shape[1:]),
+                                                               unflat, 2))
                        for key, v in rows.items()}
             if self._learn_steps is None:
                 self._learn_steps = self._build_learn_steps()
@@ -482,7 +486,8 @@ class Policy:
             for perm in perms:
                 shuffled = {k: v[perm] for k, v in rows.items()}
                 for start in range(0, n, minibatch_size):
-                    stats = self.learn_on_batch({k: v[start:start + minibatch_size] for k, v in shuffled.items()}, hp)
+                    stats = self.learn_on_batch({k: _unit_rows(k, v[start:start + minibatch_size], unflat, 1)
+                                                 for k, v in shuffled.items()}, hp)
         self.finish_learning()
         return stats
 
@@ -720,6 +725,27 @@ class Policy:
             v = np.asarray(self.adapter.numpy(v))
             out[k] = float(v) if v.ndim == 0 else v
         return out
+
+
+def _sequences_as_units(rows: dict) -> tuple[dict, int | None]:
+    """(rows, None) for rows; for a recurrent module's sequences (column STATE_IN [S, ...] beside rows [S * L, ...]),
+    every row column grouped [S, L, ...] so minibatches cut whole sequences, and L."""
+    from unirl import sample_batch as sb
+
+    if sb.STATE_IN not in rows:
+        return rows, None
+    s = len(rows[sb.STATE_IN])
+    length = len(rows[sb.OBS]) // s
+    return {k: v if k == sb.STATE_IN else v.reshape((s, length) + v.shape[1:]) for k, v in rows.items()}, length
+
+
+def _unit_rows(key: str, v: np.ndarray, length: int | None, axis: int) -> np.ndarray:
+    """Grouped sequence columns back to rows: the `axis` leading axes kept, the sequence and step axes merged."""
+    from unirl import sample_batch as sb
+
+    if length is None or key == sb.STATE_IN:
+        return v
+    return v.reshape(v.shape[:axis - 1] + (-1,) + v.shape[axis + 1:])
 
 
 def _pad_rows(obs: np.ndarray, multiple: int = FORWARD_ROWS_MULTIPLE) -> tuple[np.ndarray, int]:

@@ -46,18 +46,29 @@ def actor_critic_rows(policy, batch: sb.SampleBatch, gamma: float, lam: float) -
     obs, actions, vf_preds, advantages and value_targets (GAE; lam = 1 gives n-step returns), and
     `dist_inputs` of every step (for behaviour log-probabilities). The pass covers the batch's
     observations, its bootstrap observations and the final observations of truncated episodes
-    (bootstrapped, not treated as terminal). Computed over the batch joined in global env order,
+    (bootstrapped, not treated as terminal); a recurrent module's rows come as sequences instead (in
+    (env, time) order, with columns STATE_IN and RESETS: unirl.recurrent). Computed over the batch joined in global env order,
     the rows are a function of the trajectories alone, whatever the split of envs over workers.
     """
     T, N = batch.num_steps, batch.num_envs
     obs = batch[sb.OBS].reshape((T * N,) + batch[sb.OBS].shape[2:])
-    k = len(batch[sb.TRUNC_INDEX])
-    out = policy.forward(np.concatenate([obs, batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0))
-    values = out["values"]
+    recurrent = getattr(policy.module, "recurrent", False)
+    if recurrent:  # each env's steps replayed from its stored state (unirl.recurrent)
+        from unirl import recurrent as rnn
+
+        inputs, values, boot, trunc, states, resets = rnn.replay_outputs(policy, batch)
+    else:
+        k = len(batch[sb.TRUNC_INDEX])
+        out = policy.forward(np.concatenate([obs, batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0))
+        inputs, values = out["dist_inputs"][:T * N], out["values"]
+        boot, trunc = values[T * N:T * N + N], values[T * N + N:T * N + N + k]
     v = values[:T * N].reshape(T, N)
-    nxt = next_values(batch, v, values[T * N:T * N + N], values[T * N + N:T * N + N + k])
+    nxt = next_values(batch, v, boot, trunc)
     dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]
     adv, targets = compute_gae(batch[sb.REWARDS], v, nxt, batch[sb.TERMINATEDS], dones, gamma, lam)
     actions = batch[sb.ACTIONS].reshape((T * N,) + batch[sb.ACTIONS].shape[2:])
-    return {sb.OBS: obs, sb.ACTIONS: actions, sb.VF_PREDS: v.reshape(-1), sb.ADVANTAGES: adv.reshape(-1),
-            sb.VALUE_TARGETS: targets.reshape(-1), "dist_inputs": out["dist_inputs"][:T * N]}
+    rows = {sb.OBS: obs, sb.ACTIONS: actions, sb.VF_PREDS: v.reshape(-1), sb.ADVANTAGES: adv.reshape(-1),
+            sb.VALUE_TARGETS: targets.reshape(-1), "dist_inputs": inputs}
+    if recurrent:  # the learner's sequences, with the state at each one's start
+        rows = rnn.to_sequences(rows, states, resets, rnn.sequence_length(policy.module, T))
+    return rows

@@ -102,6 +102,8 @@ class RolloutWorker:
         truncs = np.empty((T, N), bool)
         dist_inputs = np.empty((T, N, self.policy.dist.num_inputs), np.float32) if self.spec.record_dist_inputs else None
         trunc_index, trunc_obs, ep_keys, ep_returns, ep_lengths = [], [], [], [], []
+        # a recurrent module's learner replays each env's steps from its state before the first one
+        state_in = self.act_state.copy() if getattr(self.policy.module, "recurrent", False) else None
         for t in range(T):
             obs[t] = self.obs
             a, out, self.act_state = self.policy.act(obs[t], self.noise.uniforms(), self.act_state, **explore)
@@ -139,6 +141,8 @@ class RolloutWorker:
         })
         if dist_inputs is not None:
             batch[sb.BEHAVIOUR_INPUTS] = dist_inputs
+        if state_in is not None:
+            batch[sb.STATE_IN] = state_in
         return batch
 
     def reseed(self, restart_count: int) -> None:

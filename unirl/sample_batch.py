@@ -20,6 +20,9 @@ EP_RETURNS = "episode_returns"  # [E] returns of episodes completed in this batc
 EP_LENGTHS = "episode_lengths"  # [E]
 EP_KEYS = "episode_keys"  # [E] int64 (t * N + n): order of completion, for a fixed order
 BEHAVIOUR_INPUTS = "behaviour_dist_inputs"  # [T, N, num_inputs] distribution inputs the actions were drawn from
+STATE_IN = "state_in"  # [N, *state] each env's acting (recurrent) state before the first step; after postprocessing
+#                        the learner's sequences' states [S, *state]
+RESETS = "resets"  # postprocessed sequence rows: 1.0 where an episode starts inside a sequence (the state is zeroed)
 # Columns added by postprocessing
 LOGP = "action_logp"
 VF_PREDS = "vf_preds"
@@ -34,7 +37,7 @@ STEP_COLUMNS = (OBS, ACTIONS, REWARDS, TERMINATEDS, TRUNCATEDS)
 #: by re-indexing and sorting on that key).
 COLUMN_KINDS: dict[str, str] = {
     **{k: "step" for k in STEP_COLUMNS + (BEHAVIOUR_INPUTS,)},
-    BOOTSTRAP_OBS: "env",
+    BOOTSTRAP_OBS: "env", STATE_IN: "env",
     TRUNC_INDEX: "index", TRUNC_OBS: f"event:{TRUNC_INDEX}",
     EP_KEYS: "index", EP_RETURNS: f"event:{EP_KEYS}", EP_LENGTHS: f"event:{EP_KEYS}",
 }
@@ -46,6 +49,15 @@ def register_column(name: str, kind: str) -> None:
     if not (kind in ("step", "env", "index") or kind.startswith("event:")):
         raise ValueError(f"unknown column kind {kind!r}")
     COLUMN_KINDS[name] = kind
+
+
+#: Columns a learner minibatch keeps beside the loss's own: a recurrent module's sequences (unirl.recurrent).
+SEQUENCE_COLUMNS = (STATE_IN, RESETS)
+
+
+def train_columns(rows: dict, columns) -> dict:
+    """The columns of `rows` a loss reads, and the sequence columns where the rows are a recurrent module's sequences."""
+    return {k: rows[k] for k in tuple(columns) + SEQUENCE_COLUMNS if k in rows}
 
 
 class SampleBatch(dict):
