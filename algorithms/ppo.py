@@ -109,6 +109,13 @@ class PPO(Algorithm):
                                      "model": {"hidden_sizes": [64, 64], "activation": "tanh"}},
                           "score": -250.0, "budget": 200_000, "eval_episodes": 20},
                 quick_iterations=2),
+            # Memory: an LSTM after the torso on CartPole with the velocities hidden (unirl.recurrent); each env's
+            # state travels with the batch, sequences of 4 steps with episode starts inside them.
+            "lstm": ConformanceSpec(
+                run_config={"env": "unirl/StatelessCartPole-v1", "total_envs": 12, "train_batch_size": 96,
+                            "minibatch_size": 48, "num_epochs": 2,
+                            "model": {"lstm_cell_size": 16, "hidden_sizes": [16], "max_seq_len": 4}},
+                quick_iterations=3),
             # Image observations: MinAtar frames (uint8, 10x10x4) through the small CNN.
             # multi-agent: a cooperative parallel env, three agents sharing one policy (unirl.multi_agent)
             "spread": ConformanceSpec(

@@ -46,8 +46,9 @@ def emit(record: dict, out: str | None) -> None:
 
 
 def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episodes: int, out, algo_name="PETS",
-             png=None) -> None:
-    """Train each seed to `budget` env steps; every `eval_every` steps, the greedy mean over `episodes` episodes."""
+             png=None, stop_at: float | None = None) -> None:
+    """Train each seed to `budget` env steps; every `eval_every` steps, the greedy mean over `episodes` episodes
+    (and stop there once it reaches `stop_at`, if given)."""
     for seed in seeds:
         t0 = time.perf_counter()
         curve = []
@@ -62,6 +63,8 @@ def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episo
                     next_eval += eval_every
                     if png:
                         plot(curve, f"{algo_name} on {config['env']}, seed {seed}", png)
+                    if stop_at is not None and score >= stop_at:
+                        break
         emit({"benchmark": f"{algo_name.lower()}-{name}", "seed": seed, "config": config, "budget": budget,
               "eval_episodes": episodes, "curve": curve, "final": curve[-1][1] if curve else None,
               "wall_s": round(time.perf_counter() - t0, 1)}, out)

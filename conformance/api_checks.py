@@ -39,7 +39,7 @@ def _run(check: str, fn, framework=None, backend=None) -> dict:
 def framework_api_checks(framework: str) -> list[dict]:
     """Ops against NumPy (conv2d among them), value_and_grad against a hand-derived gradient, the action
     distributions (Categorical, DiagGaussian, MultiCategorical) against NumPy and finite differences, row
-    invariance of an MLP and of a CNN, the optimizer step."""
+    invariance of an MLP, of a CNN and of a recurrent module, the optimizer step."""
     from unirl.conformance import framework_checks as fc
 
     adapter = fc.load_adapter(framework)
@@ -49,6 +49,7 @@ def framework_api_checks(framework: str) -> list[dict]:
         ("api/framework/distributions", lambda: fc.check_distributions(adapter)),
         ("api/framework/row_invariance", lambda: fc.check_row_invariance(adapter)),
         ("api/framework/row_invariance_cnn", lambda: fc.check_row_invariance_cnn(adapter)),
+        ("api/framework/row_invariance_recurrent", lambda: fc.check_row_invariance_recurrent(adapter)),
         ("api/framework/optimizer_step", lambda: fc.check_optimizer_step(adapter)),
     ]
     return [_run(name, fn, framework=framework) for name, fn in checks]

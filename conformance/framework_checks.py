@@ -418,6 +418,62 @@ def check_row_invariance(adapter, batch_sizes=tuple(range(1, 601)), obs_dim=4, n
     return findings
 
 
+def check_row_invariance_recurrent(adapter, sizes=(1, 2, 3, 7, 8, 9, 63, 64, 65), shifts=(0, 1, 5, 63, 64),
+                                   seed: int = 0) -> list[Finding]:
+    """Row invariance of a recurrent module (unirl.recurrent, an LSTM after an MLP torso): one env's step (outputs
+    and next state, from its own state) is bitwise the same whatever the number of envs in the call and its place
+    among them (acting and the learner's replay), and so is one sequence's pass in the loss, whatever the other
+    sequences of its minibatch."""
+    from unirl import sample_batch as sb
+    from unirl.distributions import Categorical
+    from unirl.models import ModelConfig
+    from unirl.policy import Policy
+    from unirl.recurrent import RecurrentActorCritic, step_outputs
+
+    adapter = load_adapter(adapter)
+    module = RecurrentActorCritic(4, Categorical(2), ModelConfig(hidden_sizes=(16,), lstm_cell_size=8))
+    policy = Policy(adapter, module, module.init_params(seed))
+    rng = np.random.default_rng(seed)
+    most = max(sizes) + max(shifts)
+    obs = rng.standard_normal((most, 4)).astype(np.float32)
+    state = rng.standard_normal((most, 16)).astype(np.float32)
+    alone = [step_outputs(policy, obs[i:i + 1], state[i:i + 1]) for i in range(max(sizes))]
+    findings = []
+
+    def compare(name, want, got):
+        f = compare_arrays(name, want, got, check="row_invariance")
+        if not f.ok or not findings or not findings[-1].ok or findings[-1].array.split("[")[0] != name.split("[")[0]:
+            findings.append(f)
+
+    for n in sizes:
+        for shift in shifts:
+            out = step_outputs(policy, obs[shift:shift + n], state[shift:shift + n]) if shift == 0 else \
+                step_outputs(policy, np.concatenate([obs[max(sizes):max(sizes) + shift], obs[:n]]),
+                             np.concatenate([state[max(sizes):max(sizes) + shift], state[:n]]))
+            for key in ("dist_inputs", "values", "state"):
+                want = np.concatenate([a[key] for a in alone[:n]])
+                compare(f"step/{key}[shift {shift}][:{n}]", want, out[key][shift:])
+    # the loss's pass over sequences of 5 steps (an episode starting at the third step of each): sequence 0 alone,
+    # then among others
+    length, seqs = 5, 9
+    sobs = rng.standard_normal((seqs * length, 4)).astype(np.float32)
+    sstate = rng.standard_normal((seqs, 16)).astype(np.float32)
+    resets = np.tile(np.array([0, 0, 1, 0, 0], np.float32), seqs)
+    seq_pass = policy.call(_sequence_pass, {sb.OBS: sobs[:length], sb.STATE_IN: sstate[:1], sb.RESETS: resets[:length]})
+    for k in (2, 3, 8, 9):
+        out = policy.call(_sequence_pass, {sb.OBS: sobs[:k * length], sb.STATE_IN: sstate[:k],
+                                           sb.RESETS: resets[:k * length]})
+        for key in ("dist_inputs", "values"):
+            compare(f"sequences/{key}[of {k}]", seq_pass[key], out[key][:length])
+    return findings
+
+
+def _sequence_pass(ops, module, params, batch):
+    from unirl.models import train_outputs
+
+    return train_outputs(ops, module, params, batch)
+
+
 def check_optimizer_step(adapter, steps: int = 5, max_norm: float = 0.5, rtol: float = 1e-5,
                          b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> list[Finding]:
     """`steps` compiled steps of the optimizer chain clip-by-global-norm + Adam (unirl.optim), against a

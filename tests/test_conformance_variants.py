@@ -58,6 +58,24 @@ def test_cnn_row_invariance_on_torch():
     assert {"policy_outputs", "forward/outputs", "forward/values"} <= {f.array.split("[")[0] for f in findings}
 
 
+@pytest.mark.timeout(300)
+def test_recurrent_row_invariance_on_torch():
+    findings = fc.check_row_invariance_recurrent("torch")
+    assert all(f.ok for f in findings), [str(f) for f in findings if not f.ok]
+    assert {"step/dist_inputs", "step/state", "sequences/values"} <= {f.array.split("[")[0] for f in findings}
+
+
+@pytest.mark.timeout(300)
+def test_recurrent_config_bit_identical_across_backends_and_worker_counts():
+    cfg = unirl.get_algorithm_class("PPO[lstm]").conformance.run_config
+    ref = record_run(RunSpec.make("PPO[lstm]", "torch", "local", 1, 3, cfg))
+    assert ref.error is None, ref.error
+    for backend, n in (("local", 4), ("multiprocessing", 3)):
+        other = record_run(RunSpec.make("PPO[lstm]", "torch", backend, n, 3, cfg))
+        diff = compare_runs(ref, other)
+        assert diff is None, diff.message()
+
+
 @needs_minatar
 @pytest.mark.timeout(300)
 def test_image_config_bit_identical_across_backends_and_worker_counts():

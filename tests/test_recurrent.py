@@ -275,6 +275,13 @@ def test_errors_are_one_sentence():
 # -- learning --------------------------------------------------------------------------------------------------------
 @pytest.mark.timeout(600)
 def test_short_learning_run_uses_memory():
-    """CartPole with the velocities hidden: a feed-forward policy's greedy return stays near 40 (docs/recurrent.md);
-    the LSTM's exceeds it within a short run."""
-    raise NotImplementedError
+    """CartPole with the velocities hidden: a feed-forward PPO's greedy return stays near 40 (greedy 42.8 after
+    500k env steps, docs/recurrent.md); the LSTM of benchmarks/recurrent.py passes 100 within 100k env steps
+    (169.4 at 100,096; 492.1 at 200k in the benchmark)."""
+    from unirl.benchmarks.recurrent import LSTM
+
+    with unirl.build("PPO", dict(LSTM, framework="torch")) as algo:
+        while algo.timesteps_total < 100_000:
+            algo.train()
+        score = algo.evaluate(20)["evaluation/episode_return_mean"]
+    assert score >= 100.0, score
