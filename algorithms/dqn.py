@@ -86,8 +86,9 @@ class DQNConfig(QLearningConfig, ReplayConfig):
 
 
 def next_observations(batch: sb.SampleBatch) -> np.ndarray:
-    """[T, N, *obs]: the observation after each step (the final one where an episode was truncated;
-    where it terminated, the step's own observation: it is never bootstrapped from)."""
+    """[T, N, *obs]: the observation after each step: the final one where an episode ended (truncated, or
+    terminated where the batch keeps terminal observations: column TERM_OBS; Q-targets never bootstrap from
+    it, a dynamics model learns to predict it), else the next step's."""
     obs = batch[sb.OBS]
     T, N = batch.num_steps, batch.num_envs
     nxt = np.empty_like(obs)
@@ -95,8 +96,10 @@ def next_observations(batch: sb.SampleBatch) -> np.ndarray:
     nxt[-1] = batch[sb.BOOTSTRAP_OBS]
     term = batch[sb.TERMINATEDS]
     nxt[term] = obs[term]
-    t, n = np.divmod(batch[sb.TRUNC_INDEX], N)
-    nxt[t, n] = batch[sb.TRUNC_OBS]
+    for index, final in ((sb.TRUNC_INDEX, sb.TRUNC_OBS), (sb.TERM_INDEX, sb.TERM_OBS)):
+        if index in batch:
+            t, n = np.divmod(batch[index], N)
+            nxt[t, n] = batch[final]
     return nxt
 
 

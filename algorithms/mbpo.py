@@ -153,11 +153,13 @@ class MBPO(SAC):
         return max(1, int(length))
 
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
-        """SAC's rows, and for the model the change s' - s with bootstrap counts (none on terminated steps)."""
+        """SAC's rows, and for the model the change s' - s with bootstrap counts (every step of a batch with terminal
+        observations, TERM_OBS; otherwise none on terminated steps, whose next observation is unknown)."""
         rows = super().postprocess(batch)
         rows[DELTA] = (rows[NEXT_OBS] - rows[sb.OBS]).astype(np.float32)
         counts = bootstrap_weights(self.config.seed, self.timesteps_total, len(rows[sb.OBS]), self.config.ensemble_size)
-        rows[BOOTSTRAP] = np.where(rows[sb.TERMINATEDS][:, None] > 0, 0.0, counts).astype(np.float32)
+        unknown = rows[sb.TERMINATEDS][:, None] > 0 if sb.TERM_INDEX not in batch else np.zeros((1, 1), bool)
+        rows[BOOTSTRAP] = np.where(unknown, 0.0, counts).astype(np.float32)
         return rows
 
     # -- the model phase ----------------------------------------------------------------------------------

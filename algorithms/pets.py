@@ -168,10 +168,10 @@ class PETS(Algorithm):
         return {"lr": self.current_lr(), "logvar_bound_coef": self.config.logvar_bound_coef}
 
     def postprocess(self, batch: sb.SampleBatch) -> dict[str, np.ndarray]:
-        """Transitions (s, a, s' - s) with each member's bootstrap counts; a step that terminated its episode is
-        left out (its next observation is the reset one)."""
+        """Transitions (s, a, s' - s) with each member's bootstrap counts, the steps that ended an episode with their
+        final observation (a batch without terminal observations, TERM_OBS, leaves its terminated steps out)."""
         rows = n_step_rows(batch, 1.0, 1)
-        keep = rows[sb.TERMINATEDS] == 0.0
+        keep = np.ones(len(rows[sb.OBS]), bool) if sb.TERM_INDEX in batch else rows[sb.TERMINATEDS] == 0.0
         obs, actions = rows[sb.OBS][keep], rows[sb.ACTIONS][keep]
         return {sb.OBS: obs, sb.ACTIONS: actions, DELTA: (rows[NEXT_OBS][keep] - obs).astype(np.float32),
                 sb.REWARDS: rows[sb.REWARDS][keep],

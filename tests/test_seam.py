@@ -33,7 +33,8 @@ def test_concat_keeps_every_column_in_env_order(num_workers):
         envs = slice(w * k, (w + 1) * k)
         part = sb.SampleBatch({c: v[:, envs] for c, v in whole.items() if sb.COLUMN_KINDS[c] == "step"})
         part[sb.BOOTSTRAP_OBS] = whole[sb.BOOTSTRAP_OBS][envs]
-        for index_key, value_keys in ((sb.TRUNC_INDEX, (sb.TRUNC_OBS,)), (sb.EP_KEYS, (sb.EP_RETURNS, sb.EP_LENGTHS))):
+        for index_key, value_keys in ((sb.TRUNC_INDEX, (sb.TRUNC_OBS,)), (sb.TERM_INDEX, (sb.TERM_OBS,)),
+                                      (sb.EP_KEYS, (sb.EP_RETURNS, sb.EP_LENGTHS))):
             t, n = np.divmod(whole[index_key], 8)
             mine = (n >= w * k) & (n < (w + 1) * k)
             part[index_key] = (t * k + n - w * k)[mine]
@@ -45,6 +46,22 @@ def test_concat_keeps_every_column_in_env_order(num_workers):
     assert list(joined) == list(whole)
     for c in whole:
         np.testing.assert_array_equal(joined[c], whole[c], err_msg=c)
+
+
+def test_terminated_steps_keep_their_terminal_observation():
+    """Each step that terminated its episode comes with the env's final observation (a dynamics model learns to
+    predict it); next_observations puts it after that step."""
+    from unirl.algorithms.dqn import next_observations
+
+    with unirl.build("PPO", {"num_workers": 1, "num_envs_per_worker": 4, "train_batch_size": 256,
+                             "minibatch_size": 64, "seed": 1}) as algo:
+        batch = algo.sampler.sample(algo.policy.get_flat_weights())
+    t, n = np.divmod(batch[sb.TERM_INDEX], 4)
+    assert len(t) == int(batch[sb.TERMINATEDS].sum()) > 0 and batch[sb.TERMINATEDS][t, n].all()
+    final = batch[sb.TERM_OBS]
+    # CartPole terminates when the cart leaves [-2.4, 2.4] or the pole passes 12 degrees: the final state is past that
+    assert np.all((np.abs(final[:, 0]) > 2.4) | (np.abs(final[:, 2]) > 12 * 2 * np.pi / 360))
+    assert np.array_equal(next_observations(batch)[t, n], final)
 
 
 def test_concat_refuses_an_undeclared_column():

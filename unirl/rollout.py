@@ -102,6 +102,7 @@ class RolloutWorker:
         truncs = np.empty((T, N), bool)
         dist_inputs = np.empty((T, N, self.policy.dist.num_inputs), np.float32) if self.spec.record_dist_inputs else None
         trunc_index, trunc_obs, ep_keys, ep_returns, ep_lengths = [], [], [], [], []
+        term_index, term_obs = [], []
         # a recurrent module's learner replays each env's steps from its state before the first one
         state_in = self.act_state.copy() if getattr(self.policy.module, "recurrent", False) else None
         for t in range(T):
@@ -126,6 +127,9 @@ class RolloutWorker:
                     if trunc[n] and not term[n]:
                         trunc_index.append(t * N + n)
                         trunc_obs.append(np.asarray(final_obs[n], self.obs_dtype))
+                    elif term[n]:
+                        term_index.append(t * N + n)
+                        term_obs.append(np.asarray(final_obs[n], self.obs_dtype))
                 self.ep_return[done] = 0.0
                 self.ep_length[done] = 0
                 if self.act_state is not None:
@@ -135,6 +139,8 @@ class RolloutWorker:
             sb.BOOTSTRAP_OBS: np.asarray(self.obs, self.obs_dtype).copy(),
             sb.TRUNC_INDEX: np.asarray(trunc_index, np.int64),
             sb.TRUNC_OBS: np.asarray(trunc_obs, self.obs_dtype).reshape((-1,) + self.obs_shape),
+            sb.TERM_INDEX: np.asarray(term_index, np.int64),
+            sb.TERM_OBS: np.asarray(term_obs, self.obs_dtype).reshape((-1,) + self.obs_shape),
             sb.EP_KEYS: np.asarray(ep_keys, np.int64),
             sb.EP_RETURNS: np.asarray(ep_returns, np.float64),
             sb.EP_LENGTHS: np.asarray(ep_lengths, np.int64),

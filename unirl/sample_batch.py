@@ -16,6 +16,8 @@ TRUNCATEDS = "truncateds"  # [T, N] bool: the episode was cut off (time limit); 
 BOOTSTRAP_OBS = "bootstrap_obs"  # [N, *obs_shape] observation after the last step
 TRUNC_INDEX = "trunc_index"  # [K] int64 flat index t * N + n of truncated steps, ascending
 TRUNC_OBS = "trunc_obs"  # [K, *obs_shape] final observation of each truncated episode
+TERM_INDEX = "term_index"  # [M] int64 flat index t * N + n of steps that terminated their episode, ascending
+TERM_OBS = "term_obs"  # [M, *obs_shape] the terminal observation of each (what a dynamics model learns to predict)
 EP_RETURNS = "episode_returns"  # [E] returns of episodes completed in this batch
 EP_LENGTHS = "episode_lengths"  # [E]
 EP_KEYS = "episode_keys"  # [E] int64 (t * N + n): order of completion, for a fixed order
@@ -39,6 +41,7 @@ COLUMN_KINDS: dict[str, str] = {
     **{k: "step" for k in STEP_COLUMNS + (BEHAVIOUR_INPUTS,)},
     BOOTSTRAP_OBS: "env", STATE_IN: "env",
     TRUNC_INDEX: "index", TRUNC_OBS: f"event:{TRUNC_INDEX}",
+    TERM_INDEX: "index", TERM_OBS: f"event:{TERM_INDEX}",
     EP_KEYS: "index", EP_RETURNS: f"event:{EP_KEYS}", EP_LENGTHS: f"event:{EP_KEYS}",
 }
 
