@@ -156,21 +156,28 @@ def reaches_reference_score(algo: str, framework: str, target: dict, seed: int =
 
 
 class _RecordingPolicy:
-    """A policy stand-in for evaluate_policy that keeps every observation it is asked to act on."""
+    """A policy stand-in for evaluate_policy that keeps every observation it is asked to act on (and, for a module
+    with an acting state, each row's state)."""
 
     def __init__(self, policy):
-        self.policy, self.observations = policy, []
+        self.policy, self.observations, self.states = policy, [], []
 
     def compute_actions(self, obs):
         self.observations.append(np.array(obs, np.float32))
         return self.policy.compute_actions(obs)
 
+    def act(self, obs, noise, state, **explore):
+        self.observations.append(np.array(obs, np.float32))
+        self.states.append(np.array(state, np.float32))
+        return self.policy.act(obs, noise, state, **explore)
+
     def __getattr__(self, name):  # the distribution, the module, ...: the policy's
         return getattr(self.policy, name)
 
 
-def _evaluation_observations(algo_obj, episodes: int) -> np.ndarray:
-    """The observations the (primary) policy acts on in `episodes` greedy evaluation episodes."""
+def _evaluation_observations(algo_obj, episodes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The observations the (primary) policy acts on in `episodes` greedy evaluation episodes, and the acting state of
+    each (None for a module without one)."""
     from unirl.evaluation import evaluate_policy
 
     c = algo_obj.config
@@ -187,16 +194,25 @@ def _evaluation_observations(algo_obj, episodes: int) -> np.ndarray:
     else:
         rec = _RecordingPolicy(algo_obj.policy)
         evaluate_policy(rec, c.env, c.env_config, episodes, c.seed)
-    return np.concatenate(rec.observations)
+    return np.concatenate(rec.observations), np.concatenate(rec.states) if rec.states else None
+
+
+def greedy_outputs(policy, obs: np.ndarray, states: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(greedy actions, the outputs they come from) of a policy on observations, each from its acting state if the
+    module keeps one."""
+    if states is None:
+        return np.asarray(policy.compute_actions(obs)), policy.policy_outputs(obs)
+    actions, outputs, _ = policy.act(obs, None, states)
+    return np.asarray(policy.dist.env_actions(actions)), outputs
 
 
 def greedy_action_mismatches(policy, obs: np.ndarray, actions: np.ndarray, ref_actions: np.ndarray,
-                             rtol: float) -> np.ndarray:
+                             rtol: float, outputs: np.ndarray | None = None) -> np.ndarray:
     """Rows whose greedy action differs from the reference's beyond what framework rounding explains: for discrete
     actions, a different action where the reference's best two outputs are more than rtol x max(1, |output|) apart
     (a near-tie may flip either way); for continuous ones, |difference| above rtol x max(1, |action|)."""
     if np.issubdtype(ref_actions.dtype, np.integer):
-        out = np.asarray(policy.policy_outputs(obs), np.float64).reshape(len(obs), -1)
+        out = np.asarray(policy.policy_outputs(obs) if outputs is None else outputs, np.float64).reshape(len(obs), -1)
         top2 = np.sort(out, axis=-1)[:, -2:] if out.shape[1] > 1 else np.concatenate([out, out - np.inf], -1)
         margin = top2[:, 1] - top2[:, 0]
         differ = (actions != ref_actions).reshape(len(obs), -1).any(axis=-1)
@@ -229,8 +245,8 @@ def checkpoint_agreement(algo: str, reference: str, frameworks: list, rtol: floa
                     ref_algo.train()
                 want = ref_algo.evaluate(episodes)["evaluation/episode_returns"]
                 path = ref_algo.save(f"{tmp}/ck")
-                obs = _evaluation_observations(ref_algo, episodes)
-                ref_actions = np.asarray(ref_algo.policy.compute_actions(obs))
+                obs, states = _evaluation_observations(ref_algo, episodes)
+                ref_actions, _ = greedy_outputs(ref_algo.policy, obs, states)
             finally:
                 ref_algo.stop()
             with unirl.restore(path, trust_checkpoint=True) as again:
@@ -243,8 +259,8 @@ def checkpoint_agreement(algo: str, reference: str, frameworks: list, rtol: floa
             for f in frameworks:
                 t1 = time.perf_counter()
                 with unirl.restore(path, trust_checkpoint=True, framework=framework_spec(f)) as other:
-                    actions = np.asarray(other.policy.compute_actions(obs))
-                    bad = greedy_action_mismatches(other.policy, obs, actions, ref_actions, rtol)
+                    actions, outputs = greedy_outputs(other.policy, obs, states)
+                    bad = greedy_action_mismatches(other.policy, obs, actions, ref_actions, rtol, outputs)
                 diff = {"observations": len(obs), "mismatches": bad[:10].tolist(), "tolerance": rtol}
                 if len(bad):
                     i = int(bad[0])
