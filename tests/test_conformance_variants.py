@@ -11,7 +11,7 @@ from unirl.conformance import framework_checks as fc
 from unirl.conformance.runner import SuiteOptions, registered_algorithms, run_suite
 from unirl.conformance.runs import RunSpec, compare_runs, record_run
 
-VARIANTS = ["PPO[pendulum]", "PPO[spread]", "PPO[minatar]"]
+VARIANTS = ["PPO[pendulum]", "PPO[lstm]", "PPO[spread]", "PPO[minatar]"]
 needs_minatar = pytest.mark.skipif(importlib.util.find_spec("minatar") is None, reason="minatar not installed")
 
 
@@ -21,7 +21,7 @@ def test_variant_names_resolve_to_the_algorithm_with_the_variant_spec():
     assert issubclass(cls, ppo) and cls.name == "PPO" and cls is unirl.get_algorithm_class("PPO[pendulum]")
     assert cls.conformance.run_config["env"] == "Pendulum-v1" and ppo.conformance.run_config["env"] == "CartPole-v1"
     assert unirl.get_algorithm_class("PPO[minatar]").conformance.run_config["env"] == "MinAtar/Breakout-v1"
-    with pytest.raises(unirl.UnirlError, match=r"no conformance variant `nope` \(it has PPO\[pendulum\], PPO\[spread\], PPO\[minatar\]\)"):
+    with pytest.raises(unirl.UnirlError, match=r"no conformance variant `nope` \(it has PPO\[pendulum\], PPO\[lstm\], PPO\[spread\], PPO\[minatar\]\)"):
         unirl.get_algorithm_class("PPO[nope]")
     names = registered_algorithms(variants=True)
     assert names[names.index("PPO") + 1:names.index("PPO") + 1 + len(VARIANTS)] == VARIANTS

@@ -19,7 +19,7 @@ def evaluate_policy(policy, env_id: str, env_config: dict | None, num_episodes: 
                                       for i in range(n)])
             running = np.ones(n, bool)
             # a module that carries a state from step to step (memory, a plan) acts from each env's own
-            shape = getattr(policy.module, "acting_state_shape", None)
+            shape = getattr(getattr(policy, "module", None), "acting_state_shape", None)
             state = None if shape is None else np.zeros((n,) + tuple(shape), np.float32)
             while running.any():
                 if state is None:

@@ -497,6 +497,123 @@ class Masked:
         return self.inner.value(ops, params, self.split(ops, obs)[0])
 
 
+#: Gates per unit: LSTM input, forget, cell, output; GRU reset, update, candidate.
+GATES = {"lstm": 4, "gru": 3}
+
+
+class RecurrentActorCritic(Module):
+    """Torso (convolutions and MLP, `torso/...`), a recurrent cell (`rnn/...`), policy and value heads on its output.
+
+    The acting state of an env is one float32 vector: [h, c] for an LSTM (2 x lstm_cell_size), h for a GRU."""
+
+    kind = "actor_critic"
+    recurrent = True
+
+    def __init__(self, obs_dim, dist, config):
+        config.validate()
+        self.cell = config.cell_type
+        self.size = int(config.lstm_cell_size)
+        self.max_seq_len = int(config.max_seq_len)
+        shapes, self.torso_width = torso_shapes("torso", tuple(np.atleast_1d(obs_dim)), config)
+        width = int(config.hidden_sizes[-1])
+        g = GATES[self.cell] * self.size
+        shapes.update({"rnn/wx": (width, g), "rnn/wh": (self.size, g), "rnn/b": (g,)})
+        if self.cell == "gru":
+            shapes["rnn/bh"] = (g,)
+        shapes.update({"pi/out/w": (self.size, dist.num_outputs), "pi/out/b": (dist.num_outputs,),
+                       "vf/out/w": (self.size, 1), "vf/out/b": (1,)})
+        shapes.update(dist.extra_param_shapes())
+        super().__init__(obs_dim, dist, config, shapes,
+                         {"pi/out/w": config.pi_out_gain, "vf/out/w": 1.0, "rnn/wx": 1.0, "rnn/wh": 1.0})
+
+    @property
+    def acting_state_shape(self) -> tuple[int]:
+        return (2 * self.size if self.cell == "lstm" else self.size,)
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        params = super().init_params(seed)
+        params.update(self.dist.extra_param_init())
+        return params
+
+    # -- the cell ----------------------------------------------------------------------------
+    def cell_step(self, ops, params, x, state):
+        """(output [B, size], next state [B, state]) of one step on torso features x [B, width]."""
+        n = self.size
+        if self.cell == "lstm":
+            h, c = ops.split(state, [n, n], axis=1)
+            z = ops.matmul(x, params["rnn/wx"]) + ops.matmul(h, params["rnn/wh"]) + params["rnn/b"]
+            i, f, g, o = ops.split(z, [n, n, n, n], axis=1)
+            c = ops.sigmoid(f + 1.0) * c + ops.sigmoid(i) * ops.tanh(g)  # forget bias 1 (Jozefowicz et al. 2015)
+            h = ops.sigmoid(o) * ops.tanh(c)
+            return h, ops.concat([h, c], axis=1)
+        gx = ops.matmul(x, params["rnn/wx"]) + params["rnn/b"]
+        gh = ops.matmul(state, params["rnn/wh"]) + params["rnn/bh"]
+        xr, xz, xn = ops.split(gx, [n, n, n], axis=1)
+        hr, hz, hn = ops.split(gh, [n, n, n], axis=1)
+        r = ops.sigmoid(xr + hr)
+        u = ops.sigmoid(xz + hz)
+        h = (1.0 - u) * ops.tanh(xn + r * hn) + u * state
+        return h, h
+
+    def heads(self, ops, params, h) -> dict:
+        return {"dist_inputs": self.dist.inputs(ops, params, self.dense(ops, params, "pi/out", h)),
+                "values": ops.reshape(self.dense(ops, params, "vf/out", h), (-1,))}
+
+    def step(self, ops, params, obs, state) -> dict:
+        """One step for a batch of envs: {"dist_inputs", "values", "state" (the next one)}."""
+        h, state = self.cell_step(ops, params, self.tower(ops, params, "torso", obs), state)
+        return dict(self.heads(ops, params, h), state=state)
+
+    def forward_sequences(self, ops, params, obs, state_in, resets) -> dict:
+        """Outputs of S sequences of L steps: obs and resets are rows in sequence order ([S * L, ...], sequence s's
+        step l at row s * L + l), state_in [S, state] each sequence's state at its first step; outputs as rows
+        in the same order. The torso and the heads run on all rows at once, the cell step by step."""
+        s = int(state_in.shape[0])
+        x = self.tower(ops, params, "torso", obs)
+        steps = int(x.shape[0]) // s
+        x = ops.reshape(x, (s, steps, -1))
+        keep = 1.0 - ops.reshape(resets, (s, steps))
+        state, outs = state_in, []
+        for t in range(steps):
+            state = state * keep[:, t:t + 1]
+            h, state = self.cell_step(ops, params, x[:, t, :], state)
+            outs.append(ops.reshape(h, (s, 1, self.size)))
+        h = ops.reshape(ops.concat(outs, axis=1), (s * steps, self.size))
+        return self.heads(ops, params, h)
+
+    # -- the Module interface: one step from a zero state (an episode's first step) --------------
+    def forward_train(self, ops, params, obs) -> dict:
+        """Rows as an episode's first steps (zero state): what a feed-forward caller of the module sees."""
+        x = self.tower(ops, params, "torso", obs)
+        gates = ops.zeros_like(ops.matmul(x, params["rnn/wx"]))  # [B, gates * size]: zeros of a known row count
+        d = self.acting_state_shape[0]
+        state = ops.split(gates, [d, GATES[self.cell] * self.size - d], axis=1)[0]
+        out, _ = self.cell_step(ops, params, x, state)
+        return self.heads(ops, params, out)
+
+    def forward_inference(self, ops, params, obs):
+        return self.forward_train(ops, params, obs)["dist_inputs"]
+
+    def value(self, ops, params, obs):
+        return self.forward_train(ops, params, obs)["values"]
+
+    def act(self, policy, obs, noise, state, **explore):
+        """(actions, distribution inputs, next states) of one step of a worker's envs from their states."""
+        if state is None:
+            state = np.zeros((len(obs),) + self.acting_state_shape, np.float32)
+        out = policy.call(recurrent_step, {"obs": np.asarray(obs, np.float32), "state": np.asarray(state, np.float32)},
+                          pad_rows=True)
+        inputs = out["dist_inputs"]
+        if noise is None:
+            return policy.dist.greedy_numpy(inputs), inputs, out["state"]
+        return policy.dist.sample_numpy(inputs, noise, **explore), inputs, out["state"]
+
+
+def recurrent_step(ops, module, params, batch):
+    """One step of a recurrent module for a batch of envs (Policy.call): {"dist_inputs", "values", "state"}."""
+    return module.step(ops, params, batch["obs"], batch["state"])
+
+
 def train_outputs(ops, module, params, batch) -> dict:
     """The module's training outputs on a learner minibatch: rows (module.forward_train on the observations), or
     whole sequences from their stored states (a recurrent module's minibatch: columns STATE_IN and RESETS)."""
@@ -559,8 +676,6 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     obs_dim = shape[0] if len(shape) == 1 else shape
     dist = for_action_space(action_space, kind, config.log_std_init)
     if config.lstm_cell_size:
-        from unirl.recurrent import RecurrentActorCritic
-
         if kind != "actor_critic":
             raise UnirlError(f"a recurrent model (model.lstm_cell_size) is built for actor-critic algorithms (PPO, A2C, "
                              f"A3C); this algorithm's module is `{kind}`.")

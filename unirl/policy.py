@@ -350,9 +350,15 @@ class Policy:
         out = self._forward(self._params, self.adapter.call_input(obs))
         return {k: self.adapter.numpy(v)[:n] for k, v in out.items()}
 
-    def call(self, fn, batch: dict[str, np.ndarray]):
+    def call(self, fn, batch: dict[str, np.ndarray], pad_rows: bool = False):
         """fn(ops, module, params, batch) on the trained parameters, compiled once per function (a worker's own
-        computation on the module: Ape-X TD3's actors' TD errors, say); NumPy arrays in and out."""
+        computation on the module: Ape-X TD3's actors' TD errors, say); NumPy arrays in and out. `pad_rows`: every
+        input's rows are zero-padded to the policy's multiple (as in `forward`) and every output cut back to them,
+        so a row's bits do not depend on how many rows share the call."""
+        if pad_rows:
+            n = len(next(iter(batch.values())))
+            padded = {k: _pad_rows(np.asarray(v), self._rows_multiple)[0] for k, v in batch.items()}
+            return {k: np.array(v[:n]) for k, v in self.call(fn, padded).items()}
         compiled = self._calls.get(fn)
         if compiled is None:
             ops, layout, module = self.ops, self.layout, self.module
