@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unirl import recurrent as rnn
 from unirl import sample_batch as sb
 from unirl.algorithm import Algorithm
 from unirl.algorithms.a2c import actor_critic_loss, loss_hyperparameters
@@ -81,6 +82,7 @@ class IMPALA(Algorithm):
     name = "IMPALA"
     config_class = IMPALAConfig
     module_kind = "actor_critic"
+    supports_recurrent = True
     loss = staticmethod(actor_critic_loss)
     conformance = ConformanceSpec(
         run_config={"env": "CartPole-v1", "total_envs": 12, "rollout_fragment_length": 4, "train_batch_size": 48},
@@ -105,39 +107,48 @@ class IMPALA(Algorithm):
         truncated episodes' final observations gives the target policy's inputs and the values.
         """
         c = self.config
-        parts, sizes = [], []
-        for b in fragments:
-            obs = b[sb.OBS].reshape((b.count,) + b[sb.OBS].shape[2:])
-            parts += [obs, b[sb.BOOTSTRAP_OBS], b[sb.TRUNC_OBS]]
-            sizes.append((b.count, b.num_envs, len(b[sb.TRUNC_INDEX])))
-        out = self.policy.forward(np.concatenate(parts, axis=0))
-        inputs_all, values_all = out["dist_inputs"], out["values"]
-        rows = {sb.OBS: [], sb.ACTIONS: [], sb.ADVANTAGES: [], sb.VALUE_TARGETS: [], "log_rhos": [], sb.LOGP: []}
+        module = self.policy.module
+        recurrent = getattr(module, "recurrent", False)
+        if not recurrent:  # one pass for every fragment
+            parts, sizes = [], []
+            for b in fragments:
+                obs = b[sb.OBS].reshape((b.count,) + b[sb.OBS].shape[2:])
+                parts += [obs, b[sb.BOOTSTRAP_OBS], b[sb.TRUNC_OBS]]
+                sizes.append((b.count, b.num_envs, len(b[sb.TRUNC_INDEX])))
+            out = self.policy.forward(np.concatenate(parts, axis=0))
+            inputs_all, values_all = out["dist_inputs"], out["values"]
+        rows = []
         offset = 0
         dist = self.policy.dist
-        for b, (n, envs, k) in zip(fragments, sizes):
-            T = b.num_steps
-            v = values_all[offset:offset + n].reshape(T, envs)
-            nxt = next_values(b, v, values_all[offset + n:offset + n + envs],
-                              values_all[offset + n + envs:offset + n + envs + k])
+        for i, b in enumerate(fragments):
+            T, envs, n = b.num_steps, b.num_envs, b.count
+            if recurrent:  # each env's steps replayed from the state stored with the fragment (unirl.recurrent)
+                inputs, values, boot, trunc, states, resets = rnn.replay_outputs(self.policy, b)
+            else:
+                k = sizes[i][2]
+                inputs, values = inputs_all[offset:offset + n], values_all[offset:offset + n]
+                boot = values_all[offset + n:offset + n + envs]
+                trunc = values_all[offset + n + envs:offset + n + envs + k]
+                offset += n + envs + k
+            v = values.reshape(T, envs)
+            nxt = next_values(b, v, boot, trunc)
             actions = b[sb.ACTIONS].reshape((n,) + b[sb.ACTIONS].shape[2:])
-            target_logp = dist.logp(numpy_ops, inputs_all[offset:offset + n], actions)
+            target_logp = dist.logp(numpy_ops, inputs, actions)
             behaviour = b[sb.BEHAVIOUR_INPUTS].reshape(n, -1)
             behaviour_logp = dist.logp(numpy_ops, behaviour, actions)
             log_rhos = (target_logp - behaviour_logp).astype(np.float32).reshape(T, envs)
             dones = b[sb.TERMINATEDS] | b[sb.TRUNCATEDS]
             vs, pg_adv = vtrace(log_rhos, b[sb.REWARDS], v, nxt, dones, c.gamma,
                                 c.vtrace_clip_rho_threshold, c.vtrace_clip_c_threshold)
-            rows[sb.OBS].append(b[sb.OBS].reshape((n,) + b[sb.OBS].shape[2:]))
-            rows[sb.ACTIONS].append(actions)
-            rows[sb.ADVANTAGES].append(pg_adv.reshape(-1))
-            rows[sb.VALUE_TARGETS].append(vs.reshape(-1))
-            rows["log_rhos"].append(log_rhos.reshape(-1))
-            rows[sb.LOGP].append(behaviour_logp.astype(np.float32))
-            offset += n + envs + k
-        return {key: np.concatenate(v, axis=0) for key, v in rows.items()}
+            fragment = {sb.OBS: b[sb.OBS].reshape((n,) + b[sb.OBS].shape[2:]), sb.ACTIONS: actions,
+                        sb.ADVANTAGES: pg_adv.reshape(-1), sb.VALUE_TARGETS: vs.reshape(-1),
+                        "log_rhos": log_rhos.reshape(-1), sb.LOGP: behaviour_logp.astype(np.float32)}
+            if recurrent:
+                fragment = rnn.to_sequences(fragment, states, resets, rnn.sequence_length(module, T))
+            rows.append(fragment)
+        return {key: np.concatenate([r[key] for r in rows], axis=0) for key in rows[0]}
 
     def learn(self, rows: dict, hp: dict) -> dict:
-        stats = super().learn({k: rows[k] for k in self.train_columns}, hp)
+        stats = super().learn(sb.train_columns(rows, self.train_columns), hp)
         stats["mean_rho"] = float(np.mean(np.exp(rows["log_rhos"])))
         return stats

@@ -263,8 +263,30 @@ def test_a2c_and_a3c_learn_with_a_recurrent_model():
         assert np.isfinite(r["learner/total_loss"])
 
 
+def run_async(algo: str, backend: str, schedule=None):
+    config = {"env": ENV, "seed": 5, "num_workers": 2, "num_envs_per_worker": 3, "rollout_fragment_length": 8,
+              "train_batch_size": 48, "model": dict(TINY["model"])}
+    if schedule is not None:
+        config["arrival_schedule"] = list(schedule)
+    with unirl.build(algo, dict(config, backend=backend)) as a:
+        for _ in range(3):
+            r = a.train()
+        return a.policy.get_flat_weights(), r, a.get_state()[1]["arrival_schedule"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("algo", ["IMPALA", "APPO"])
+def test_impala_and_appo_replay_a_free_running_recurrent_run(algo):
+    """V-trace's targets from each fragment replayed from its stored states; the free-running run on
+    multiprocessing replays bit for bit on the local backend from its arrival schedule."""
+    weights, result, schedule = run_async(algo, "multiprocessing")
+    assert result["episodes_total"] > 0 and np.isfinite(result["learner/total_loss"])
+    replayed, _, again = run_async(algo, "local", schedule)
+    assert again == schedule and np.array_equal(weights.view(np.uint32), replayed.view(np.uint32))
+
+
 def test_errors_are_one_sentence():
-    with pytest.raises(UnirlError, match="DQN does not learn with a recurrent model"):
+    with pytest.raises(UnirlError, match="DQN does not learn with a recurrent model .* yet; PPO, A2C, A3C, IMPALA and APPO"):
         unirl.build("DQN", {"env": "CartPole-v1", "model": {"lstm_cell_size": 8}})
     with pytest.raises(UnirlError, match=r"max_seq_len = 5 steps, which must divide the rollout length \(8 steps"):
         unirl.build("PPO", dict(TINY, model={"lstm_cell_size": 8, "max_seq_len": 5}))

@@ -206,7 +206,7 @@ class Algorithm:
         model = config.model_config()
         if model.lstm_cell_size and not cls.supports_recurrent:
             raise UnirlError(f"{cls.name} does not learn with a recurrent model (model.lstm_cell_size) yet; "
-                             "PPO, A2C and A3C do.")
+                             "PPO, A2C, A3C, IMPALA and APPO do.")
         module = build_module(cls.module_kind, obs_space, act_space, model)
         if getattr(module, "recurrent", False):
             from unirl.recurrent import sequence_length

@@ -111,7 +111,7 @@ class ModelConfig:
     #: A module of your own: "pkg.module:factory", called as factory(obs_space, action_space, model_config, kind).
     custom_module: str = ""
     #: Memory: a recurrent cell of this many units after the torso (0: feed-forward). Actor-critic modules
-    #: (PPO, A2C, A3C); see unirl.recurrent.
+    #: (PPO, A2C, A3C, IMPALA, APPO); see unirl.recurrent.
     lstm_cell_size: int = 0
     #: The recurrent cell: "lstm" (Hochreiter and Schmidhuber 1997) or "gru" (Cho et al. 2014).
     cell_type: str = "lstm"
