@@ -4,6 +4,7 @@ feed-forward PPO), and the learner's cost of the recurrence (samples/s against t
     python benchmarks/recurrent.py stateless-cartpole --framework torch --budget 500000 --eval-every 25000
     python benchmarks/recurrent.py stateless-cartpole --feedforward --budget 500000 --eval-every 100000
     python benchmarks/recurrent.py cost --framework torch jax tf
+    python benchmarks/recurrent.py memory --framework jax --budget 2000000 --eval-every 100000   # unirl[minigrid]
 
 Each prints one JSON line per measurement (and `--out FILE` appends them), with the command's settings.
 """
@@ -22,6 +23,23 @@ ENV = "unirl/StatelessCartPole-v1"
 LSTM = {"env": ENV, "model": {"lstm_cell_size": 64, "hidden_sizes": [64], "max_seq_len": 16}}
 #: The feed-forward PPO beside it: PPO's defaults.
 FEEDFORWARD = {"env": ENV}
+
+
+def minigrid_image(env_id: str = "MiniGrid-MemoryS7-v0", **kwargs):
+    """A MiniGrid env through MiniGrid's own image wrapper (the agent's 7x7x3 view, uint8): an env for unirl as
+    `unirl.benchmarks.recurrent:minigrid_image`, with `env_config` {"env_id": ...}."""
+    import gymnasium as gym
+    from minigrid.wrappers import ImgObsWrapper
+
+    return ImgObsWrapper(gym.make(env_id, **kwargs))
+
+
+#: Recurrent PPO on MiniGrid-MemoryS7-v0 (see an object, walk down a corridor, pick the matching one): the small CNN
+#: on the 7x7 view (object ids scaled by 0.1), an LSTM of 64, sequences of 32 steps; settings for long episodes.
+MEMORY = {"env": "unirl.benchmarks.recurrent:minigrid_image", "env_config": {"env_id": "MiniGrid-MemoryS7-v0"},
+          "num_envs_per_worker": 16, "train_batch_size": 2048, "minibatch_size": 512, "num_epochs": 4,
+          "gamma": 0.99, "gae_lambda": 0.95, "lr": 5e-4, "lr_decay_timesteps": 0, "entropy_coeff": 0.01,
+          "model": {"lstm_cell_size": 64, "hidden_sizes": [64], "max_seq_len": 32, "obs_scale": 0.1}}
 
 
 def cost(frameworks, iterations: int, out) -> None:
@@ -56,7 +74,7 @@ def cost(frameworks, iterations: int, out) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["stateless-cartpole", "cost"])
+    p.add_argument("what", choices=["stateless-cartpole", "memory", "cost"])
     p.add_argument("--framework", nargs="+", default=["torch"])
     p.add_argument("--feedforward", action="store_true", help="the feed-forward PPO instead of the LSTM")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -74,9 +92,15 @@ def main(argv=None) -> None:
         cost(a.framework, a.iterations, a.out)
         return
     for framework in a.framework:
-        config = dict(FEEDFORWARD if a.feedforward else LSTM, framework=framework, **more)
-        learning("stateless-cartpole" + ("-feedforward" if a.feedforward else ""), config, a.seeds, a.budget,
-                 a.eval_every, a.episodes, a.out, "PPO", a.png, a.stop_at)
+        if a.what == "memory":
+            config = dict(MEMORY, framework=framework, **more)
+            if a.feedforward:
+                config["model"] = {k: v for k, v in MEMORY["model"].items() if k not in ("lstm_cell_size", "max_seq_len")}
+            name, stop_at = "memory-s7" + ("-feedforward" if a.feedforward else ""), None
+        else:
+            config = dict(FEEDFORWARD if a.feedforward else LSTM, framework=framework, **more)
+            name, stop_at = "stateless-cartpole" + ("-feedforward" if a.feedforward else ""), a.stop_at
+        learning(name, config, a.seeds, a.budget, a.eval_every, a.episodes, a.out, "PPO", a.png, stop_at)
 
 
 if __name__ == "__main__":

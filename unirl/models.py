@@ -677,7 +677,7 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     dist = for_action_space(action_space, kind, config.log_std_init)
     if config.lstm_cell_size:
         if kind != "actor_critic":
-            raise UnirlError(f"a recurrent model (model.lstm_cell_size) is built for actor-critic algorithms (PPO, A2C, "
-                             f"A3C); this algorithm's module is `{kind}`.")
+            raise UnirlError(f"a recurrent model (model.lstm_cell_size) is built for actor-critic algorithms (PPO, A2C, A3C, "
+                             f"IMPALA, APPO); this algorithm's module is `{kind}`.")
         return RecurrentActorCritic(obs_dim, dist, config)
     return MODULE_KINDS[kind](obs_dim, dist, config)
