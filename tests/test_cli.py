@@ -80,3 +80,12 @@ def test_progress_bar_follows_any_stop_criterion(tmp_path):
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (stop, proc.stderr[-2000:])
         rows = [json.loads(line) for line in (out / "result.json").read_text().splitlines()]
         assert rows, stop
+
+
+def test_run_folder_names_of_env_ids_with_slashes_or_colons_are_one_folder():
+    from unirl.cli import _path_safe
+
+    assert _path_safe("ALE/Pong-v5") == "ALE-Pong-v5"
+    assert _path_safe("unirl/StatelessCartPole-v1") == "unirl-StatelessCartPole-v1"
+    assert _path_safe("my_pkg.envs:make_env") == "my_pkg.envs-make_env"
+    assert _path_safe("CartPole-v1") == "CartPole-v1"

@@ -251,6 +251,14 @@ def _worker_failure_line(e, logdir: str, last_checkpoint: str | None) -> str:
     return f"unirl: error: {str(e).splitlines()[0]}; the run stopped ({where})."
 
 
+
+def _path_safe(name: str) -> str:
+    """`name` as one folder name: an env id like ALE/Pong-v5 or pkg.mod:make_env keeps its letters, digits, dots and
+    dashes, anything else becomes a dash (the run folder is one level under runs/)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name))
+
 def cmd_train(args) -> int:
     """`unirl train`: build (or resume) a run, train until a stop criterion, checkpoint, evaluate.
 
@@ -330,7 +338,7 @@ def cmd_train(args) -> int:
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     logdir = (resume or os.environ.get("UNIRL_RUN_DIR") or args.output
-              or os.path.join("runs", f"{run_name}_{full_config.env}_{full_config.framework}_"
+              or os.path.join("runs", f"{run_name}_{_path_safe(full_config.env)}_{full_config.framework}_"
                                       f"{full_config.backend}_seed{full_config.seed}_{stamp}"))
     if not resume:
         check_run_dir(logdir)
