@@ -62,7 +62,8 @@ def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episo
                     print(name, seed, curve[-1], flush=True)
                     next_eval += eval_every
                     if png:
-                        plot(curve, f"{algo_name} on {config['env']}, seed {seed}", png)
+                        env = config.get("env_config", {}).get("env_id", config["env"])
+                        plot(curve, f"{algo_name} on {env}, seed {seed}", png, episodes)
                     if stop_at is not None and score >= stop_at:
                         break
         emit({"benchmark": f"{algo_name.lower()}-{name}", "seed": seed, "config": config, "budget": budget,
@@ -70,7 +71,7 @@ def learning(name: str, config: dict, seeds, budget: int, eval_every: int, episo
               "wall_s": round(time.perf_counter() - t0, 1)}, out)
 
 
-def plot(curve, title: str, png: str) -> None:
+def plot(curve, title: str, png: str, episodes: int = 10) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +80,7 @@ def plot(curve, title: str, png: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("greedy return (mean of 10)")
+    ax.set_ylabel(f"greedy return (mean of {episodes})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
