@@ -26,17 +26,17 @@ def test_installed_package_that_registers_the_env_is_named(tmp_path, monkeypatch
         gym.registry.pop("GridPkgUnirlTest-Empty-5x5-v0", None)
 
 
-def test_minigrid_id_names_the_package_whether_installed_or_not():
+def test_minigrid_ids_load_their_package_or_name_the_extra():
     try:
         import minigrid  # noqa: F401
     except ImportError:
         minigrid = None
-    with pytest.raises(UnirlError) as e:
-        check_env_id("MiniGrid-Empty-5x5-v0")
-    message = str(e.value)
-    assert "`minigrid:MiniGrid-Empty-5x5-v0`" in message
     if minigrid is None:
-        assert "pip install minigrid" in message
+        with pytest.raises(UnirlError, match=r"pip install 'unirl\[minigrid\]'"):
+            check_env_id("MiniGrid-Empty-5x5-v0")
+    else:
+        check_env_id("MiniGrid-Empty-5x5-v0")  # the family's package registers it
+        assert "MiniGrid-MemoryS7-v0" in gym.registry
 
 
 def test_other_unknown_ids_keep_the_plain_error():

@@ -13,6 +13,7 @@ from unirl.loading import import_module
 ENV_FAMILIES = (
     ("ALE/", "ale_py", "atari"),
     ("MinAtar/", "minatar.gym", "minatar"),
+    ("MiniGrid-", "minigrid", "minigrid"), ("BabyAI-", "minigrid", "minigrid"),
 )
 #: Env ids whose Gymnasium module needs an extra's package: (id prefix, module to import, extra).
 EXTRA_DEPENDENCIES = (
