@@ -428,7 +428,8 @@ def check_row_invariance_recurrent(adapter, sizes=(1, 2, 3, 7, 8, 9, 63, 64, 65)
     from unirl.distributions import Categorical
     from unirl.models import ModelConfig
     from unirl.policy import Policy
-    from unirl.recurrent import RecurrentActorCritic, step_outputs
+    from unirl.models import RecurrentActorCritic
+    from unirl.recurrent import step_outputs
 
     adapter = load_adapter(adapter)
     module = RecurrentActorCritic(4, Categorical(2), ModelConfig(hidden_sizes=(16,), lstm_cell_size=8))

@@ -91,3 +91,23 @@ def mpi_runs_in_one_job(folder, module: str, function: str, worker_counts, timeo
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     results = json.loads((folder / "results.json").read_text())
     return {n: (np.load(folder / f"weights_{n}.npy"), results[str(n)]) for n in worker_counts}
+
+
+#: Result fields that measure time: left out when two runs' metrics are compared bit for bit.
+TIME_FIELDS = ("time_this_iter_s", "time_total_s", "env_steps_per_s")
+
+
+def assert_same_run(reference, got, label):
+    """Two runs' (final flat weights, per-iteration metrics) are the same: the weights bit for bit (the first
+    differing index named), the metrics as JSON."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    (w0, r0), (w1, r1) = reference, got
+    assert w0.shape == w1.shape, f"{label}: weights of shapes {w0.shape} and {w1.shape}"
+    if not np.array_equal(w0.view(np.uint32), w1.view(np.uint32)):
+        i = int(np.flatnonzero(w0.view(np.uint32) != w1.view(np.uint32))[0])
+        pytest.fail(f"{label}: final weights differ first at index {i}: {w0[i]!r} vs {w1[i]!r}")
+    assert json.dumps(r0) == json.dumps(r1), f"{label}: per-iteration metrics differ"

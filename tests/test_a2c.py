@@ -9,13 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import mpi_runs_in_one_job, requires_mpi
+from conftest import TIME_FIELDS, mpi_runs_in_one_job, requires_mpi, assert_same_run as assert_same
 
 import unirl
 
 TOTAL_ENVS = 12
 WORKER_COUNTS = (1, 2, 4)
-TIME_FIELDS = ("time_this_iter_s", "time_total_s", "env_steps_per_s")
 
 
 def a2c_config(backend: str, num_workers: int) -> dict:
@@ -36,13 +35,6 @@ def run_a2c(backend: str, num_workers: int, iterations: int = 4):
         algo.stop()
 
 
-def assert_same(reference, got, label):
-    (w0, r0), (w1, r1) = reference, got
-    assert w0.shape == w1.shape, label
-    if not np.array_equal(w0.view(np.uint32), w1.view(np.uint32)):
-        i = int(np.flatnonzero(w0.view(np.uint32) != w1.view(np.uint32))[0])
-        pytest.fail(f"{label}: final weights differ first at index {i}: {w0[i]!r} vs {w1[i]!r}")
-    assert json.dumps(r0) == json.dumps(r1), f"{label}: per-iteration metrics differ"
 
 
 @pytest.fixture(scope="module")

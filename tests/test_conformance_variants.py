@@ -66,24 +66,16 @@ def test_recurrent_row_invariance_on_torch():
 
 
 @pytest.mark.timeout(300)
-def test_recurrent_config_bit_identical_across_backends_and_worker_counts():
-    cfg = unirl.get_algorithm_class("PPO[lstm]").conformance.run_config
-    ref = record_run(RunSpec.make("PPO[lstm]", "torch", "local", 1, 3, cfg))
+@pytest.mark.parametrize("variant, iterations, others", [
+    pytest.param("PPO[lstm]", 3, (("local", 4), ("multiprocessing", 3)), id="recurrent"),
+    pytest.param("PPO[minatar]", 2, (("local", 3), ("multiprocessing", 2)), id="image", marks=needs_minatar),
+])
+def test_variant_config_bit_identical_across_backends_and_worker_counts(variant, iterations, others):
+    cfg = unirl.get_algorithm_class(variant).conformance.run_config
+    ref = record_run(RunSpec.make(variant, "torch", "local", 1, iterations, cfg))
     assert ref.error is None, ref.error
-    for backend, n in (("local", 4), ("multiprocessing", 3)):
-        other = record_run(RunSpec.make("PPO[lstm]", "torch", backend, n, 3, cfg))
-        diff = compare_runs(ref, other)
-        assert diff is None, diff.message()
-
-
-@needs_minatar
-@pytest.mark.timeout(300)
-def test_image_config_bit_identical_across_backends_and_worker_counts():
-    cfg = unirl.get_algorithm_class("PPO[minatar]").conformance.run_config
-    ref = record_run(RunSpec.make("PPO[minatar]", "torch", "local", 1, 2, cfg))
-    assert ref.error is None, ref.error
-    for backend, n in (("local", 3), ("multiprocessing", 2)):
-        other = record_run(RunSpec.make("PPO[minatar]", "torch", backend, n, 2, cfg))
+    for backend, n in others:
+        other = record_run(RunSpec.make(variant, "torch", backend, n, iterations, cfg))
         diff = compare_runs(ref, other)
         assert diff is None, diff.message()
 

@@ -14,7 +14,7 @@ from unirl.distributions import EpsilonGreedy
 from unirl.models import ModelConfig, QNetwork
 from unirl.ops import numpy_ops
 
-from conftest import REPO, mpi_runs_in_one_job, requires_mpi
+from conftest import TIME_FIELDS, REPO, mpi_runs_in_one_job, requires_mpi, assert_same_run as assert_same
 
 # ---------------------------------------------------------------------------------------------
 # n-step rows
@@ -166,7 +166,6 @@ def test_huber_loss_on_each_framework(framework, dueling):
 #: prioritized replay so priorities, beta and importance weights are covered too.
 TOTAL_ENVS = 12
 WORKER_COUNTS = (1, 2, 4)
-TIME_FIELDS = ("time_this_iter_s", "time_total_s", "env_steps_per_s")
 
 
 def dqn_config(backend, num_workers):
@@ -190,12 +189,6 @@ def run_dqn(backend, num_workers, iterations=4):
         algo.stop()
 
 
-def assert_same(reference, got, label):
-    (w0, r0), (w1, r1) = reference, got
-    if not np.array_equal(w0.view(np.uint32), w1.view(np.uint32)):
-        i = int(np.flatnonzero(w0.view(np.uint32) != w1.view(np.uint32))[0])
-        pytest.fail(f"{label}: weights differ first at index {i}: {w0[i]!r} vs {w1[i]!r}")
-    assert json.dumps(r0) == json.dumps(r1), label
 
 
 @pytest.fixture(scope="module")

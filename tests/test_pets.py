@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import mpi_runs_in_one_job, requires_mpi
+from conftest import TIME_FIELDS, mpi_runs_in_one_job, requires_mpi, assert_same_run as assert_same
 
 import unirl
 from unirl import sample_batch as sb
@@ -18,7 +18,6 @@ from unirl.policy import PolicySpec
 
 TOTAL_ENVS = 4
 WORKER_COUNTS = (1, 2, 4)
-TIME_FIELDS = ("time_this_iter_s", "time_total_s", "env_steps_per_s")
 #: 4 Pendulum envs x 4 steps per iteration; the first iteration random, then tiny plans with a tiny ensemble.
 TINY = {"env": "Pendulum-v1", "seed": 5, "train_batch_size": 16, "learning_starts": 16, "replay_batch_size": 16,
         "ensemble_size": 2, "num_particles": 2, "horizon": 3, "population": 8, "num_elites": 2,
@@ -217,12 +216,6 @@ def run_pets(backend: str, num_workers: int, iterations: int = 3):
         algo.stop()
 
 
-def assert_same(reference, got, label):
-    (w0, r0), (w1, r1) = reference, got
-    if not np.array_equal(w0.view(np.uint32), w1.view(np.uint32)):
-        i = int(np.flatnonzero(w0.view(np.uint32) != w1.view(np.uint32))[0])
-        pytest.fail(f"{label}: final weights differ first at index {i}: {w0[i]!r} vs {w1[i]!r}")
-    assert json.dumps(r0) == json.dumps(r1), f"{label}: per-iteration metrics differ"
 
 
 @pytest.fixture(scope="module")

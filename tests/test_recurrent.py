@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import mpi_runs_in_one_job, requires_mpi
+from conftest import TIME_FIELDS, mpi_runs_in_one_job, requires_mpi, assert_same_run as assert_same
 
 import unirl
 from unirl import sample_batch as sb
@@ -21,7 +21,6 @@ from unirl.recurrent import replay_outputs, to_sequences
 from unirl.rollout import RolloutWorker, WorkerSpec
 
 ENV = "unirl/StatelessCartPole-v1"
-TIME_FIELDS = ("time_this_iter_s", "time_total_s", "env_steps_per_s")
 TOTAL_ENVS = 4
 #: 4 envs x 16 steps per iteration, sequences of 8 steps, minibatches of 4 sequences.
 TINY = {"env": ENV, "seed": 3, "train_batch_size": 64, "minibatch_size": 32, "num_epochs": 2,
@@ -158,12 +157,6 @@ def run_recurrent(backend: str, num_workers: int, iterations: int = 3):
         algo.stop()
 
 
-def assert_same(reference, got, label):
-    (w0, r0), (w1, r1) = reference, got
-    if not np.array_equal(w0.view(np.uint32), w1.view(np.uint32)):
-        i = int(np.flatnonzero(w0.view(np.uint32) != w1.view(np.uint32))[0])
-        pytest.fail(f"{label}: final weights differ first at index {i}: {w0[i]!r} vs {w1[i]!r}")
-    assert json.dumps(r0) == json.dumps(r1), f"{label}: per-iteration metrics differ"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import numpy as np
 
 from unirl import sample_batch as sb
 from unirl.errors import UnirlError
-from unirl.models import RecurrentActorCritic, recurrent_step  # noqa: F401  (the module lives with the others)
+from unirl.models import recurrent_step
 
 
 def step_outputs(policy, obs: np.ndarray, state: np.ndarray) -> dict[str, np.ndarray]:
