@@ -221,8 +221,6 @@ class AlgorithmConfig:
         return m
 
     def validate(self) -> None:
-        from unirl.env import check_env_id
-
         for key in ("num_workers", "num_envs_per_worker", "train_batch_size", "evaluation_num_episodes",
                     "metrics_num_episodes_for_smoothing", "num_threads"):
             if getattr(self, key) < 1:
@@ -251,6 +249,12 @@ class AlgorithmConfig:
                     raise UnirlError(f"config key `lr_schedule` must not hold a negative timestep or learning rate, "
                                      f"got the pair {[t, v]!r}.")
         self.model_config()
+        self.check_env()
+
+    def check_env(self) -> None:
+        """A one-sentence error unless `env` names an env this algorithm can run (default: a Gymnasium env, or a
+        PettingZoo one with `multi_agent`; AlphaZero takes OpenSpiel games)."""
+        from unirl.env import check_env_id
         from unirl.multi_agent.env import is_multi_agent_env
 
         if is_multi_agent_env(self.env) or (self.multi_agent and ":" in self.env):

@@ -19,6 +19,7 @@ ALGORITHMS = {
     "APEX_TD3": "unirl.algorithms.apex_td3:ApeXTD3",
     "PETS": "unirl.algorithms.pets:PETS",
     "MBPO": "unirl.algorithms.mbpo:MBPO",
+    "AlphaZero": "unirl.algorithms.alphazero:AlphaZero",
 }
 
 

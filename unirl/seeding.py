@@ -33,6 +33,10 @@ BOOTSTRAP = 16
 PLANNING = 17
 # MBPO's model phases (algorithms.mbpo): the model's minibatches and the rollouts, keyed by (run seed, phase, purpose).
 MODEL_ROLLOUT = 18
+# A self-play game's draws (AlphaZero: root noise, move sampling; unirl.execution.self_play): keyed by (run seed,
+# global game index); an arena game's by (run seed, evaluation game index).
+SELF_PLAY = 19
+ARENA = 20
 
 
 def seed_sequence(run_seed: int, stream: int, index: int = 0, *more: int) -> np.random.SeedSequence:

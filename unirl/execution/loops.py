@@ -611,3 +611,70 @@ class PopulationEvaluation(Execution):
 
     def set_state(self, arrays, state) -> None:
         self.perturbations_total = int(state.get("perturbations_total", 0))
+
+
+class SelfPlay(Execution):
+    """Synchronous self-play (AlphaZero): broadcast the weights and search settings, hand out the round's game
+    indices to the self-play actors (unirl.execution.self_play), join their rows in game order into a replay
+    buffer, then the learner's owed gradient steps on uniformly replayed minibatches.
+
+    The algorithm provides `search_settings()` (the round's SearchConfig keys and temperature_moves) and
+    `self_play_spec()`; config keys read: games_per_iteration, games_per_chunk, replay_buffer_capacity,
+    replay_batch_size, sample_reuse (gradient steps owed: sample_reuse x rows played / replay_batch_size)."""
+
+    driver_attr = "self_play"
+
+    def start(self, algo):
+        from unirl.execution.indexed import IndexedTasks
+        from unirl.execution.self_play import SelfPlayWorker
+        from unirl.replay import ReplayBuffer
+
+        c = algo.config
+        self.buffer = algo.buffer = ReplayBuffer(c.replay_buffer_capacity)
+        self.games_total = self.rows_total = self.grad_steps = 0
+        chunk = c.games_per_chunk or -(-c.games_per_iteration // c.num_workers)
+        return IndexedTasks(algo.backend, SelfPlayWorker, [(algo.self_play_spec(),)] * c.num_workers,
+                            chunk_size=chunk)
+
+    def grad_steps_due(self) -> int:
+        c = self.algo.config
+        return max(0, int(c.sample_reuse * self.rows_total) // c.replay_batch_size - self.grad_steps)
+
+    def training_step(self) -> dict:
+        from unirl.execution.self_play import OBS, PI, Z
+
+        a, c = self.algo, self.algo.config
+        self.driver.broadcast("set_weights", a.policy.get_flat_weights(), a.search_settings())
+        results = self.driver.run("play", self.games_total, c.games_per_iteration)
+        joined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+        self.games_total += c.games_per_iteration
+        a.record_episodes(joined["returns"], joined["lengths"])
+        rows = {k: joined[k] for k in (OBS, PI, Z)}
+        self.buffer.add(rows)
+        self.rows_total += len(rows[Z])
+        due = self.grad_steps_due()
+        out = {}
+        if due:
+            hp = a.policy.hp_tensors(a.hyperparameters())
+            minibatches = [self.buffer.sample(c.replay_batch_size, a.learner_rng)[0] for _ in range(due)]
+            stats = a.learn_minibatches(minibatches, hp, self.grad_steps)
+            a.policy.finish_learning()
+            self.grad_steps += due
+            out.update(a.policy.stats_numpy(stats))
+        a.after_samples()
+        out.update({"games_total": self.games_total, "grad_steps": self.grad_steps, "replay_size": len(self.buffer),
+                    "first_player_return_mean": float(joined["returns"].mean()),
+                    "game_length_mean": float(joined["lengths"].mean()), "lr": a.current_lr()})
+        return out
+
+    def get_state(self):
+        buf_arrays, buf_meta = self.buffer.get_state()
+        return prefixed(buf_arrays, "replay"), {"replay": buf_meta, "games_total": self.games_total,
+                                                "rows_total": self.rows_total, "grad_steps": self.grad_steps}
+
+    def set_state(self, arrays, state) -> None:
+        if "replay" in state:
+            self.buffer.set_state(unprefixed(arrays, "replay"), state["replay"])
+        self.games_total = int(state.get("games_total", 0))
+        self.rows_total = int(state.get("rows_total", 0))
+        self.grad_steps = int(state.get("grad_steps", 0))

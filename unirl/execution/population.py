@@ -24,14 +24,13 @@ policy's adapter instead.
 """
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 
 import numpy as np
 
 from unirl import seeding
 from unirl.errors import UnirlError
-from unirl.execution.recovery import WorkerGroup, WorkerLost
+from unirl.execution.indexed import IndexedTasks
 from unirl.filters import RunningMeanStd, normalize
 from unirl.policy import PolicySpec
 
@@ -209,9 +208,10 @@ class PopulationWorker:
         self.env.close()
 
 
-class PopulationEvaluation:
+class PopulationEvaluation(IndexedTasks):
     """The driver's side: one PopulationWorker per spec on `backend`; evaluate() hands out chunks
-    of the index range as workers free up (two in flight per worker) and joins them by index.
+    of the index range as workers free up (two in flight per worker) and joins them by index
+    (unirl.execution.indexed).
 
     A worker that fails or hangs (unirl.execution.recovery) is replaced, sent the weights again,
     and its lost chunks are handed out again; as results are joined by perturbation index and a
@@ -219,52 +219,11 @@ class PopulationEvaluation:
     to an unfaulted evaluation."""
 
     def __init__(self, backend, specs: list[PopulationSpec], chunk_size: int = 0, worker_cls=PopulationWorker):
-        self.backend = backend
-        self.chunk_size = int(chunk_size)
-        self.group = WorkerGroup(backend, worker_cls, [(s,) for s in specs], snapshot=False)
-        self._broadcast = None
-
-    @property
-    def workers(self):
-        return self.group.handles
-
-    def broadcast(self, flat_weights: np.ndarray, filter_snapshot=None) -> None:
-        self._broadcast = (flat_weights, filter_snapshot)
-        self.group.call_all("set_weights", flat_weights, filter_snapshot)
+        super().__init__(backend, worker_cls, [(s,) for s in specs], chunk_size=chunk_size)
 
     def evaluate(self, flat_weights: np.ndarray, filter_snapshot, start: int, count: int,
                  noise_stdev: float) -> dict[str, np.ndarray]:
         """Every output of PopulationWorker.evaluate for perturbations [start, start + count), in index order."""
-        self.broadcast(flat_weights, filter_snapshot)
-        w = len(self.workers)
-        size = self.chunk_size or max(1, -(-count // (4 * w)))
-        chunks = [(a, min(a + size, start + count)) for a in range(start, start + count, size)]
-        results: list = [None] * len(chunks)
-        todo = collections.deque(range(len(chunks)))
-        queues: dict[int, collections.deque] = {i: collections.deque() for i in range(w)}  # (future, chunk)
-
-        def submit(i: int) -> None:
-            if todo:
-                c = todo.popleft()
-                queues[i].append((self.group.submit(i, "evaluate", chunks[c][0], chunks[c][1], float(noise_stdev)), c))
-
-        for _ in range(2):
-            for i in range(w):
-                submit(i)
-        while any(queues.values()):
-            try:
-                i, value = self.group.first_result({i: q[0][0] for i, q in queues.items() if q})
-            except WorkerLost as lost:
-                i = lost.index
-                todo.extendleft(reversed([c for _, c in queues[i]]))
-                self.group.recovery.num_calls_redone += len(queues[i])
-                queues[i].clear()
-                self.group.replace(i, lost.error)
-                self.backend.get(self.backend.call(self.workers[i], "set_weights", *self._broadcast))
-                submit(i)
-                submit(i)
-                continue
-            _, c = queues[i].popleft()
-            results[c] = value
-            submit(i)
+        self.broadcast("set_weights", flat_weights, filter_snapshot)
+        results = self.run("evaluate", start, count, float(noise_stdev))
         return {k: np.concatenate([r[k] for r in results]) for k in results[0]}
