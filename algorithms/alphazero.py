@@ -85,6 +85,14 @@ class AlphaZeroConfig(AlgorithmConfig):
     #: The MCTS opponent's simulations per move (one random rollout each).
     evaluation_mcts_simulations: int = 400
 
+    @classmethod
+    def env_loads_no_code(cls, env) -> bool:
+        """An OpenSpiel game name loads a game compiled into pyspiel, nothing else."""
+        return isinstance(env, str) and ":" not in env
+
+    def check_sampling(self) -> None:
+        """Self-play samples whole games (games_per_iteration), whatever the number of workers."""
+
     def check_env(self) -> None:
         if ":" in self.env or self.env.startswith("pettingzoo") or "_v" in self.env:
             raise UnirlError(f"AlphaZero searches by cloning game states, which PettingZoo envs (`{self.env}`) do not "

@@ -343,6 +343,10 @@ def check_trusted(state: dict, overrides: dict | None = None, trust: bool = Fals
 
         if is_pettingzoo_module(env):  # a module of the installed PettingZoo / MPE2 packages: their own code only
             return
+        from unirl.registry import checkpoint_algorithm_class
+
+        if checkpoint_algorithm_class(state).config_class.env_loads_no_code(env):  # an OpenSpiel game name, say
+            return
         if not isinstance(env, str) or ":" in env or env not in gym.registry:
             raise UnirlError(f"refusing to load a checkpoint whose env is {env!r}: not an env Gymnasium already "
                              "knows (an env named with a module imports that module); pass trust_checkpoint=True "

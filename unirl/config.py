@@ -233,11 +233,7 @@ class AlgorithmConfig:
             raise UnirlError(f"config key `lr` must be positive, got {self.lr}.")
         if self.lr_decay_timesteps < 0 or self.lr_final < 0:
             raise UnirlError("config keys `lr_decay_timesteps` and `lr_final` must not be negative.")
-        if self.train_batch_size % self.num_envs:
-            raise UnirlError(
-                f"train_batch_size {self.train_batch_size} is not a multiple of the number of envs "
-                f"(num_workers {self.num_workers} x num_envs_per_worker {self.num_envs_per_worker} = {self.num_envs})."
-            )
+        self.check_sampling()
         if self.lr_schedule is not None:
             if not isinstance(self.lr_schedule, list) or not all(
                     isinstance(p, (list, tuple)) and len(p) == 2 for p in self.lr_schedule):
@@ -250,6 +246,20 @@ class AlgorithmConfig:
                                      f"got the pair {[t, v]!r}.")
         self.model_config()
         self.check_env()
+
+    @classmethod
+    def env_loads_no_code(cls, env) -> bool:
+        """Whether building this algorithm's env from the name `env` runs only installed, known code (a checkpoint
+        naming it loads without trust_checkpoint); Gymnasium ids are judged by the checkpoint loader itself."""
+        return False
+
+    def check_sampling(self) -> None:
+        """A one-sentence error unless the envs split the train batch evenly (AlphaZero samples whole games)."""
+        if self.train_batch_size % self.num_envs:
+            raise UnirlError(
+                f"train_batch_size {self.train_batch_size} is not a multiple of the number of envs "
+                f"(num_workers {self.num_workers} x num_envs_per_worker {self.num_envs_per_worker} = {self.num_envs})."
+            )
 
     def check_env(self) -> None:
         """A one-sentence error unless `env` names an env this algorithm can run (default: a Gymnasium env, or a
