@@ -46,7 +46,8 @@ class AlphaZeroConfig(AlgorithmConfig):
     """AlphaZero's options: the paper's PUCT constants and root noise weight; a small MLP and search budget for
     games of tic-tac-toe and Connect Four size on a CPU."""
 
-    #: The OpenSpiel game (two players, zero-sum, perfect information), with parameters if any: "connect_four".
+    #: The OpenSpiel game (two players, zero-sum, perfect information): "tic_tac_toe", "connect_four"; its
+    #: parameters, if any, in env_config ({"rows": 5}).
     env: str = "tic_tac_toe"
     #: Self-play games per iteration (split over the workers; the learner updates once they are all played).
     games_per_iteration: int = 32
@@ -93,13 +94,21 @@ class AlphaZeroConfig(AlgorithmConfig):
     def check_sampling(self) -> None:
         """Self-play samples whole games (games_per_iteration), whatever the number of workers."""
 
+    @property
+    def game(self) -> str:
+        """The game's OpenSpiel name, with env_config as its parameters: "connect_four(rows=5)"."""
+        if not self.env_config:
+            return self.env
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.env_config.items()))
+        return f"{self.env}({params})"
+
     def check_env(self) -> None:
         if ":" in self.env or self.env.startswith("pettingzoo") or "_v" in self.env:
             raise UnirlError(f"AlphaZero searches by cloning game states, which PettingZoo envs (`{self.env}`) do not "
                              "expose; use the OpenSpiel game of the same name (e.g. `connect_four`, `tic_tac_toe`).")
         from unirl.arena import load_game
 
-        game = load_game(self.env)
+        game = load_game(self.game)
         info = game.get_type()
         import pyspiel
 
@@ -171,7 +180,8 @@ class AlphaZero(Algorithm):
     inert_config_keys = dict(Algorithm.inert_config_keys, **{
         key: "self-play plays whole games (games_per_iteration), not env steps of Gymnasium envs"
         for key in ("num_envs_per_worker", "train_batch_size", "gamma", "normalize_clip", "lr_decay_timesteps",
-                    "lr_final", "lr_schedule")})
+                    "lr_final", "lr_schedule")},
+        evaluation_mcts_simulations="read when evaluation_opponent is \"mcts\"")
     conformance = ConformanceSpec(
         run_config=TIC_TAC_TOE_RUN,
         curve_config=TIC_TAC_TOE_RUN,
@@ -187,7 +197,7 @@ class AlphaZero(Algorithm):
 
         from unirl.arena import load_game
 
-        game = load_game(config.env)
+        game = load_game(config.game)
         n = game.num_distinct_actions()
         obs_size = int(np.prod(game.observation_tensor_shape()))
         obs_space = gym.spaces.Dict({"observation": gym.spaces.Box(-np.inf, np.inf, (obs_size,), np.float32),
@@ -203,12 +213,12 @@ class AlphaZero(Algorithm):
     def setup(self) -> None:
         from unirl.arena import load_game
 
-        self.game = load_game(self.config.env)
+        self.game = load_game(self.config.game)
         super().setup()
 
     def self_play_spec(self) -> SelfPlaySpec:
         c = self.config
-        return SelfPlaySpec(self.acting_policy, c.env, c.seed, forward=c.worker_forward)
+        return SelfPlaySpec(self.acting_policy, c.game, c.seed, forward=c.worker_forward)
 
     def search_config(self, simulations: int | None = None) -> SearchConfig:
         c = self.config

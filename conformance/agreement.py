@@ -166,6 +166,10 @@ class _RecordingPolicy:
         self.observations.append(np.array(obs, np.float32))
         return self.policy.compute_actions(obs)
 
+    def forward(self, obs):
+        self.observations.append(np.array(obs, np.float32))
+        return self.policy.forward(obs)
+
     def act(self, obs, noise, state, **explore):
         self.observations.append(np.array(obs, np.float32))
         self.states.append(np.array(state, np.float32))
@@ -178,6 +182,7 @@ class _RecordingPolicy:
 def _evaluation_observations(algo_obj, episodes: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The observations the (primary) policy acts on in `episodes` greedy evaluation episodes, and the acting state of
     each (None for a module without one)."""
+    from unirl.config import AlgorithmConfig
     from unirl.evaluation import evaluate_policy
 
     c = algo_obj.config
@@ -191,6 +196,13 @@ def _evaluation_observations(algo_obj, episodes: int) -> tuple[np.ndarray, np.nd
             algo_obj.evaluate(episodes)
         finally:
             learner.policy = rec.policy
+    elif type(c).check_env is not AlgorithmConfig.check_env:  # envs of its own kind (games): its own evaluation
+        rec = _RecordingPolicy(algo_obj.policy)
+        algo_obj.policy = rec
+        try:
+            algo_obj.evaluate(episodes)
+        finally:
+            algo_obj.policy = rec.policy
     else:
         rec = _RecordingPolicy(algo_obj.policy)
         evaluate_policy(rec, c.env, c.env_config, episodes, c.seed)

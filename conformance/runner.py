@@ -183,11 +183,14 @@ def algo_unavailable(name: str) -> str | None:
                 f"(12 or 24), got {total!r}.")
     env = spec.run_config.get("env")
     if isinstance(env, str):
+        from unirl.config import AlgorithmConfig
         from unirl.env import spaces
         from unirl.multi_agent.env import EnvInfo, is_multi_agent_env
 
         try:  # an env behind a missing extra (MinAtar, Box2D, PettingZoo, ...) makes the config unavailable, not failed
-            if is_multi_agent_env(env):
+            if cls.config_class.check_env is not AlgorithmConfig.check_env:  # an env of its own kind (games)
+                cls.config_class(env=env, env_config=dict(spec.run_config.get("env_config") or {})).check_env()
+            elif is_multi_agent_env(env):
                 EnvInfo(env, spec.run_config.get("env_config"))
             else:
                 spaces(env, spec.run_config.get("env_config"))
