@@ -253,11 +253,10 @@ class AlphaZero(Algorithm):
 
     def evaluate(self, num_episodes: int | None = None, opponent: str | None = None) -> dict:
         """Greedy search against `opponent` (default evaluation_opponent) over num_episodes games (default
-        evaluation_num_episodes, rounded up to even), half in each seat; the mean return is the mean outcome."""
+        evaluation_num_episodes), seats alternating game by game; the mean return is the mean outcome."""
         from unirl import arena
 
         n = self.evaluation_episodes(num_episodes)
-        n += n % 2
         name = opponent or self.config.evaluation_opponent
         seed = int(seeding.seed_sequence(self.config.seed, seeding.ARENA).generate_state(1)[0])
         result = arena.match(self.game, self.player(), self.opponent(name), n, seed)

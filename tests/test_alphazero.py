@@ -239,3 +239,33 @@ def test_compute_actions_points_to_the_arena_player():
         assert algo.player(simulations=50).choose(state, np.random.default_rng(0)) == 2  # the search finds the win
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(600)
+def test_quick_conformance_slice():
+    """Levels 1 (config keys), 3 (worker counts 1-4, bit for bit) and 4 (torch against jax: the loss and its
+    gradient, checkpoint actions) for AlphaZero."""
+    from unirl.conformance.report import FAILED
+    from unirl.conformance.runner import SuiteOptions, run_suite
+
+    report = run_suite(SuiteOptions(algos=["AlphaZero"], frameworks=["torch", "jax"], backends=["local"], quick=True,
+                                    levels=(3, 4)))
+    failed = [f"{r.algo} L{r.level} {r.check} {r.framework}: {r.message}" for r in report.results if r.status == FAILED]
+    assert not failed, failed
+    assert report.cell("AlphaZero", "jax", "local", 3) == "pass"
+    assert report.cell("AlphaZero", "jax", "local", 4) == "pass"
+
+
+@pytest.mark.timeout(300)
+def test_learning_smoke_tic_tac_toe_holds_minimax():
+    """The defaults, 12 iterations of 32 games (about 380 games, ~12 s): the greedy search (50 simulations) never
+    loses to exact minimax over 20 games (10 in each seat). An untrained network loses 6 of 20 (tested below)."""
+    import unirl
+
+    with unirl.build("AlphaZero", {"env": "tic_tac_toe", "framework": "torch"}) as algo:
+        before = algo.evaluate(20, opponent="minimax")
+        for _ in range(12):
+            algo.train()
+        after = algo.evaluate(20, opponent="minimax")
+    assert before["evaluation/losses"] >= 3, before
+    assert after["evaluation/losses"] == 0, after

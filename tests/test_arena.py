@@ -171,9 +171,11 @@ def test_minimax_refuses_games_with_chance_or_hidden_information():
         MinimaxPlayer(load_game("kuhn_poker"))
 
 
-def test_odd_number_of_games_is_refused(ttt):
-    with pytest.raises(UnirlError, match="even"):
-        match(ttt, RandomPlayer(), RandomPlayer(), num_games=5, seed=0)
+def test_an_odd_match_gives_seat_0_the_extra_game_and_no_games_is_refused(ttt):
+    result = match(ttt, RandomPlayer(), RandomPlayer(), num_games=5, seed=0)
+    assert [sum(result["per_seat"][seat].values()) for seat in (0, 1)] == [3, 2]
+    with pytest.raises(UnirlError, match="at least one game"):
+        match(ttt, RandomPlayer(), RandomPlayer(), num_games=0, seed=0)
 
 
 def test_an_illegal_move_is_reported(ttt):

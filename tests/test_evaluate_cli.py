@@ -67,6 +67,8 @@ EVERY_ALGORITHM = {
              "dynamics_model": {"hidden_sizes": [16, 16]}},
     "PETS": {"env": "Pendulum-v1", "learning_starts": 200, "ensemble_size": 2, "num_particles": 2, "horizon": 3,
              "population": 8, "num_elites": 2, "planner_iterations": 2, "model": {"hidden_sizes": [8, 8]}},
+    "AlphaZero": {"env": "tic_tac_toe", "games_per_iteration": 4, "num_simulations": 4, "replay_batch_size": 16,
+                  "model": {"hidden_sizes": [16], "vf_share_layers": True}},
 }
 
 

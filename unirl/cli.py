@@ -365,8 +365,10 @@ def cmd_train(args) -> int:
         start_iteration = int(ck_state["iteration"])
         _truncate_run_files(logdir, start_iteration)
     console.print(f"[bold]unirl train[/bold] {run_name} on {full_config.env} with {full_config.framework} "
-                  f"on the {full_config.backend} backend, {full_config.num_workers} worker(s) x "
-                  f"{full_config.num_envs_per_worker} envs, seed {full_config.seed}; results in {logdir}"
+                  f"on the {full_config.backend} backend, {full_config.num_workers} worker(s), "
+                  + (f"{full_config.games_per_iteration} games per iteration" if hasattr(full_config, "games_per_iteration")
+                     else f"{full_config.num_envs_per_worker} envs each")
+                  + f", seed {full_config.seed}; results in {logdir}"
                   + (f"; resuming from {folder} (iteration {start_iteration})" if resume else ""))
     # A start that fails (bad env option, unreachable cluster, ...) leaves no run folder behind: the folder
     # is removed again if this command made it and no iteration was logged.
