@@ -57,14 +57,17 @@ class AlphaZeroConfig(AlgorithmConfig):
     num_simulations: int = 50
     #: PUCT exploration: c(s) = c_init + log((1 + N(s) + c_base) / c_base).
     c_init: float = 1.25
+    #: PUCT exploration's growth with the visits (see c_init).
     c_base: float = 19652.0
-    #: Dirichlet noise at the root: concentration, and its weight in the priors.
+    #: Dirichlet noise at the root: its concentration.
     dirichlet_alpha: float = 1.0
+    #: Dirichlet noise at the root: its weight in the priors.
     dirichlet_fraction: float = 0.25
     #: Moves of each game drawn in proportion to the root's visit counts (later: the most visited).
     temperature_moves: int = 10
     #: Rows (positions) the replay buffer keeps.
     replay_buffer_capacity: int = 65_536
+    #: Rows in each of the learner's minibatches.
     replay_batch_size: int = 256
     #: Times each position is replayed on average: gradient steps = sample_reuse x rows / replay_batch_size.
     sample_reuse: float = 4.0
