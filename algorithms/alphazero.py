@@ -27,8 +27,8 @@ import numpy as np
 
 from unirl import seeding
 from unirl.algorithm import Algorithm
-from unirl.config import AlgorithmConfig
-from unirl.conformance_spec import ConformanceSpec
+from unirl.config import AsyncConfig
+from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
 from unirl.execution.self_play import OBS, PI, Z, SelfPlaySpec, network_evaluator
@@ -42,16 +42,21 @@ OPPONENTS = ("random", "minimax", "mcts")
 
 
 @dataclass
-class AlphaZeroConfig(AlgorithmConfig):
+class AlphaZeroConfig(AsyncConfig):
     """AlphaZero's options: the paper's PUCT constants and root noise weight; a small MLP and search budget for
     games of tic-tac-toe and Connect Four size on a CPU."""
 
     #: The OpenSpiel game (two players, zero-sum, perfect information): "tic_tac_toe", "connect_four"; its
     #: parameters, if any, in env_config ({"rows": 5}).
     env: str = "tic_tac_toe"
-    #: Self-play games per iteration (split over the workers; the learner updates once they are all played).
+    #: "sync": each iteration's games played with the same weights, then the learner (bit-identical); "async":
+    #: actors play on with the weights of their last request while the learner steps after each chunk of games
+    #: (replayable from the recorded `arrival_schedule`).
+    self_play_mode: str = "sync"
+    #: Self-play games per iteration (split over the workers).
     games_per_iteration: int = 32
-    #: Games a worker plays at once, searching together (0: games_per_iteration / num_workers).
+    #: Games a worker plays at once, searching together (0: games_per_iteration / num_workers); free-running,
+    #: the games of one request.
     games_per_chunk: int = 0
     #: PUCT simulations per move in self-play.
     num_simulations: int = 50
@@ -134,6 +139,11 @@ class AlphaZeroConfig(AlgorithmConfig):
             raise UnirlError("config key `dirichlet_fraction` must lie in [0, 1] and `dirichlet_alpha` be positive.")
         if self.sample_reuse <= 0:
             raise UnirlError(f"config key `sample_reuse` must be positive, got {self.sample_reuse}.")
+        if self.self_play_mode not in ("sync", "async"):
+            raise UnirlError(f"config key `self_play_mode` must be \"sync\" or \"async\", got {self.self_play_mode!r}.")
+        if self.arrival_schedule is not None and self.self_play_mode != "async":
+            raise UnirlError("config key `arrival_schedule` replays a free-running run: set `self_play_mode` to "
+                             "\"async\" as well.")
         if self.worker_forward not in ("framework", "numpy"):
             raise UnirlError(f"config key `worker_forward` must be \"framework\" or \"numpy\", got "
                              f"{self.worker_forward!r}.")
@@ -191,6 +201,9 @@ class AlphaZero(Algorithm):
         learning={"config": {"env": "tic_tac_toe"}, "score": 0.9, "budget": 20_000, "eval_episodes": 20},
         quick_iterations=2,
         notes="self-play by PUCT search; evaluate() plays greedy search against a uniform random player",
+        variants={"async": ConformanceSpec(run_config=dict(TIC_TAC_TOE_RUN, self_play_mode="async", games_per_chunk=2),
+                                           reproducibility=REPLAYABLE, levels=(1, 2, 3), quick_iterations=2,
+                                           notes="free-running self-play, replayed from its arrival schedule")},
     )
 
     @classmethod

@@ -3,7 +3,8 @@
 - async gradients (A3C), async samples (IMPALA) and async replay actors (Ape-X): a killed or hung worker is
   replaced, the run completes, the replacement is recorded in the arrival schedule (-1 - worker), and replaying
   that schedule on the local backend gives bit-identical weights (the replacement is replayed too);
-- sync replay (DQN) and population evaluation (ES): the final weights are bit-identical to an unfaulted run;
+- sync replay (DQN), population evaluation (ES) and synchronous self-play (AlphaZero): the final weights are
+  bit-identical to an unfaulted run; free-running self-play replays its faulted run from the schedule;
 - async replay (Ape-X): a killed actor and a killed replay shard are both replaced and counted (the shard empty).
 """
 import logging
@@ -29,6 +30,8 @@ CFG = {
     "ES": {"env": "CartPole-v1", "num_workers": 2, "episodes_per_batch": 16, "noise_table_size": 100_000},
     "APEX": {"env": "CartPole-v1", "num_workers": 2, "num_envs_per_worker": 2, "train_batch_size": 32,
              "learning_starts": 0, "replay_batch_size": 16, "num_replay_shards": 2, "model": {"hidden_sizes": [32, 32]}},
+    "AlphaZero": {"env": "tic_tac_toe", "num_workers": 2, "games_per_iteration": 8, "games_per_chunk": 2,
+                  "num_simulations": 8, "replay_batch_size": 32, "model": {"hidden_sizes": [32], "vf_share_layers": True}},
 }
 ITERS = 4
 
@@ -87,6 +90,24 @@ def test_sync_replay_killed_worker_gives_identical_weights():
     weights, r, _ = faulted_run("DQN", {2: [(1, signal.SIGKILL)]})
     assert r["num_worker_restarts"] == 1
     np.testing.assert_array_equal(ref, weights)
+
+
+def test_self_play_killed_actor_chunks_are_redone_with_identical_weights():
+    pytest.importorskip("pyspiel")
+    ref, _, _ = faulted_run("AlphaZero", {})
+    weights, r, _ = faulted_run("AlphaZero", {1: [(0, signal.SIGKILL)], 3: [(1, signal.SIGKILL)]})
+    assert r["num_worker_restarts"] == 2
+    np.testing.assert_array_equal(ref, weights)
+
+
+def test_free_running_self_play_killed_actor_is_replaced_and_the_run_replays():
+    pytest.importorskip("pyspiel")
+    weights, r, schedule = faulted_run("AlphaZero", {1: [(0, signal.SIGKILL)]}, self_play_mode="async")
+    assert r["num_worker_restarts"] == 1 and -1 in schedule
+    replayed, _, again = faulted_run("AlphaZero", {}, backend="local", self_play_mode="async",
+                                     arrival_schedule=schedule)
+    assert again == schedule
+    np.testing.assert_array_equal(weights, replayed)
 
 
 def test_population_killed_worker_chunks_are_redone_with_identical_weights():

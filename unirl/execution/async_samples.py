@@ -45,8 +45,9 @@ class AsyncSamples:
         self.in_flight: dict[int, deque] = {i: deque() for i in range(len(specs))}
         self._submitted = 0  # requests made so far: orders the pending results
         self._latest = None  # the arguments of the last request: what a replacement actor is sent
-        #: replacement_args(worker_id) -> (weights, version, exploration): what a replacement actor is sent (its
-        #: own exploration settings); set by the pattern that drives this; None: the last request's arguments.
+        #: replacement_args(worker_id) -> (weights, version, keyword arguments): what each request to a replacement
+        #: actor sends (its own exploration settings; self-play: the next games); set by the pattern that drives
+        #: this; None: the last request's arguments.
         self.replacement_args = None
 
     @property
@@ -83,7 +84,8 @@ class AsyncSamples:
 
     def _replaced(self, wid: int) -> None:
         self.in_flight[wid].clear()
-        if self._latest is not None:
+        if self._latest is None:
+            return
+        while len(self.in_flight[wid]) < self.max_in_flight:  # the arguments asked anew for each request
             weights, version, explore = self._latest if self.replacement_args is None else self.replacement_args(wid)
-            while self.request(wid, weights, version, **explore):
-                pass
+            self.request(wid, weights, version, **explore)

@@ -614,63 +614,122 @@ class PopulationEvaluation(Execution):
 
 
 class SelfPlay(Execution):
-    """Synchronous self-play (AlphaZero): broadcast the weights and search settings, hand out the round's game
-    indices to the self-play actors (unirl.execution.self_play), join their rows in game order into a replay
-    buffer, then the learner's owed gradient steps on uniformly replayed minibatches.
+    """Self-play (AlphaZero): self-play actors (unirl.execution.self_play) play whole games by search; their rows
+    (in game order) go into a replay buffer, and the learner takes its owed gradient steps on uniformly replayed
+    minibatches (sample_reuse x rows played / replay_batch_size steps, in total).
 
-    The algorithm provides `search_settings()` (the round's SearchConfig keys and temperature_moves) and
-    `self_play_spec()`; config keys read: games_per_iteration, games_per_chunk, replay_buffer_capacity,
-    replay_batch_size, sample_reuse (gradient steps owed: sample_reuse x rows played / replay_batch_size)."""
+    Synchronous (`self_play_mode` "sync"): each iteration broadcasts the weights and search settings, hands out the
+    iteration's game indices in chunks (unirl.execution.indexed) and joins the rows in game order: bit-identical.
+    Free-running ("async"): each actor keeps two chunks of games queued, each request carrying the weights and
+    settings of its moment and the next game indices; chunks are consumed as they arrive (unirl.execution.
+    async_samples), the learner steps after each, and the actor is sent the next chunk: replayable from the recorded
+    arrival schedule (`arrival_schedule`).
+
+    The algorithm provides `search_settings()` and `self_play_spec()`; config keys read: self_play_mode,
+    games_per_iteration, games_per_chunk, replay_buffer_capacity, replay_batch_size, sample_reuse,
+    arrival_schedule, worker_timeout_s."""
 
     driver_attr = "self_play"
+    #: Chunks each free-running actor keeps queued.
+    IN_FLIGHT = 2
 
     def start(self, algo):
-        from unirl.execution.indexed import IndexedTasks
         from unirl.execution.self_play import SelfPlayWorker
         from unirl.replay import ReplayBuffer
 
         c = algo.config
         self.buffer = algo.buffer = ReplayBuffer(c.replay_buffer_capacity)
         self.games_total = self.rows_total = self.grad_steps = 0
-        chunk = c.games_per_chunk or -(-c.games_per_iteration // c.num_workers)
-        return IndexedTasks(algo.backend, SelfPlayWorker, [(algo.self_play_spec(),)] * c.num_workers,
-                            chunk_size=chunk)
+        self.next_game = 0  # free-running: the first game index of the next request
+        self.version = 0  # free-running: learner updates so far (the weights version a request carries)
+        self.chunk = c.games_per_chunk or -(-c.games_per_iteration // c.num_workers)
+        specs = [algo.self_play_spec()] * c.num_workers
+        if c.self_play_mode == "async":
+            driver = _as.AsyncSamples(algo.backend, specs, self.IN_FLIGHT, replay=c.arrival_schedule,
+                                      timeout=c.worker_timeout_s or None, worker_cls=SelfPlayWorker)
+            driver.replacement_args = self._request_args
+            return driver
+        from unirl.execution.indexed import IndexedTasks
+
+        return IndexedTasks(algo.backend, SelfPlayWorker, [(s,) for s in specs], chunk_size=self.chunk)
 
     def grad_steps_due(self) -> int:
         c = self.algo.config
         return max(0, int(c.sample_reuse * self.rows_total) // c.replay_batch_size - self.grad_steps)
 
-    def training_step(self) -> dict:
+    def consume(self, joined: dict) -> dict:
+        """Count the games, add their rows to the buffer, take the learner's owed steps; the learner's stats."""
         from unirl.execution.self_play import OBS, PI, Z
 
         a, c = self.algo, self.algo.config
-        self.driver.broadcast("set_weights", a.policy.get_flat_weights(), a.search_settings())
-        results = self.driver.run("play", self.games_total, c.games_per_iteration)
-        joined = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
-        self.games_total += c.games_per_iteration
+        self.games_total += len(joined["lengths"])
         a.record_episodes(joined["returns"], joined["lengths"])
         rows = {k: joined[k] for k in (OBS, PI, Z)}
         self.buffer.add(rows)
         self.rows_total += len(rows[Z])
         due = self.grad_steps_due()
-        out = {}
-        if due:
-            hp = a.policy.hp_tensors(a.hyperparameters())
-            minibatches = [self.buffer.sample(c.replay_batch_size, a.learner_rng)[0] for _ in range(due)]
-            stats = a.learn_minibatches(minibatches, hp, self.grad_steps)
-            a.policy.finish_learning()
-            self.grad_steps += due
-            out.update(a.policy.stats_numpy(stats))
+        if not due:
+            return {}
+        hp = a.policy.hp_tensors(a.hyperparameters())
+        minibatches = [self.buffer.sample(c.replay_batch_size, a.learner_rng)[0] for _ in range(due)]
+        stats = a.learn_minibatches(minibatches, hp, self.grad_steps)
+        a.policy.finish_learning()
+        self.grad_steps += due
+        self.version += 1
+        return a.policy.stats_numpy(stats)
+
+    # -- free-running ------------------------------------------------------------------------------
+    def _request_args(self, wid: int) -> tuple:
+        """(weights, version, the request's keywords): the next chunk of games with the current weights."""
+        a = self.algo
+        start, self.next_game = self.next_game, self.next_game + self.chunk
+        return a.policy.get_flat_weights(), self.version, {"start": start, "stop": start + self.chunk,
+                                                           "settings": a.search_settings()}
+
+    def _fill(self, wid: int) -> None:
+        while len(self.driver.in_flight[wid]) < self.IN_FLIGHT:
+            weights, version, kwargs = self._request_args(wid)
+            self.driver.request(wid, weights, version, **kwargs)
+
+    def _async_step(self) -> tuple[dict, list, dict]:
+        c = self.algo.config
+        for wid in self.driver.in_flight:
+            self._fill(wid)
+        played, lags, stats, results = 0, [], {}, []
+        while played < c.games_per_iteration:
+            result = self.driver.next()
+            lags.append(self.version - result.version)
+            stats = self.consume(result.value) or stats
+            played += len(result.value["lengths"])
+            results.append(result.value)
+            self._fill(result.worker_id)
+        stats.update(policy_lag_mean=float(np.mean(lags)), policy_lag_max=int(max(lags)),
+                     weights_version=self.version)
+        return stats, results
+
+    def training_step(self) -> dict:
+        a, c = self.algo, self.algo.config
+        if c.self_play_mode == "async":
+            out, results = self._async_step()
+        else:
+            self.driver.broadcast("set_weights", a.policy.get_flat_weights(), a.search_settings())
+            results = self.driver.run("play", self.games_total, c.games_per_iteration)
+            out = self.consume({k: np.concatenate([r[k] for r in results]) for k in results[0]})
         a.after_samples()
+        returns = np.concatenate([r["returns"] for r in results])
+        lengths = np.concatenate([r["lengths"] for r in results])
         out.update({"games_total": self.games_total, "grad_steps": self.grad_steps, "replay_size": len(self.buffer),
-                    "first_player_return_mean": float(joined["returns"].mean()),
-                    "game_length_mean": float(joined["lengths"].mean()), "lr": a.current_lr()})
+                    "first_player_return_mean": float(returns.mean()), "game_length_mean": float(lengths.mean()),
+                    "lr": a.current_lr()})
         return out
 
     def get_state(self):
         buf_arrays, buf_meta = self.buffer.get_state()
-        return prefixed(buf_arrays, "replay"), {"replay": buf_meta, "games_total": self.games_total,
-                                                "rows_total": self.rows_total, "grad_steps": self.grad_steps}
+        state = {"replay": buf_meta, "games_total": self.games_total, "rows_total": self.rows_total,
+                 "grad_steps": self.grad_steps, "next_game": self.next_game, "weights_version": self.version}
+        if hasattr(self.driver, "schedule"):
+            state["arrival_schedule"] = list(self.driver.schedule.recorded)
+        return prefixed(buf_arrays, "replay"), state
 
     def set_state(self, arrays, state) -> None:
         if "replay" in state:
@@ -678,3 +737,5 @@ class SelfPlay(Execution):
         self.games_total = int(state.get("games_total", 0))
         self.rows_total = int(state.get("rows_total", 0))
         self.grad_steps = int(state.get("grad_steps", 0))
+        self.next_game = int(state.get("next_game", 0))
+        self.version = int(state.get("weights_version", 0))

@@ -7,6 +7,10 @@ simulation, and the network's rows do not depend on the batch (unirl.mcts). So a
 (run seed, g, weights, search settings): which worker plays it, how many games share its batches and how many
 workers there are change no bit, and the driver joins results by game index (unirl.execution.indexed).
 
+Free-running (an asynchronous actor of unirl.execution.async_samples), each request names its games and carries
+the weights and settings to play them with: the driver hands out game indices in the order it requests, so a run
+replayed from its recorded arrival schedule requests the same games with the same weights, bit for bit.
+
 A worker's answer for games [start, stop) is one row per move, in (game, move) order: the network's input
 (observation and legal-move mask), the root's visit distribution (the policy target), the final return of the
 player who moved (the value target), and per game its length and player 0's return.
@@ -111,3 +115,8 @@ class SelfPlayWorker:
     def play(self, start: int, stop: int) -> dict:
         return play_games(self.game, self.evaluate, range(start, stop), self.spec.seed, self.settings,
                           self.temperature_moves)
+
+    def sample(self, flat_weights: np.ndarray, start: int, stop: int, settings: dict) -> dict:
+        """Free-running self-play (an AsyncSamples actor): games [start, stop) with these weights and settings."""
+        self.set_weights(flat_weights, settings)
+        return self.play(start, stop)
