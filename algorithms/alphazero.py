@@ -32,7 +32,7 @@ from unirl.conformance_spec import REPLAYABLE, ConformanceSpec
 from unirl.errors import UnirlError
 from unirl.execution import loops
 from unirl.execution.self_play import OBS, PI, Z, SelfPlaySpec, network_evaluator
-from unirl.mcts import SearchConfig, choose_move, search
+from unirl.mcts import SearchConfig, choose_move, gumbel_result, search
 from unirl.models import build_module
 from unirl.optim import default_optimizer
 from unirl.policy import PolicySpec
@@ -70,6 +70,16 @@ class AlphaZeroConfig(AsyncConfig):
     dirichlet_fraction: float = 0.25
     #: Moves of each game drawn in proportion to the root's visit counts (later: the most visited).
     temperature_moves: int = 10
+    #: Gumbel root selection (Danihelka et al. 2022) instead of PUCT with Dirichlet noise: the root samples
+    #: `gumbel_actions` moves by Gumbel-top-k and spends the simulations on them by sequential halving; the move
+    #: is the survivor and the policy target the improved policy (for small budgets: 8-16 simulations).
+    gumbel: bool = False
+    #: Gumbel: moves considered at the root.
+    gumbel_actions: int = 16
+    #: Gumbel: sigma(q) = (c_visit + max visits) * c_scale * q, q the completed Q-values rescaled to [0, 1].
+    c_visit: float = 50.0
+    #: Gumbel: see c_visit.
+    c_scale: float = 0.1
     #: Rows (positions) the replay buffer keeps.
     replay_buffer_capacity: int = 65_536
     #: Rows in each of the learner's minibatches.
@@ -129,7 +139,8 @@ class AlphaZeroConfig(AsyncConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("games_per_iteration", "num_simulations", "replay_buffer_capacity", "replay_batch_size"):
+        for key in ("games_per_iteration", "num_simulations", "replay_buffer_capacity", "replay_batch_size",
+                    "gumbel_actions"):
             if int(getattr(self, key)) < 1:
                 raise UnirlError(f"config key `{key}` must be at least 1, got {getattr(self, key)}.")
         if self.games_per_chunk < 0 or self.temperature_moves < 0 or self.evaluation_simulations < 0:
@@ -175,7 +186,9 @@ class AlphaZeroPlayer:
         self.settings = settings
 
     def choose(self, state, rng) -> int:
-        _, visits = search([state], self.evaluate, self.num_actions, self.settings)
+        roots, visits = search([state], self.evaluate, self.num_actions, self.settings)
+        if self.settings.gumbel:
+            return gumbel_result(roots[0], self.num_actions, self.settings)[1]
         return choose_move(visits[0], 0.0, sample=False)
 
 
@@ -239,7 +252,8 @@ class AlphaZero(Algorithm):
     def search_config(self, simulations: int | None = None) -> SearchConfig:
         c = self.config
         return SearchConfig(num_simulations=simulations or c.num_simulations, c_init=c.c_init, c_base=c.c_base,
-                            dirichlet_alpha=c.dirichlet_alpha, dirichlet_fraction=c.dirichlet_fraction)
+                            dirichlet_alpha=c.dirichlet_alpha, dirichlet_fraction=c.dirichlet_fraction,
+                            gumbel=c.gumbel, gumbel_actions=c.gumbel_actions, c_visit=c.c_visit, c_scale=c.c_scale)
 
     def search_settings(self) -> dict:
         """What the self-play actors search with this round (broadcast with the weights)."""

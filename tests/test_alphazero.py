@@ -287,3 +287,33 @@ def test_free_running_self_play_replays_bit_for_bit(tmp_path):
         again = [{k: v for k, v in replay.train().items() if k not in TIME_FIELDS} for _ in range(3)]
         assert_same_run((weights, json.loads(json.dumps(results))),
                         (replay.policy.get_flat_weights(), json.loads(json.dumps(again))), "replayed on local")
+
+
+# -- Gumbel root selection ------------------------------------------------------------------------------------
+def test_sequential_halving_schedule():
+    # 8 considered actions, 16 simulations: each once, then the best 4 once more, then the best 2 twice
+    assert mcts.considered_visits(8, 16) == [0] * 8 + [1] * 4 + [2, 2, 3, 3]
+    assert mcts.considered_visits(1, 4) == [0, 1, 2, 3]
+
+
+def test_gumbel_search_finds_the_win_and_the_block_in_16_simulations_and_the_fork_in_64():
+    for moves, best, n in (((0, 3, 1, 4), 2, 16), ((0, 4, 1), 2, 16), ((0, 4, 8, 2), 6, 64)):
+        settings = mcts.SearchConfig(num_simulations=n, gumbel=True, gumbel_actions=8)
+        for seed in range(3):
+            roots, _ = mcts.search([ttt(*moves)], uniform_network, 9, settings, [np.random.default_rng(seed)])
+            target, action = mcts.gumbel_result(roots[0], 9, settings)
+            assert action == best, (moves, seed)
+            assert int(np.argmax(target)) == best and target.sum() == pytest.approx(1.0)
+            assert np.all(target[list(moves)] == 0)  # occupied cells
+
+
+def test_gumbel_self_play_does_not_depend_on_which_games_share_the_batch():
+    from unirl.execution.self_play import network_evaluator, play_games
+
+    policy, game = self_play_policy()
+    evaluate = network_evaluator(policy)
+    settings = mcts.SearchConfig(num_simulations=8, gumbel=True, gumbel_actions=4)
+    together = play_games(game, evaluate, range(0, 3), 5, settings, temperature_moves=0)
+    split = [play_games(game, evaluate, r, 5, settings, 0) for r in (range(0, 2), range(2, 3))]
+    for key in together:
+        assert np.array_equal(together[key], np.concatenate([s[key] for s in split])), key

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from unirl import seeding
-from unirl.mcts import SearchConfig, choose_move, encode, search
+from unirl.mcts import SearchConfig, choose_move, encode, gumbel_result, search
 from unirl.policy import PolicySpec
 
 OBS, PI, Z = "obs", "pi", "z"
@@ -65,12 +65,16 @@ def play_games(game, evaluate, indices, seed: int, settings: SearchConfig, tempe
     moves: list[list] = [[] for _ in indices]
     active = list(range(len(indices)))
     while active:
-        _, visits = search([states[i] for i in active], evaluate, num_actions, settings, [rngs[i] for i in active])
+        roots, visits = search([states[i] for i in active], evaluate, num_actions, settings, [rngs[i] for i in active])
         for k, i in enumerate(active):
             s = states[i]
             u = rngs[i].random()
-            action = choose_move(visits[k], u, sample=len(moves[i]) < temperature_moves)
-            moves[i].append((encode(s, num_actions), visits[k] / visits[k].sum(), s.current_player()))
+            if settings.gumbel:  # the improved policy as the target, the sequential-halving survivor as the move
+                target, action = gumbel_result(roots[k], num_actions, settings)
+            else:
+                target = visits[k] / visits[k].sum()
+                action = choose_move(visits[k], u, sample=len(moves[i]) < temperature_moves)
+            moves[i].append((encode(s, num_actions), target, s.current_player()))
             s.apply_action(action)
         active = [i for i in active if not states[i].is_terminal()]
     returns = [np.asarray(s.returns(), np.float32) for s in states]
