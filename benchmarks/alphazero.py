@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
-import numpy as np
+# One thread per process, as unirl's worker processes run (backends.base.worker_env): NumPy's OpenBLAS would
+# otherwise start a thread per core for the NumPy network's products and lose to the other jobs on a busy machine.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from unirl.benchmarks.model_based import emit
 
