@@ -62,6 +62,8 @@ EVERY_ALGORITHM = {
     "SAC": {"learning_starts": 64, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},  # discrete SAC
     "TD3": {"env": "Pendulum-v1", "learning_starts": 12, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
     "APEX_TD3": {"env": "Pendulum-v1", "learning_starts": 0, "model": {"hidden_sizes": [32, 32], "activation": "relu"}},
+    "R2D2": {"learning_starts": 0, "train_batch_size": 64, "burn_in": 2,
+             "model": {"hidden_sizes": [16], "activation": "relu", "lstm_cell_size": 8, "max_seq_len": 8}},
     "MBPO": {"env": "Pendulum-v1", "learning_starts": 12, "model_train_freq": 12, "rollout_batch_size": 20,
              "ensemble_size": 2, "training_intensity": 1.0, "model": {"hidden_sizes": [32, 32], "activation": "relu"},
              "dynamics_model": {"hidden_sizes": [16, 16]}},

@@ -279,7 +279,7 @@ def test_impala_and_appo_replay_a_free_running_recurrent_run(algo):
 
 
 def test_errors_are_one_sentence():
-    with pytest.raises(UnirlError, match="DQN does not learn with a recurrent model .* yet; PPO, A2C, A3C, IMPALA and APPO"):
+    with pytest.raises(UnirlError, match="DQN does not learn with a recurrent model .* yet; PPO, A2C, A3C, IMPALA, APPO, R2D2 do \\(R2D2 is DQN"):
         unirl.build("DQN", {"env": "CartPole-v1", "model": {"lstm_cell_size": 8}})
     with pytest.raises(UnirlError, match=r"max_seq_len = 5 steps, which must divide the rollout length \(8 steps"):
         unirl.build("PPO", dict(TINY, model={"lstm_cell_size": 8, "max_seq_len": 5}))

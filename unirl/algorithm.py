@@ -205,8 +205,12 @@ class Algorithm:
         check_batch_memory(config, obs_space)
         model = config.model_config()
         if model.lstm_cell_size and not cls.supports_recurrent:
+            from unirl.registry import ALGORITHMS, get_algorithm_class
+
+            able = [n for n in ALGORITHMS if getattr(get_algorithm_class(n), "supports_recurrent", False)]
             raise UnirlError(f"{cls.name} does not learn with a recurrent model (model.lstm_cell_size) yet; "
-                             "PPO, A2C, A3C, IMPALA and APPO do.")
+                             f"{', '.join(able)} do" + (" (R2D2 is DQN's recurrent form)." if cls.module_kind == "q"
+                                                        else "."))
         module = build_module(cls.module_kind, obs_space, act_space, model)
         if getattr(module, "recurrent", False):
             from unirl.recurrent import sequence_length

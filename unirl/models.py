@@ -111,7 +111,7 @@ class ModelConfig:
     #: A module of your own: "pkg.module:factory", called as factory(obs_space, action_space, model_config, kind).
     custom_module: str = ""
     #: Memory: a recurrent cell of this many units after the torso (0: feed-forward). Actor-critic modules
-    #: (PPO, A2C, A3C, IMPALA, APPO); see unirl.recurrent.
+    #: (PPO, A2C, A3C, IMPALA, APPO) and R2D2's Q module; see unirl.recurrent.
     lstm_cell_size: int = 0
     #: The recurrent cell: "lstm" (Hochreiter and Schmidhuber 1997) or "gru" (Cho et al. 2014).
     cell_type: str = "lstm"
@@ -320,6 +320,24 @@ class ActorCritic(Module):
         return {"dist_inputs": self.forward_inference(ops, params, obs), "values": self.value(ops, params, obs)}
 
 
+def q_head_shapes(width: int, n: int, dueling: bool) -> tuple[dict, dict]:
+    """(parameter shapes, init gains) of a Q head on features of `width`: `q/out`, or dueling `adv/out` and `value/out`."""
+    if dueling:
+        return ({"adv/out/w": (width, n), "adv/out/b": (n,), "value/out/w": (width, 1), "value/out/b": (1,)},
+                {"adv/out/w": 1.0, "value/out/w": 1.0})
+    return {"q/out/w": (width, n), "q/out/b": (n,)}, {"q/out/w": 1.0}
+
+
+def q_head(module, ops, params, h):
+    """Q-values [B, n] from features h: one layer, or dueling (value + centred advantage)."""
+    if not module.config.dueling:
+        return module.dense(ops, params, "q/out", h)
+    adv = module.dense(ops, params, "adv/out", h)
+    value = module.dense(ops, params, "value/out", h)
+    centred = adv - ops.reshape(ops.mean(adv, axis=-1), (-1, 1))
+    return value + centred
+
+
 class QNetwork(Module):
     """Q-values for each of `n` actions on an MLP tower; dueling (value + centred advantage) optional."""
 
@@ -328,25 +346,13 @@ class QNetwork(Module):
     def __init__(self, obs_dim: int, dist, config: ModelConfig):
         config.validate()
         hidden = [int(h) for h in config.hidden_sizes]
-        n = dist.num_inputs
         shapes, self.torso_width = torso_shapes("q", tuple(np.atleast_1d(obs_dim)), config)
-        if config.dueling:
-            shapes.update({"adv/out/w": (hidden[-1], n), "adv/out/b": (n,),
-                           "value/out/w": (hidden[-1], 1), "value/out/b": (1,)})
-            gains = {"adv/out/w": 1.0, "value/out/w": 1.0}
-        else:
-            shapes.update({"q/out/w": (hidden[-1], n), "q/out/b": (n,)})
-            gains = {"q/out/w": 1.0}
+        head, gains = q_head_shapes(hidden[-1], dist.num_inputs, config.dueling)
+        shapes.update(head)
         super().__init__(obs_dim, dist, config, shapes, gains)
 
     def forward_inference(self, ops, params, obs):
-        h = self.tower(ops, params, "q", obs)
-        if not self.config.dueling:
-            return self.dense(ops, params, "q/out", h)
-        adv = self.dense(ops, params, "adv/out", h)
-        value = self.dense(ops, params, "value/out", h)
-        centred = adv - ops.reshape(ops.mean(adv, axis=-1), (-1, 1))
-        return value + centred
+        return q_head(self, ops, params, self.tower(ops, params, "q", obs))
 
     def forward_train(self, ops, params, obs) -> dict:
         """{"q": [B, n]}."""
@@ -501,15 +507,17 @@ class Masked:
 GATES = {"lstm": 4, "gru": 3}
 
 
-class RecurrentActorCritic(Module):
-    """Torso (convolutions and MLP, `torso/...`), a recurrent cell (`rnn/...`), policy and value heads on its output.
+class RecurrentModule(Module):
+    """Torso (convolutions and MLP, `torso/...`), a recurrent cell (`rnn/...`) and heads on its output; the heads are
+    the subclass's (`heads(ops, params, h)`, their parameters after the cell's).
 
     The acting state of an env is one float32 vector: [h, c] for an LSTM (2 x lstm_cell_size), h for a GRU."""
 
-    kind = "actor_critic"
     recurrent = True
+    #: The head output acting reads (the distribution's inputs).
+    acting_output = "dist_inputs"
 
-    def __init__(self, obs_dim, dist, config):
+    def __init__(self, obs_dim, dist, config, head_shapes: dict, head_gains: dict):
         config.validate()
         self.cell = config.cell_type
         self.size = int(config.lstm_cell_size)
@@ -520,20 +528,15 @@ class RecurrentActorCritic(Module):
         shapes.update({"rnn/wx": (width, g), "rnn/wh": (self.size, g), "rnn/b": (g,)})
         if self.cell == "gru":
             shapes["rnn/bh"] = (g,)
-        shapes.update({"pi/out/w": (self.size, dist.num_outputs), "pi/out/b": (dist.num_outputs,),
-                       "vf/out/w": (self.size, 1), "vf/out/b": (1,)})
-        shapes.update(dist.extra_param_shapes())
-        super().__init__(obs_dim, dist, config, shapes,
-                         {"pi/out/w": config.pi_out_gain, "vf/out/w": 1.0, "rnn/wx": 1.0, "rnn/wh": 1.0})
+        shapes.update(head_shapes)
+        super().__init__(obs_dim, dist, config, shapes, dict(head_gains, **{"rnn/wx": 1.0, "rnn/wh": 1.0}))
 
     @property
     def acting_state_shape(self) -> tuple[int]:
         return (2 * self.size if self.cell == "lstm" else self.size,)
 
-    def init_params(self, seed: int) -> dict[str, np.ndarray]:
-        params = super().init_params(seed)
-        params.update(self.dist.extra_param_init())
-        return params
+    def heads(self, ops, params, h) -> dict:
+        raise NotImplementedError
 
     # -- the cell ----------------------------------------------------------------------------
     def cell_step(self, ops, params, x, state):
@@ -555,19 +558,16 @@ class RecurrentActorCritic(Module):
         h = (1.0 - u) * ops.tanh(xn + r * hn) + u * state
         return h, h
 
-    def heads(self, ops, params, h) -> dict:
-        return {"dist_inputs": self.dist.inputs(ops, params, self.dense(ops, params, "pi/out", h)),
-                "values": ops.reshape(self.dense(ops, params, "vf/out", h), (-1,))}
-
     def step(self, ops, params, obs, state) -> dict:
-        """One step for a batch of envs: {"dist_inputs", "values", "state" (the next one)}."""
+        """One step for a batch of envs: the heads' outputs and "state" (the next one)."""
         h, state = self.cell_step(ops, params, self.tower(ops, params, "torso", obs), state)
         return dict(self.heads(ops, params, h), state=state)
 
-    def forward_sequences(self, ops, params, obs, state_in, resets) -> dict:
-        """Outputs of S sequences of L steps: obs and resets are rows in sequence order ([S * L, ...], sequence s's
-        step l at row s * L + l), state_in [S, state] each sequence's state at its first step; outputs as rows
-        in the same order. The torso and the heads run on all rows at once, the cell step by step."""
+    def cell_sequences(self, ops, params, obs, state_in, resets):
+        """(the cell's outputs [S * L, size] as rows in sequence order, the state after each sequence's last step
+        [S, state]) of S sequences of L steps: obs and resets are rows in sequence order ([S * L, ...], sequence
+        s's step l at row s * L + l), state_in [S, state] each sequence's state at its first step. The torso runs
+        on all rows at once, the cell step by step."""
         s = int(state_in.shape[0])
         x = self.tower(ops, params, "torso", obs)
         steps = int(x.shape[0]) // s
@@ -578,8 +578,11 @@ class RecurrentActorCritic(Module):
             state = state * keep[:, t:t + 1]
             h, state = self.cell_step(ops, params, x[:, t, :], state)
             outs.append(ops.reshape(h, (s, 1, self.size)))
-        h = ops.reshape(ops.concat(outs, axis=1), (s * steps, self.size))
-        return self.heads(ops, params, h)
+        return ops.reshape(ops.concat(outs, axis=1), (s * steps, self.size)), state
+
+    def forward_sequences(self, ops, params, obs, state_in, resets) -> dict:
+        """The heads' outputs of S sequences (see `cell_sequences`), as rows in the same order."""
+        return self.heads(ops, params, self.cell_sequences(ops, params, obs, state_in, resets)[0])
 
     # -- the Module interface: one step from a zero state (an episode's first step) --------------
     def forward_train(self, ops, params, obs) -> dict:
@@ -592,10 +595,7 @@ class RecurrentActorCritic(Module):
         return self.heads(ops, params, out)
 
     def forward_inference(self, ops, params, obs):
-        return self.forward_train(ops, params, obs)["dist_inputs"]
-
-    def value(self, ops, params, obs):
-        return self.forward_train(ops, params, obs)["values"]
+        return self.forward_train(ops, params, obs)[self.acting_output]
 
     def act(self, policy, obs, noise, state, **explore):
         """(actions, distribution inputs, next states) of one step of a worker's envs from their states."""
@@ -603,14 +603,54 @@ class RecurrentActorCritic(Module):
             state = np.zeros((len(obs),) + self.acting_state_shape, np.float32)
         out = policy.call(recurrent_step, {"obs": np.asarray(obs, np.float32), "state": np.asarray(state, np.float32)},
                           pad_rows=True)
-        inputs = out["dist_inputs"]
+        inputs = out[self.acting_output]
         if noise is None:
             return policy.dist.greedy_numpy(inputs), inputs, out["state"]
         return policy.dist.sample_numpy(inputs, noise, **explore), inputs, out["state"]
 
 
+class RecurrentActorCritic(RecurrentModule):
+    """A recurrent module with policy and value heads (`pi/out`, `vf/out`) sharing the cell: PPO, A2C, A3C, IMPALA,
+    APPO."""
+
+    kind = "actor_critic"
+
+    def __init__(self, obs_dim, dist, config):
+        size = int(config.lstm_cell_size)
+        shapes = {"pi/out/w": (size, dist.num_outputs), "pi/out/b": (dist.num_outputs,),
+                  "vf/out/w": (size, 1), "vf/out/b": (1,)}
+        shapes.update(dist.extra_param_shapes())
+        super().__init__(obs_dim, dist, config, shapes, {"pi/out/w": config.pi_out_gain, "vf/out/w": 1.0})
+
+    def init_params(self, seed: int) -> dict[str, np.ndarray]:
+        params = super().init_params(seed)
+        params.update(self.dist.extra_param_init())
+        return params
+
+    def heads(self, ops, params, h) -> dict:
+        return {"dist_inputs": self.dist.inputs(ops, params, self.dense(ops, params, "pi/out", h)),
+                "values": ops.reshape(self.dense(ops, params, "vf/out", h), (-1,))}
+
+    def value(self, ops, params, obs):
+        return self.forward_train(ops, params, obs)["values"]
+
+
+class RecurrentQ(RecurrentModule):
+    """A recurrent module with a Q head (`q/out`, or dueling `adv/out` and `value/out`): R2D2."""
+
+    kind = "q"
+    acting_output = "q"
+
+    def __init__(self, obs_dim, dist, config):
+        super().__init__(obs_dim, dist, config, *q_head_shapes(int(config.lstm_cell_size), dist.num_inputs,
+                                                                config.dueling))
+
+    def heads(self, ops, params, h) -> dict:
+        return {"q": q_head(self, ops, params, h)}
+
+
 def recurrent_step(ops, module, params, batch):
-    """One step of a recurrent module for a batch of envs (Policy.call): {"dist_inputs", "values", "state"}."""
+    """One step of a recurrent module for a batch of envs (Policy.call): its heads' outputs and "state"."""
     return module.step(ops, params, batch["obs"], batch["state"])
 
 
@@ -637,6 +677,7 @@ def _features_space(space):
     return gym.spaces.Box(low, high, dtype=np.float32)
 
 
+RECURRENT_KINDS = {"actor_critic": RecurrentActorCritic, "q": RecurrentQ}
 MODULE_KINDS = {"actor_critic": ActorCritic, "q": QNetwork, "policy": PolicyNetwork, "actor_q": ActorQ,
                 "deterministic_actor_q": ActorQ}
 
@@ -676,8 +717,8 @@ def build_module(kind: str, obs_space, action_space, config: ModelConfig) -> Mod
     obs_dim = shape[0] if len(shape) == 1 else shape
     dist = for_action_space(action_space, kind, config.log_std_init)
     if config.lstm_cell_size:
-        if kind != "actor_critic":
+        if kind not in RECURRENT_KINDS:
             raise UnirlError(f"a recurrent model (model.lstm_cell_size) is built for actor-critic algorithms (PPO, A2C, A3C, "
-                             f"IMPALA, APPO); this algorithm's module is `{kind}`.")
-        return RecurrentActorCritic(obs_dim, dist, config)
+                             f"IMPALA, APPO) and R2D2's Q module; this algorithm's module is `{kind}`.")
+        return RECURRENT_KINDS[kind](obs_dim, dist, config)
     return MODULE_KINDS[kind](obs_dim, dist, config)

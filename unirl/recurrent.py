@@ -1,5 +1,5 @@
-"""Memory: a recurrent actor-critic's rollouts and learner sequences (the module, an LSTM or GRU after the torso, is
-unirl.models.RecurrentActorCritic).
+"""Memory: a recurrent module's rollouts and learner sequences (the modules, an LSTM or GRU after the torso, are
+unirl.models.RecurrentActorCritic and, for R2D2, RecurrentQ).
 
 The cell is written once on the neutral ops, as a per-step function: acting runs one step per env step
 (the worker keeps each env's state, zeros at episode starts, and saves it with the env); the learner's
@@ -42,23 +42,47 @@ def sequence_length(module, rollout_length: int) -> int:
     return length
 
 
+#: [T, N, *state] each env's recurrent state before each step of a batch (unirl.execution.async_replay's actors add it).
+STATES = "states"
+sb.register_column(STATES, "step")
+
+
+def replay_steps(policy, obs: np.ndarray, state: np.ndarray, dones: np.ndarray):
+    """Envs' steps replayed from their states `state` [N, state] with the policy's weights, each env's state zeroed
+    after its episode ends (dones [T, N]): (the state before each step [T, N, state], each step's outputs
+    [{"state", the heads' outputs}] * T, the state after the last step)."""
+    state = np.asarray(state, np.float32).copy()
+    T = len(obs)
+    states = np.empty((T,) + state.shape, np.float32)
+    outs = []
+    for t in range(T):
+        states[t] = state
+        out = step_outputs(policy, obs[t], state)
+        outs.append(out)
+        state = np.where(dones[t][:, None], np.float32(0.0), out["state"]).astype(np.float32)
+    return states, outs, state
+
+
+def step_states(policy, batch: sb.SampleBatch) -> tuple[np.ndarray, np.ndarray]:
+    """(each env's state before each step [T, N, state], the acting outputs of each step [T, N, k]) of a batch,
+    replayed from its STATE_IN with the weights it was sampled with: the states and outputs the worker acted
+    with (every call pads its rows to 64, so a row's bits do not depend on the call)."""
+    dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]
+    states, outs, _ = replay_steps(policy, batch[sb.OBS], batch[sb.STATE_IN], dones)
+    key = policy.module.acting_output
+    return states, np.stack([out[key] for out in outs])
+
+
 def replay_outputs(policy, batch: sb.SampleBatch):
     """Each env's steps replayed from its stored state with the learner's weights: (dist_inputs [T * N, k] and
     values [T * N] time-major, the value after the batch [N], the values of truncated episodes' final
     observations [K], the state at each step [T, N, state], resets [T, N])."""
-    module = policy.module
-    obs, state = batch[sb.OBS], np.asarray(batch[sb.STATE_IN], np.float32).copy()
     T, N = batch.num_steps, batch.num_envs
     dones = batch[sb.TERMINATEDS] | batch[sb.TRUNCATEDS]
-    states = np.empty((T, N) + state.shape[1:], np.float32)
-    inputs, values, after = [], [], np.empty((T, N) + state.shape[1:], np.float32)
-    for t in range(T):
-        states[t] = state
-        out = step_outputs(policy, obs[t], state)
-        inputs.append(out["dist_inputs"])
-        values.append(out["values"])
-        after[t] = out["state"]
-        state = np.where(dones[t][:, None], np.float32(0.0), out["state"]).astype(np.float32)
+    states, outs, state = replay_steps(policy, batch[sb.OBS], batch[sb.STATE_IN], dones)
+    inputs = [out["dist_inputs"] for out in outs]
+    values = [out["values"] for out in outs]
+    after = np.stack([out["state"] for out in outs]).astype(np.float32)
     extra_obs = np.concatenate([batch[sb.BOOTSTRAP_OBS], batch[sb.TRUNC_OBS]], axis=0).astype(np.float32)
     index = batch[sb.TRUNC_INDEX]
     extra_state = np.concatenate([state, after.reshape((T * N,) + state.shape[1:])[index]], axis=0)
@@ -68,16 +92,19 @@ def replay_outputs(policy, batch: sb.SampleBatch):
     return (np.concatenate(inputs), np.concatenate(values), extra[:N], extra[N:], states, resets)
 
 
-def to_sequences(rows: dict[str, np.ndarray], states: np.ndarray, resets: np.ndarray, length: int) -> dict:
+def to_sequences(rows: dict[str, np.ndarray], states: np.ndarray, resets: np.ndarray, length: int,
+                 stride: int | None = None) -> dict:
     """Time-major rows [T * N, ...] as sequences of `length` steps of one env, in (env, time) order: every column's
     rows reordered (sequence s's step l at row s * length + l), plus STATE_IN [S, state] (each sequence's state at
-    its first step) and RESETS (1.0 where an episode starts inside a sequence)."""
+    its first step) and RESETS (1.0 where an episode starts inside a sequence). A sequence starts every `stride`
+    steps (default `length`: back to back; less: adjacent sequences overlap), the last one ending at step T."""
     T, N = resets.shape
-    order = (np.arange(T).reshape(T // length, length)[None, :, :] * N
-             + np.arange(N)[:, None, None]).reshape(-1)  # (env, chunk, step) -> flat t * N + n
+    starts = np.arange(0, T - length + 1, stride or length)
+    steps = starts[:, None] + np.arange(length)[None, :]
+    order = (steps[None, :, :] * N + np.arange(N)[:, None, None]).reshape(-1)  # (env, sequence, step) -> t * N + n
     out = {k: v[order] for k, v in rows.items()}
-    out[sb.STATE_IN] = np.ascontiguousarray(states[::length].transpose(1, 0, 2).reshape((-1,) + states.shape[2:]))
-    first = np.zeros((T, N), bool)
-    first[::length] = True
-    out[sb.RESETS] = np.where(first, np.float32(0.0), resets).reshape(-1)[order].astype(np.float32)
+    out[sb.STATE_IN] = np.ascontiguousarray(states[starts].transpose(1, 0, 2).reshape((-1,) + states.shape[2:]))
+    seq_resets = np.asarray(resets, np.float32).reshape(-1)[order].reshape(-1, length)
+    seq_resets[:, 0] = 0.0  # a sequence's stored state is already the one at its first step
+    out[sb.RESETS] = seq_resets.reshape(-1)
     return out

@@ -17,6 +17,7 @@ ALGORITHMS = {
     "SAC": "unirl.algorithms.sac:SAC",
     "TD3": "unirl.algorithms.td3:TD3",
     "APEX_TD3": "unirl.algorithms.apex_td3:ApeXTD3",
+    "R2D2": "unirl.algorithms.r2d2:R2D2",
     "PETS": "unirl.algorithms.pets:PETS",
     "MBPO": "unirl.algorithms.mbpo:MBPO",
     "AlphaZero": "unirl.algorithms.alphazero:AlphaZero",

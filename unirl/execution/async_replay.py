@@ -52,7 +52,8 @@ class ActorParts:
     `exploration(config, spec) -> dict`: the exploration settings of this actor's envs, fixed for the run (keyed by
     the global env indices in `spec`, so a split of envs over actors changes nothing); `rows(batch, config)`: replay
     rows from a sampled batch (n-step transitions); `priorities(policy, rows, config)`: their initial priorities,
-    computed with the actor's own copy of the network."""
+    computed with the actor's own copy of the network. A recurrent module's batch comes with each env's state
+    before every step (column unirl.recurrent.STATES) and the outputs it acted on (BEHAVIOUR_INPUTS: Q-values)."""
 
     exploration: Callable
     rows: Callable
@@ -73,6 +74,11 @@ class ReplayActor(RolloutWorker):
 
     def sample_with_priorities(self, flat_weights=None):
         batch = self.sample(flat_weights, **self.explore)
+        if getattr(self.policy.module, "recurrent", False):
+            # rows cut sequences anywhere, each with its stored state, and their priorities need the outputs acted on
+            from unirl.recurrent import STATES, step_states
+
+            batch[STATES], batch[sb.BEHAVIOUR_INPUTS] = step_states(self.policy, batch)
         rows = self.parts.rows(batch, self.config)
         priorities = self.parts.priorities(self.policy, rows, self.config)
         summary = SampleBatch({k: batch[k] for k in (sb.REWARDS, sb.EP_KEYS, sb.EP_RETURNS, sb.EP_LENGTHS)})
