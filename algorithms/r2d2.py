@@ -117,14 +117,23 @@ class R2D2Config(ApeXConfig):
 
 # -- the math, written once on the neutral ops (NumPy's on the actors) -------------------------------
 def value_rescale(ops, x, eps: float):
-    """h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x (Pohlen et al. 2018)."""
-    y = ops.sqrt(ops.abs(x) + 1.0) - 1.0
+    """h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x (Pohlen et al. 2018), as sign(x) |x| / (sqrt(|x| + 1) + 1) + eps x:
+    the same number without subtracting nearly equal ones (float32 would keep few digits of a small |x|)."""
+    a = ops.abs(x)
+    y = a / (ops.sqrt(a + 1.0) + 1.0)
     return ops.where(x < 0.0, -y, y) + eps * x
 
 
 def value_rescale_inverse(ops, x, eps: float):
-    """h^-1(x) = sign(x) (((sqrt(1 + 4 eps (|x| + 1 + eps)) - 1) / (2 eps))^2 - 1)."""
-    y = ops.square((ops.sqrt(1.0 + 4.0 * eps * (ops.abs(x) + 1.0 + eps)) - 1.0) / (2.0 * eps)) - 1.0
+    """h^-1(x) = sign(x) (((sqrt(1 + 4 eps (|x| + 1 + eps)) - 1) / (2 eps))^2 - 1), computed without cancellation:
+    with a = |x| + 1 + eps and s = sqrt(1 + 4 eps a), s - 1 = 4 eps a / (s + 1), so the bracket is 1 + u with
+    u = (2 (|x| + eps) - (s - 1)) / (s + 1), and the result u (2 + u). The formula as written divides a difference
+    of nearly equal float32 numbers by 2 eps = 0.002, which multiplies their rounding error by 500 (the frameworks'
+    sqrt then disagree in the 5th digit)."""
+    a = ops.abs(x) + 1.0 + eps
+    s = ops.sqrt(1.0 + 4.0 * eps * a)
+    u = (2.0 * (ops.abs(x) + eps) - 4.0 * eps * a / (s + 1.0)) / (s + 1.0)
+    y = u * (2.0 + u)
     return ops.where(x < 0.0, -y, y)
 
 
