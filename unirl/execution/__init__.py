@@ -13,6 +13,7 @@ so it runs unchanged on every backend.
 | SyncReplay | replay | as above, rows into a replay buffer in env order, learner replays | bit-identical |
 | AsyncReplay | async_replay | actors -> replay shards (stateful workers) with initial priorities; learner pulls prioritized batches, priorities back | replayable |
 | PopulationEvaluation | population | broadcast weights (and filter stats), hand out perturbation index ranges, gather returns in perturbation order | bit-identical |
+| SelfPlay | self_play, indexed | broadcast weights and search settings, hand out game index ranges to self-play actors, rows in game order into a replay buffer (free-running: chunks as they arrive) | bit-identical (free-running: replayable) |
 | AsyncGradients | async_gradients | workers sample and compute gradients; driver applies each as it arrives, new weights to that worker | replayable |
 | AsyncSamples | async_samples | actors return fragments with behaviour logits (stale weights); learner consumes as they arrive | replayable |
 | (family modules add sync replay, async gradients, async samples, population evaluation) | | | |
