@@ -300,3 +300,45 @@ def test_short_learning_run_uses_memory():
             algo.train()
         score = algo.evaluate(20)["evaluation/episode_return_mean"]
     assert score >= 100.0, score
+
+
+# -- the previous action and reward as inputs (env_config prev_action_reward) ----------------------------------
+def test_previous_action_and_reward_are_appended_and_zero_at_episode_starts():
+    from unirl.env import make_env
+
+    env = make_env("CartPole-v1", {"prev_action_reward": True})
+    assert env.observation_space.shape == (4 + 2 + 1,)
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(obs[4:], np.zeros(3, np.float32))
+    obs, reward, term, trunc, _ = env.step(1)
+    assert np.array_equal(obs[4:], np.array([0.0, 1.0, reward], np.float32))
+    obs, reward, *_ = env.step(0)
+    assert np.array_equal(obs[4:], np.array([1.0, 0.0, reward], np.float32))
+    obs, _ = env.reset(seed=1)
+    assert np.array_equal(obs[4:], np.zeros(3, np.float32))
+    box = make_env("Pendulum-v1", {"prev_action_reward": True})
+    box.reset(seed=0)
+    obs, reward, *_ = box.step(np.array([0.5], np.float32))
+    assert obs.shape == (3 + 1 + 1,) and obs[3] == np.float32(0.5) and obs[4] == np.float32(reward)
+
+
+def test_previous_action_reward_runs_are_bit_identical_across_worker_counts():
+    config = {"env": "unirl/StatelessCartPole-v1", "env_config": {"prev_action_reward": True}, "framework": "torch",
+              "num_envs_per_worker": 4, "train_batch_size": 128, "minibatch_size": 64, "num_epochs": 2,
+              "model": {"lstm_cell_size": 16, "hidden_sizes": [16], "max_seq_len": 8}}
+    digests = []
+    for workers in (1, 2):
+        with unirl.build("PPO", dict(config, num_workers=workers,
+                                     num_envs_per_worker=4 // workers)) as algo:
+            assert algo.policy.module.obs_shape == (2 + 2 + 1,)
+            digests.append([algo.train()["weights_digest"] for _ in range(2)])
+            returns = algo.evaluate(2)["evaluation/episode_returns"]
+            assert len(returns) == 2
+    assert digests[0] == digests[1]
+
+
+def test_previous_action_reward_refuses_images_and_masks():
+    from unirl.env import make_env
+
+    with pytest.raises(UnirlError, match="flat observations without an action mask"):
+        make_env("MinAtar/Breakout-v1", {"prev_action_reward": True})

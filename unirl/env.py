@@ -187,7 +187,7 @@ def action_offset(env_id: str, env_config: dict | None = None):
     """What to add to the policy's 0-based actions to get this env's own (Discrete / MultiDiscrete
     `start`), or None."""
     check_env_id(env_id)
-    env = _make_one_raw(env_id, dict(env_config or {}))
+    env = _make_one_raw(env_id, {k: v for k, v in (env_config or {}).items() if k != "prev_action_reward"})
     try:
         return action_start(env.action_space)
     finally:
@@ -199,11 +199,17 @@ def _offset_actions(env: gym.Env) -> gym.Env:
 
 
 def _make_one(env_id: str, config: dict) -> gym.Env:
+    config = dict(config)
+    prev_action_reward = bool(config.pop("prev_action_reward", False))
     env = _offset_actions(_make_one_raw(env_id, config))
     if isinstance(env.observation_space, gym.spaces.Dict):  # one flat vector (unirl.spaces), masks last
         from unirl.spaces import FlattenDictObservation
 
         env = FlattenDictObservation(env)
+    if prev_action_reward:  # the previous action and reward appended (unirl.pomdp)
+        from unirl.pomdp import PreviousActionReward
+
+        env = PreviousActionReward(env)
     return env
 
 
