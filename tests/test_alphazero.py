@@ -258,9 +258,11 @@ def test_quick_conformance_slice():
 
 @pytest.mark.timeout(300)
 def test_learning_smoke_tic_tac_toe_holds_minimax():
-    """The defaults, 40 iterations of 32 games (1,280 games, ~45 s): the greedy search (50 simulations) never
-    loses to exact minimax over 20 games (10 in each seat); with the untrained network it loses at least 3 of 20.
-    (Bit-identical on any machine: this run is the one docs/alphazero.md reports, 0 losses in 100 games.)"""
+    """The defaults, 40 iterations of 32 games (1,280 games, ~45 s): the greedy search (50 simulations) loses at most
+    2 of 20 games to exact minimax (10 in each seat); with the untrained network it loses at least 3 of 20. This run
+    is the one docs/alphazero.md reports (0 losses in 100 games at 40 iterations, bit-identical on any machine); the
+    margin is for a change that moves the bits: self-play's curve is noisy from one run to the next (0-10 losses in
+    100 games between 40 and 60 iterations)."""
     import unirl
 
     with unirl.build("AlphaZero", {"env": "tic_tac_toe", "framework": "torch"}) as algo:
@@ -269,7 +271,7 @@ def test_learning_smoke_tic_tac_toe_holds_minimax():
             algo.train()
         after = algo.evaluate(20, opponent="minimax")
     assert before["evaluation/losses"] >= 3, before
-    assert after["evaluation/losses"] == 0, after
+    assert after["evaluation/losses"] <= 2, after
 
 
 def test_free_running_self_play_replays_bit_for_bit(tmp_path):
