@@ -55,8 +55,9 @@ def search_speed(frameworks, batches, simulations: int, repeats: int, out) -> No
 
 
 def train_to_target(game: str, framework: str, config: dict, minutes: float, eval_every: int, opponents: dict,
-                    out, stop_when=None, png: str | None = None) -> None:
-    """Train until `minutes` of training time; every `eval_every` iterations, a match against each opponent."""
+                    out, stop_when=None, png: str | None = None, save: str | None = None) -> None:
+    """Train until `minutes` of training time; every `eval_every` iterations, a match against each opponent; the
+    final algorithm saved to `save` (a checkpoint folder) if given."""
     import unirl
 
     cfg = dict({"env": game, "framework": framework}, **config)
@@ -83,6 +84,8 @@ def train_to_target(game: str, framework: str, config: dict, minutes: float, eva
             curve.append(record)
             if stop_when is not None and stop_when(record):
                 break
+        if save:
+            algo.save(save)
     if png and curve:
         plot_curve(curve, list(opponents), png, game)
 
@@ -122,6 +125,7 @@ def main(argv=None) -> None:
     p.add_argument("--mcts-games", type=int, default=0, help="Connect Four: games against MCTS-400 per evaluation")
     p.add_argument("--config", default="{}", help="AlphaZero config changes (JSON)")
     p.add_argument("--png")
+    p.add_argument("--save", help="save the trained algorithm to this checkpoint folder (one framework)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     config = json.loads(args.config)
@@ -130,14 +134,14 @@ def main(argv=None) -> None:
     elif args.command == "tic-tac-toe":
         for fw in args.framework:
             train_to_target("tic_tac_toe", fw, config, args.minutes, args.eval_every, {"minimax": 100}, args.out,
-                            png=args.png)
+                            png=args.png, save=args.save)
     else:
         opponents = {"random": 100}
         if args.mcts_games:
             opponents["mcts"] = args.mcts_games
         for fw in args.framework:
             train_to_target("connect_four", fw, config, args.minutes, args.eval_every, opponents, args.out,
-                            png=args.png)
+                            png=args.png, save=args.save)
 
 
 if __name__ == "__main__":
