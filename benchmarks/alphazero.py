@@ -108,7 +108,7 @@ def plot_curve(curve: list, opponents: list, png: str, game: str) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"AlphaZero on {game}, defaults, 2-core CPU")
+    fig.suptitle(f"AlphaZero on {game} (seed 0, 2-core CPU), {json.dumps(curve[0]['config']) or 'defaults'}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
 
