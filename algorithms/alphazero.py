@@ -124,16 +124,9 @@ class AlphaZeroConfig(AsyncConfig):
         if ":" in self.env or self.env.startswith("pettingzoo") or "_v" in self.env:
             raise UnirlError(f"AlphaZero searches by cloning game states, which PettingZoo envs (`{self.env}`) do not "
                              "expose; use the OpenSpiel game of the same name (e.g. `connect_four`, `tic_tac_toe`).")
-        from unirl.arena import load_game
+        from unirl.arena import is_two_player_zero_sum, load_game
 
-        game = load_game(self.game)
-        info = game.get_type()
-        import pyspiel
-
-        if (game.num_players() != 2 or info.utility != pyspiel.GameType.Utility.ZERO_SUM
-                or info.chance_mode != pyspiel.GameType.ChanceMode.DETERMINISTIC
-                or info.information != pyspiel.GameType.Information.PERFECT_INFORMATION
-                or info.dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL):
+        if not is_two_player_zero_sum(load_game(self.game)):
             raise UnirlError(f"AlphaZero plays two-player zero-sum deterministic games of perfect information with "
                              f"alternating moves; OpenSpiel's `{self.env}` is not one.")
 

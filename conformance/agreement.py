@@ -188,21 +188,17 @@ def _evaluation_observations(algo_obj, episodes: int) -> tuple[np.ndarray, np.nd
     c = algo_obj.config
     from unirl.multi_agent.algorithm import MultiAgentAlgorithm
 
-    if isinstance(algo_obj, MultiAgentAlgorithm):  # a multi-agent run: its own evaluation, the primary policy recorded
-        learner = algo_obj.learners[algo_obj.primary_policy_id]
-        rec = _RecordingPolicy(learner.policy)
-        learner.policy = rec
+    # A multi-agent run (its primary policy) or envs of the algorithm's own kind (games): its own evaluation, the
+    # policy recorded in place.
+    holder = (algo_obj.learners[algo_obj.primary_policy_id] if isinstance(algo_obj, MultiAgentAlgorithm)
+              else algo_obj if type(c).check_env is not AlgorithmConfig.check_env else None)
+    if holder is not None:
+        rec = _RecordingPolicy(holder.policy)
+        holder.policy = rec
         try:
             algo_obj.evaluate(episodes)
         finally:
-            learner.policy = rec.policy
-    elif type(c).check_env is not AlgorithmConfig.check_env:  # envs of its own kind (games): its own evaluation
-        rec = _RecordingPolicy(algo_obj.policy)
-        algo_obj.policy = rec
-        try:
-            algo_obj.evaluate(episodes)
-        finally:
-            algo_obj.policy = rec.policy
+            holder.policy = rec.policy
     else:
         rec = _RecordingPolicy(algo_obj.policy)
         evaluate_policy(rec, c.env, c.env_config, episodes, c.seed)

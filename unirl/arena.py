@@ -52,6 +52,17 @@ def _pyspiel():
     return pyspiel
 
 
+def is_two_player_zero_sum(game) -> bool:
+    """Whether an OpenSpiel game has two players, zero-sum payoffs, no chance, perfect information and turns (what
+    exact minimax and AlphaZero's search take)."""
+    pyspiel = _pyspiel()
+    info = game.get_type()
+    return (game.num_players() == 2 and info.utility == pyspiel.GameType.Utility.ZERO_SUM
+            and info.chance_mode == pyspiel.GameType.ChanceMode.DETERMINISTIC
+            and info.information == pyspiel.GameType.Information.PERFECT_INFORMATION
+            and info.dynamics == pyspiel.GameType.Dynamics.SEQUENTIAL)
+
+
 def load_game(name: str):
     """The OpenSpiel game `name` (parameters allowed: "connect_four(rows=5)"), or a UnirlError that names the
     closest known game."""
@@ -100,10 +111,7 @@ class MinimaxPlayer:
         game = _as_game(game)
         game_type = game.get_type()
         name = _game_name(game)
-        if (game.num_players() != 2 or game_type.utility != pyspiel.GameType.Utility.ZERO_SUM
-                or game_type.chance_mode != pyspiel.GameType.ChanceMode.DETERMINISTIC
-                or game_type.information != pyspiel.GameType.Information.PERFECT_INFORMATION
-                or game_type.dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL):
+        if not is_two_player_zero_sum(game):
             raise UnirlError(f"MinimaxPlayer needs a two-player zero-sum deterministic perfect-information game "
                              f"with turns, and `{name}` is not one.")
         if game.max_game_length() > MINIMAX_MAX_GAME_LENGTH:
